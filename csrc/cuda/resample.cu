@@ -1,0 +1,118 @@
+// CUDA kernels of mlvgm_data::resample_ and mlvgm_data::uniform_. Kernels and launchers only:
+// the per-element arithmetic is resample.h's (shared with the CPU kernel), and the torch glue
+// that picks the current stream lives in resample_cuda.cpp.
+#include <algorithm>
+
+#include "resample_cuda.h"
+
+namespace mlvgm {
+namespace {
+
+constexpr int kThreads = 256;
+
+// One thread per (group, sample, Philox block): it draws the 4 anchor values of its block once
+// and writes them, or the view values derived from them, for every view.
+__global__ void __launch_bounds__(kThreads)
+    resample_kernel(const ResampleLaunch p, const int64_t* __restrict__ sample_ids,
+                    float* __restrict__ out) {
+  const int64_t total = p.first_thread[p.num_groups];
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int gi = 0;
+    while (t >= p.first_thread[gi + 1]) ++gi;  // <= 64 groups, uniform across most warps
+    const GroupRule& g = p.groups[gi];
+    const int32_t n = g.numel;
+    const int32_t nb = blocks_of(n);
+    const int64_t local = t - p.first_thread[gi];
+    const int32_t b = static_cast<int32_t>(local / nb);
+    const uint32_t block = static_cast<uint32_t>(local % nb);
+    const uint32_t sample =
+        static_cast<uint32_t>(sample_ids ? sample_ids[b] : p.sample_offset + b);
+
+    const Words4 aw = row_block(p.seed, p.stream, p.step, sample, block, kDomainAnchor, 0, g.slot);
+    float anchor[4];
+#pragma unroll
+    for (int lane = 0; lane < 4; ++lane) anchor[lane] = truncated_normal(word_of(aw, lane), g.c_anchor);
+
+    for (int32_t v = 0; v < p.views; ++v) {
+      float* row = out + g.out_offset + (static_cast<int64_t>(v) * p.batch + b) * n;
+      const bool copy = (p.include_anchor && v == 0) || g.kind == kKeep;
+      Words4 vw{0, 0, 0, 0};
+      if (!copy) vw = row_block(p.seed, p.stream, p.step, sample, block, kDomainView, v, g.index);
+#pragma unroll
+      for (int lane = 0; lane < 4; ++lane) {
+        const int32_t e = lane * nb + static_cast<int32_t>(block);
+        if (e < n) row[e] = copy ? anchor[lane] : apply_rule(g, anchor[lane], word_of(vw, lane));
+      }
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kThreads)
+    uniform_kernel(int64_t batch, int32_t n, uint32_t seed, uint32_t philox_stream, uint32_t step,
+                   uint32_t w3, int64_t sample_offset, const int64_t* __restrict__ sample_ids,
+                   float* __restrict__ out) {
+  const int32_t nb = blocks_of(n);
+  const int64_t total = batch * nb;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = t / nb;
+    const uint32_t block = static_cast<uint32_t>(t % nb);
+    const uint32_t sample = static_cast<uint32_t>(sample_ids ? sample_ids[b] : sample_offset + b);
+    const Words4 w = philox4x32_10(Words4{block, sample, step, w3}, seed, philox_stream);
+#pragma unroll
+    for (int lane = 0; lane < 4; ++lane) {
+      const int32_t e = lane * nb + static_cast<int32_t>(block);
+      if (e < n) out[b * n + e] = unit_uniform(word_of(w, lane));
+    }
+  }
+}
+
+unsigned grid_for(int64_t threads) {
+  // Grid-stride loops: cap the grid, enough blocks to fill any current GPU several times over.
+  const int64_t blocks = (threads + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(blocks, 1), 65535));
+}
+
+}  // namespace
+
+cudaError_t launch_resample(const GroupRule* groups, int num_groups, int32_t batch, int32_t views,
+                            bool include_anchor, uint32_t seed, uint32_t philox_stream,
+                            uint32_t step, int64_t sample_offset, const int64_t* sample_ids,
+                            float* out, cudaStream_t stream) {
+  for (int first = 0; first < num_groups; first += kMaxGroupsPerLaunch) {
+    ResampleLaunch p{};
+    p.num_groups = std::min(kMaxGroupsPerLaunch, num_groups - first);
+    p.batch = batch;
+    p.views = views;
+    p.include_anchor = include_anchor ? 1 : 0;
+    p.seed = seed;
+    p.stream = philox_stream;
+    p.step = step;
+    p.sample_offset = sample_offset;
+    p.first_thread[0] = 0;
+    for (int i = 0; i < p.num_groups; ++i) {
+      p.groups[i] = groups[first + i];
+      p.first_thread[i + 1] = p.first_thread[i] + static_cast<int64_t>(batch) * blocks_of(p.groups[i].numel);
+    }
+    const int64_t threads = p.first_thread[p.num_groups];
+    resample_kernel<<<grid_for(threads), kThreads, 0, stream>>>(p, sample_ids, out);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
+}
+
+cudaError_t launch_uniform(int64_t batch, int32_t n, uint32_t seed, uint32_t philox_stream,
+                           uint32_t step, uint32_t domain, uint32_t view, uint32_t slot,
+                           int64_t sample_offset, const int64_t* sample_ids, float* out,
+                           cudaStream_t stream) {
+  const int64_t threads = batch * blocks_of(n);
+  if (threads == 0) return cudaSuccess;
+  uniform_kernel<<<grid_for(threads), kThreads, 0, stream>>>(
+      batch, n, seed, philox_stream, step, counter_word3(domain, view, slot), sample_offset,
+      sample_ids, out);
+  return cudaGetLastError();
+}
+
+}  // namespace mlvgm

@@ -1,0 +1,390 @@
+"""The fused latent-resampling op, its uniform-draw sibling, and their pure-PyTorch references.
+
+Randomness is Philox4x32-10 keyed by ``(seed, stream)`` with the counter
+``(block, sample, step, domain|view|slot)`` (see ``csrc/philox.h``). The compiled kernels and the
+references below run the same IEEE operations in the same order, so they agree bit for bit on
+every device and thread count.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import torch
+
+from .latents import LatentSpec
+from .views import Keep, Perturb, Resample, ViewPolicy
+
+DOMAIN_ANCHOR = 0
+DOMAIN_VIEW = 1
+DOMAIN_AUGMENT = 2
+"""Counter domains: anchors, view noise, augmentation parameters; 3–15 are free for users."""
+
+_U32 = 1 << 32
+_MASK = 0xFFFFFFFF
+_KIND = {Keep: 0, Perturb: 1, Resample: 2}
+
+
+def _load_native() -> bool:
+    try:
+        from . import _C  # noqa: F401  (importing registers torch.ops.mlvgm_data.*)
+    except ImportError as e:
+        warnings.warn(
+            f"mlvgm_data: the compiled op is not available ({e}); falling back to the PyTorch "
+            "reference implementation, which gives the same numbers but is slower. "
+            "Reinstall with `pip install -e . --no-build-isolation` to build it.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
+_NATIVE = _load_native()
+
+
+def has_native(device: torch.device | str | None = None) -> bool:
+    """Whether the compiled op is loaded (and, given a device, has a kernel for its type)."""
+    if not _NATIVE:
+        return False
+    if device is None:
+        return True
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(torch.device(device).type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "mlvgm_data::resample_", key
+    )
+
+
+# --- argument checks -----------------------------------------------------------------------
+
+def _int_in(value: object, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{field} must be an int, got {value!r}")
+    if not low <= value < high:
+        raise ValueError(f"{field} must be in [{low}, {high}), got {value}")
+    return value
+
+
+def _sample_ids(
+    sample_ids: torch.Tensor | Sequence[int] | None, batch_size: int, sample_offset: int,
+    device: torch.device,
+) -> torch.Tensor | None:
+    if sample_ids is None:
+        _int_in(sample_offset, "sample_offset", 0, _U32 - batch_size + 1)
+        return None
+    ids = torch.as_tensor(sample_ids, dtype=torch.int64)
+    if ids.dim() != 1 or ids.numel() != batch_size:
+        raise ValueError(f"sample_ids must be a vector of batch_size={batch_size} ids, got {list(ids.shape)}")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= _U32):
+        raise ValueError("sample_ids must be in [0, 2**32)")
+    return ids.to(device).contiguous()
+
+
+def _device(device: torch.device | str | None) -> torch.device:
+    return torch.device("cpu") if device is None else torch.device(device)
+
+
+def _erf_c(trunc: float | None) -> float:
+    """Truncation at ±t by inverse CDF scales the uniform by c = erf(t / √2)."""
+    return 1.0 if trunc is None else math.erf(trunc / math.sqrt(2.0))
+
+
+def _pack(
+    spec: LatentSpec, policy: ViewPolicy, batch_size: int, num_views: int
+) -> tuple[list[int], list[float]]:
+    """The per-group rules as the kernels take them: 5 ints and 4 floats per group."""
+    meta: list[int] = []
+    params: list[float] = []
+    c_anchor = _erf_c(policy.anchor_trunc)
+    for i, g in enumerate(spec):
+        rule = policy.rule(g.name)
+        mu = rule.mu if isinstance(rule, Perturb) else 0.0
+        sigma = rule.sigma if isinstance(rule, Perturb) else 0.0
+        trunc = None if isinstance(rule, Keep) else rule.trunc
+        meta += [g.numel, spec.anchor_slots[i], i, _KIND[type(rule)], num_views * batch_size * spec.offsets[i]]
+        params += [mu, sigma, _erf_c(trunc), c_anchor]
+    return meta, params
+
+
+def _check_resample(
+    spec: LatentSpec, policy: ViewPolicy, batch_size: int, num_views: int, seed: int, step: int,
+    stream: int,
+) -> None:
+    if not isinstance(spec, LatentSpec):
+        raise ValueError(f"spec must be a LatentSpec, got {type(spec).__name__}")
+    if not isinstance(policy, ViewPolicy):
+        raise ValueError(f"policy must be a ViewPolicy, got {type(policy).__name__}")
+    policy.check(spec)
+    if len(spec) >= 1 << 20:
+        raise ValueError("a spec may have at most 2**20 groups")
+    _int_in(batch_size, "batch_size", 1, _U32)
+    _int_in(num_views, "num_views", 1, 256)
+    _int_in(seed, "seed", 0, _U32)
+    _int_in(step, "step", 0, _U32)
+    _int_in(stream, "stream", 0, _U32)
+
+
+def _as_views(spec: LatentSpec, out: torch.Tensor, batch_size: int, num_views: int) -> dict[str, torch.Tensor]:
+    result = {}
+    for g, off in zip(spec, spec.offsets):
+        start = num_views * batch_size * off
+        block = out[start : start + num_views * batch_size * g.numel]
+        result[g.name] = block.view(num_views, batch_size, *g.shape)
+    return result
+
+
+# --- public ops ------------------------------------------------------------------------------
+
+def resample(
+    spec: LatentSpec,
+    policy: ViewPolicy,
+    batch_size: int,
+    num_views: int,
+    seed: int,
+    step: int,
+    device: torch.device | str | None = None,
+    stream: int = 0,
+    *,
+    sample_offset: int = 0,
+    sample_ids: torch.Tensor | Sequence[int] | None = None,
+    out: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Anchors and views of every group for one batch, in one fused launch.
+
+    Returns ``{group: Tensor[num_views, batch_size, *shape]}`` (float32), views into one flat
+    buffer (``out`` if given: ``spec.numel * batch_size * num_views`` floats on ``device``).
+    With ``policy.include_anchor``, view 0 is the anchor itself. Sample ``b`` uses counter
+    sample id ``sample_offset + b`` (or ``sample_ids[b]``); the same ``(seed, step, stream)`` gives
+    the same numbers on every device, and different steps or streams share no values.
+    """
+    _check_resample(spec, policy, batch_size, num_views, seed, step, stream)
+    dev = _device(device if out is None else out.device)
+    ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
+    total = spec.numel * batch_size * num_views
+    if out is None:
+        out = torch.empty(total, dtype=torch.float32, device=dev)
+    elif out.dtype != torch.float32 or not out.is_contiguous() or out.numel() != total:
+        raise ValueError(f"out must be a contiguous float32 tensor of {total} elements")
+    meta, params = _pack(spec, policy, batch_size, num_views)
+    if has_native(dev):
+        torch.ops.mlvgm_data.resample_(
+            out.view(-1), ids, meta, params, batch_size, num_views, policy.include_anchor,
+            seed, stream, step, sample_offset,
+        )
+    else:
+        _resample_reference_into(out.view(-1), spec, policy, batch_size, num_views, seed, step, stream, sample_offset, ids)
+    return _as_views(spec, out.view(-1), batch_size, num_views)
+
+
+def resample_reference(
+    spec: LatentSpec,
+    policy: ViewPolicy,
+    batch_size: int,
+    num_views: int,
+    seed: int,
+    step: int,
+    device: torch.device | str | None = None,
+    stream: int = 0,
+    *,
+    sample_offset: int = 0,
+    sample_ids: torch.Tensor | Sequence[int] | None = None,
+) -> dict[str, torch.Tensor]:
+    """``resample`` in plain PyTorch (Philox in int64 tensor ops): the tests' ground truth."""
+    _check_resample(spec, policy, batch_size, num_views, seed, step, stream)
+    dev = _device(device)
+    ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
+    out = torch.empty(spec.numel * batch_size * num_views, dtype=torch.float32, device=dev)
+    _resample_reference_into(out, spec, policy, batch_size, num_views, seed, step, stream, sample_offset, ids)
+    return _as_views(spec, out, batch_size, num_views)
+
+
+def uniform(
+    batch_size: int,
+    n: int,
+    seed: int,
+    step: int,
+    device: torch.device | str | None = None,
+    stream: int = 0,
+    *,
+    domain: int = DOMAIN_AUGMENT,
+    view: int = 0,
+    slot: int = 0,
+    sample_offset: int = 0,
+    sample_ids: torch.Tensor | Sequence[int] | None = None,
+) -> torch.Tensor:
+    """``[batch_size, n]`` uniforms in (0, 1) from counter ``(·, sample, step, domain|view|slot)``.
+
+    The augmentations draw their per-sample parameters here, so they replay exactly and never
+    share numbers with the latents (which use domains 0 and 1).
+    """
+    _int_in(batch_size, "batch_size", 0, _U32)
+    _int_in(n, "n", 0, 1 << 31)
+    _int_in(seed, "seed", 0, _U32)
+    _int_in(step, "step", 0, _U32)
+    _int_in(stream, "stream", 0, _U32)
+    _int_in(domain, "domain", 0, 16)
+    _int_in(view, "view", 0, 256)
+    _int_in(slot, "slot", 0, 1 << 20)
+    dev = _device(device)
+    ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
+    out = torch.empty(batch_size, n, dtype=torch.float32, device=dev)
+    if batch_size == 0 or n == 0:
+        return out
+    if has_native(dev):
+        return torch.ops.mlvgm_data.uniform_(out, ids, seed, stream, step, domain, view, slot, sample_offset)
+    return _unit_uniform(_row_words(batch_size, n, seed, stream, step, domain, view, slot, sample_offset, ids, dev))
+
+
+def uniform_reference(
+    batch_size: int,
+    n: int,
+    seed: int,
+    step: int,
+    device: torch.device | str | None = None,
+    stream: int = 0,
+    *,
+    domain: int = DOMAIN_AUGMENT,
+    view: int = 0,
+    slot: int = 0,
+    sample_offset: int = 0,
+    sample_ids: torch.Tensor | Sequence[int] | None = None,
+) -> torch.Tensor:
+    """``uniform`` in plain PyTorch."""
+    dev = _device(device)
+    ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
+    return _unit_uniform(_row_words(batch_size, n, seed, stream, step, domain, view, slot, sample_offset, ids, dev))
+
+
+# --- the reference arithmetic (mirrors csrc/philox.h and csrc/resample.h) ---------------------
+
+_M0, _M1, _W0, _W1 = 0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85
+
+
+def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32-bit words of the 64-bit product a·b, in int64 without overflow."""
+    p1 = a * (b & 0xFFFF)  # < 2**48
+    p2 = a * (b >> 16)  # < 2**48
+    s = p1 + ((p2 & 0xFFFF) << 16)
+    return (p2 >> 16) + (s >> 32), s & _MASK
+
+
+def philox4x32_10(
+    counter: Sequence[torch.Tensor | int], key: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Philox4x32-10 on int64 tensors holding uint32 words (broadcasting)."""
+    c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64) for c in counter)
+    k0, k1 = key
+    for _ in range(10):
+        hi0, lo0 = _mulhilo(_M0, c0)
+        hi1, lo1 = _mulhilo(_M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0 = (k0 + _W0) & _MASK
+        k1 = (k1 + _W1) & _MASK
+    return c0, c1, c2, c3
+
+
+def _row_words(
+    batch_size: int, n: int, seed: int, stream: int, step: int, domain: int, view: int, slot: int,
+    sample_offset: int, sample_ids: torch.Tensor | None, device: torch.device,
+) -> torch.Tensor:
+    """``[B, n]`` Philox words: element e of a row is word e // nb of block e % nb."""
+    nb = (n + 3) // 4
+    blocks = torch.arange(nb, dtype=torch.int64, device=device)
+    if sample_ids is None:
+        samples = torch.arange(sample_offset, sample_offset + batch_size, dtype=torch.int64, device=device)
+    else:
+        samples = sample_ids.to(device=device, dtype=torch.int64)
+    w3 = (domain << 28) | ((view & 0xFF) << 20) | (slot & 0xFFFFF)
+    words = philox4x32_10((blocks[None, :], samples[:, None], step, w3), (seed, stream))
+    return torch.stack(words, dim=1).reshape(batch_size, 4 * nb)[:, :n]
+
+
+def _f32(x: float) -> torch.Tensor:
+    return torch.tensor(x, dtype=torch.float32)
+
+
+_TWO_M24 = _f32(5.9604644775390625e-08)
+
+
+def _unit_uniform(words: torch.Tensor) -> torch.Tensor:
+    return (2 * (words >> 9) + 1).to(torch.float32) * _TWO_M24.to(words.device)
+
+
+def _signed_uniform(words: torch.Tensor) -> torch.Tensor:
+    return (2 * (words >> 8) + 1 - (1 << 24)).to(torch.float32) * _TWO_M24.to(words.device)
+
+
+_LOG_POLY = [7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+             1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1]
+_ERFINV_CENTRAL = [2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087,
+                   -0.00125372503, -0.00417768164, 0.246640727, 1.50140941]
+_ERFINV_TAIL = [-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773,
+                -0.0076224613, 0.00943887047, 1.00167406, 2.83297682]
+
+
+def _log_positive(x: torch.Tensor) -> torch.Tensor:
+    f = lambda v: _f32(v).to(x.device)  # noqa: E731
+    bits = x.view(torch.int32)
+    e = (((bits >> 23) & 0xFF) - 126).to(torch.float32)
+    m = ((bits & 0x007FFFFF) | 0x3F000000).view(torch.float32)
+    low = m < f(0.707106781186547524)
+    e = torch.where(low, e - f(1.0), e)
+    m = torch.where(low, (m + m) - f(1.0), m - f(1.0))
+    z = m * m
+    y = f(_LOG_POLY[0])
+    for c in _LOG_POLY[1:]:
+        y = y * m + f(c)
+    y = (y * m) * z
+    y = y + f(-2.12194440e-4) * e
+    y = y + f(-0.5) * z
+    return (m + y) + f(0.693359375) * e
+
+
+def _erfinv(x: torch.Tensor) -> torch.Tensor:
+    f = lambda v: _f32(v).to(x.device)  # noqa: E731
+    w = -_log_positive((f(1.0) - x) * (f(1.0) + x))
+    a = w - f(2.5)
+    p = f(_ERFINV_CENTRAL[0])
+    for c in _ERFINV_CENTRAL[1:]:
+        p = f(c) + p * a
+    # torch.sqrt of float32 on the CPU is not always correctly rounded; via float64 it is.
+    b = torch.sqrt(w.double()).float() - f(3.0)
+    q = f(_ERFINV_TAIL[0])
+    for c in _ERFINV_TAIL[1:]:
+        q = f(c) + q * b
+    return torch.where(w < f(5.0), p, q) * x
+
+
+def _truncated_normal(words: torch.Tensor, c: float) -> torch.Tensor:
+    v = _signed_uniform(words)
+    return _f32(1.41421356237309505).to(v.device) * _erfinv(_f32(c).to(v.device) * v)
+
+
+def _resample_reference_into(
+    out: torch.Tensor, spec: LatentSpec, policy: ViewPolicy, batch_size: int, num_views: int,
+    seed: int, step: int, stream: int, sample_offset: int, sample_ids: torch.Tensor | None,
+) -> None:
+    dev = out.device
+    c_anchor = _erf_c(policy.anchor_trunc)
+    views = _as_views(spec, out, batch_size, num_views)
+    for i, g in enumerate(spec):
+        rule = policy.rule(g.name)
+        common = (batch_size, g.numel, seed, stream, step)
+        anchor = _truncated_normal(
+            _row_words(*common, DOMAIN_ANCHOR, 0, spec.anchor_slots[i], sample_offset, sample_ids, dev),
+            c_anchor,
+        )
+        dst = views[g.name].view(num_views, batch_size, g.numel)
+        for v in range(num_views):
+            if (policy.include_anchor and v == 0) or isinstance(rule, Keep):
+                dst[v] = anchor
+                continue
+            z = _truncated_normal(
+                _row_words(*common, DOMAIN_VIEW, v, i, sample_offset, sample_ids, dev), _erf_c(rule.trunc)
+            )
+            if isinstance(rule, Resample):
+                dst[v] = z
+            else:
+                dst[v] = anchor + (_f32(rule.mu).to(dev) + _f32(rule.sigma).to(dev) * z)

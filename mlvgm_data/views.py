@@ -1,0 +1,154 @@
+"""View policies: for each latent group, how a view's noise is made from the anchor's."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Union
+
+from .latents import LatentSpec
+
+
+def _finite(value: object, field: str, *, low: float | None = None, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{field} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{field} must be finite, got {value!r}")
+    if low is not None and (v <= low if strict else v < low):
+        raise ValueError(f"{field} must be {'>' if strict else '>='} {low}, got {value!r}")
+    return v
+
+
+def _trunc(value: object, field: str) -> float | None:
+    return None if value is None else _finite(value, field, low=0.0, strict=True)
+
+
+@dataclass(frozen=True)
+class Keep:
+    """The view uses the anchor's noise unchanged."""
+
+    def to_dict(self) -> dict:
+        return {"kind": "keep"}
+
+
+@dataclass(frozen=True)
+class Perturb:
+    """The view adds ε ~ N(μ, σ²) truncated to [μ − trunc·σ, μ + trunc·σ] to the anchor."""
+
+    sigma: float
+    mu: float = 0.0
+    trunc: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sigma", _finite(self.sigma, "Perturb.sigma", low=0.0))
+        object.__setattr__(self, "mu", _finite(self.mu, "Perturb.mu"))
+        object.__setattr__(self, "trunc", _trunc(self.trunc, "Perturb.trunc"))
+
+    def to_dict(self) -> dict:
+        return {"kind": "perturb", "sigma": self.sigma, "mu": self.mu, "trunc": self.trunc}
+
+
+@dataclass(frozen=True)
+class Resample:
+    """The view draws fresh N(0, 1) noise for the group, truncated to ±trunc."""
+
+    trunc: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "trunc", _trunc(self.trunc, "Resample.trunc"))
+
+    def to_dict(self) -> dict:
+        return {"kind": "resample", "trunc": self.trunc}
+
+
+Rule = Union[Keep, Perturb, Resample]
+_KINDS = {"keep": Keep, "perturb": Perturb, "resample": Resample}
+
+
+def rule_from_dict(d: Mapping) -> Rule:
+    if not isinstance(d, Mapping) or d.get("kind") not in _KINDS:
+        raise ValueError(f"rule must be a dict with kind in {sorted(_KINDS)}, got {d!r}")
+    args = {k: v for k, v in d.items() if k != "kind"}
+    try:
+        return _KINDS[d["kind"]](**args)
+    except TypeError as e:
+        raise ValueError(f"bad {d['kind']} rule {d!r}: {e}") from None
+
+
+class ViewPolicy:
+    """Maps latent groups to rules (``Keep``, ``Perturb``, ``Resample``); unnamed groups are kept.
+
+    ``anchor_trunc`` truncates the anchor noise to ±anchor_trunc (the papers' truncation trick).
+    With ``include_anchor`` (default, as in the paper) view 0 is the anchor itself and views
+    1… apply the rules; without it every view applies the rules independently.
+    """
+
+    def __init__(
+        self,
+        rules: Mapping[str, Rule] | None = None,
+        anchor_trunc: float | None = None,
+        include_anchor: bool = True,
+    ) -> None:
+        rules = dict(rules or {})
+        for name, rule in rules.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"ViewPolicy.rules keys must be group names, got {name!r}")
+            if not isinstance(rule, (Keep, Perturb, Resample)):
+                raise ValueError(
+                    f"ViewPolicy.rules[{name!r}] must be Keep(), Perturb(...) or Resample(...), "
+                    f"got {rule!r}"
+                )
+        if not isinstance(include_anchor, bool):
+            raise ValueError(f"ViewPolicy.include_anchor must be a bool, got {include_anchor!r}")
+        self.rules: dict[str, Rule] = rules
+        self.anchor_trunc = _trunc(anchor_trunc, "ViewPolicy.anchor_trunc")
+        self.include_anchor = include_anchor
+
+    def rule(self, name: str) -> Rule:
+        return self.rules.get(name, Keep())
+
+    def check(self, spec: LatentSpec) -> None:
+        """Raises ``ValueError`` if the policy names groups the spec does not have."""
+        unknown = [n for n in self.rules if n not in spec]
+        if unknown:
+            raise ValueError(
+                f"ViewPolicy.rules name unknown groups {unknown}; the spec has {list(spec.names)}"
+            )
+
+    @classmethod
+    def uniform(cls, spec: LatentSpec, rule: Rule, **kwargs) -> "ViewPolicy":
+        """The same rule for every group (e.g. the papers' σ = 0.2 everywhere baseline)."""
+        return cls({g.name: rule for g in spec}, **kwargs)
+
+    def to_dict(self) -> dict:
+        return {
+            "rules": {name: rule.to_dict() for name, rule in self.rules.items()},
+            "anchor_trunc": self.anchor_trunc,
+            "include_anchor": self.include_anchor,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "ViewPolicy":
+        if not isinstance(d, Mapping):
+            raise ValueError(f"ViewPolicy.from_dict expects a dict, got {type(d).__name__}")
+        unknown = set(d) - {"rules", "anchor_trunc", "include_anchor"}
+        if unknown:
+            raise ValueError(f"ViewPolicy.from_dict: unknown fields {sorted(unknown)}")
+        rules = d.get("rules", {})
+        if not isinstance(rules, Mapping):
+            raise ValueError("ViewPolicy.rules must be a dict")
+        return cls(
+            {name: rule_from_dict(r) for name, r in rules.items()},
+            anchor_trunc=d.get("anchor_trunc"),
+            include_anchor=d.get("include_anchor", True),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ViewPolicy) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return (
+            f"ViewPolicy({self.rules!r}, anchor_trunc={self.anchor_trunc}, "
+            f"include_anchor={self.include_anchor})"
+        )
