@@ -1,0 +1,123 @@
+"""Saving and loading generators: weights via ``torch.load(weights_only=True)`` + a JSON config.
+
+A saved generator is two files with one stem: ``NAME.pt`` (a plain state dict of tensors) and
+``NAME.json`` (``{"format": "mlvgm-data/1", "family": ..., "config": {...}}``). The family names
+a builder registered with :func:`register_family`; nothing in either file is ever executed.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+FORMAT = "mlvgm-data/1"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+_FAMILIES: dict[str, Callable[[dict], nn.Module]] = {}
+_BUILTINS: dict[str, str] = {}
+
+
+def register_family(name: str, builder: Callable[[dict], nn.Module]) -> None:
+    """Registers ``builder(config) -> module`` for checkpoints whose JSON names ``family=name``."""
+    _FAMILIES[name] = builder
+
+
+def register_builtin(name: str, stem: str) -> None:
+    """Makes ``"builtin:name"`` load ``assets/stem.{pt,json}``."""
+    _BUILTINS[name] = stem
+
+
+def builtin_names() -> list[str]:
+    return sorted(f"builtin:{n}" for n in _BUILTINS)
+
+
+def families() -> list[str]:
+    _import_families()
+    return sorted(_FAMILIES)
+
+
+def _import_families() -> None:
+    # The built-in model modules register themselves on import.
+    from .. import models  # noqa: F401
+
+
+def _resolve(name_or_path: str | Path) -> tuple[Path, Path]:
+    s = str(name_or_path)
+    if s.startswith("builtin:"):
+        _import_families()
+        name = s[len("builtin:"):]
+        if name not in _BUILTINS:
+            raise ValueError(f"unknown built-in generator {s!r}; available: {builtin_names()}")
+        stem = ASSETS / _BUILTINS[name]
+        return stem.with_suffix(".pt"), stem.with_suffix(".json")
+    p = Path(s)
+    if p.is_dir():
+        return p / "model.pt", p / "model.json"
+    if p.suffix in (".pt", ".json"):
+        return p.with_suffix(".pt"), p.with_suffix(".json")
+    return p.with_name(p.name + ".pt"), p.with_name(p.name + ".json")
+
+
+def read_config(path: Path) -> dict:
+    try:
+        cfg = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"generator config {path} not found (a saved generator is NAME.pt + NAME.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"generator config {path} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT or "family" not in cfg:
+        raise ValueError(f"{path} is not a {FORMAT} generator config (needs 'format' and 'family')")
+    return cfg
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with errors that say what went wrong."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"weights file {path} not found") from None
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path} holds objects other than tensors and was refused (weights_only=True; "
+            f"nothing was executed): {str(e).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a readable torch checkpoint (corrupt or truncated): {e}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} must hold a dict of tensors, got {type(state).__name__}")
+    return state
+
+
+def load_generator(name_or_path: str | Path, device: torch.device | str | None = None) -> nn.Module:
+    """Loads ``"builtin:NAME"`` or a saved generator (``PATH.pt`` + ``PATH.json``), in eval mode."""
+    weights, config_path = _resolve(name_or_path)
+    cfg = read_config(config_path)
+    _import_families()
+    family = cfg["family"]
+    if family not in _FAMILIES:
+        raise ValueError(f"{config_path}: unknown generator family {family!r}; known: {sorted(_FAMILIES)}")
+    model = _FAMILIES[family](cfg.get("config", {}))
+    state = load_state(weights)
+    try:
+        model.load_state_dict(state.get("model", state))
+    except RuntimeError as e:
+        raise ValueError(f"{weights} does not match its config {config_path}: {e}") from None
+    return model.to(device or "cpu").eval()
+
+
+def save_generator(model: nn.Module, path: str | Path, family: str, config: dict, extra: dict | None = None) -> Path:
+    """Writes ``path.pt`` (state dict) and ``path.json`` (family + config + ``extra``)."""
+    weights, config_path = _resolve(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, weights)
+    doc = {"format": FORMAT, "family": family, "config": config}
+    if extra:
+        doc.update(extra)
+    config_path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return weights

@@ -1,0 +1,1 @@
+"""Built-in trainable MLVGMs. Importing this package registers their families and assets."""
