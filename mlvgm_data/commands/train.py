@@ -1,0 +1,74 @@
+"""``mlvgm-data train``: trains a built-in generator on Shapes or on a folder of your images."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a built-in generator (--model hvae|...) on Shapes or a folder of images"
+
+_COMMON_HELP = {
+    "data": ("--data", "'shapes' (procedural, no files) or a folder of images (any size, resized)"),
+    "out": ("--out", "run folder: checkpoint.pt, model.{pt,json}, summary.json (default runs/MODEL-DATA-RES)"),
+    "steps": ("--steps", "optimiser steps"),
+    "batch_size": ("--batch-size", "images per step"),
+    "lr": ("--lr", "learning rate"),
+    "seed": ("--seed", "seed of the weights, the data order and the training noise"),
+    "resolution": ("--resolution", "image size (square)"),
+    "checkpoint_every": ("--checkpoint-every", "steps between checkpoints"),
+    "export": ("--export", "also save the final generator as PATH.{pt,json}"),
+    "threads": ("--threads", "torch CPU threads (default: torch's)"),
+}
+_TYPES = {"data": str, "out": str, "steps": int, "batch_size": int, "lr": float, "seed": int,
+          "resolution": int, "checkpoint_every": int, "export": str, "threads": int}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..models.common import COMMON_DEFAULTS, trainers
+
+    found = trainers()
+    parser.add_argument("--model", required=True, choices=sorted(found), help="which model to train")
+    for dest, (flag, text) in _COMMON_HELP.items():
+        default = COMMON_DEFAULTS[dest]
+        shown = "" if default is None else f" (default: {default}; some models change it)"
+        parser.add_argument(flag, dest=dest, type=_TYPES[dest], default=argparse.SUPPRESS, help=text + shown)
+    parser.add_argument("--resume", action="store_true", default=argparse.SUPPRESS,
+                        help="continue from OUT/checkpoint.pt if it exists")
+    seen: dict[str, tuple[tuple[str, ...], dict]] = {}
+    for name, trainer in sorted(found.items()):
+        group = parser.add_argument_group(f"--model {name}", trainer.help or None)
+        for flags, kw in trainer.options():
+            key = flags
+            same = {k: v for k, v in kw.items() if k not in ("default", "help")}
+            if key in seen:
+                if seen[key][1] != same:
+                    raise ValueError(f"trainers declare option {flags} differently")
+                continue
+            seen[key] = (flags, same)
+            default = kw.get("default")
+            text = kw.get("help", "") + ("" if default is None else f" (default: {default})")
+            group.add_argument(*flags, **dict(same, default=argparse.SUPPRESS, help=text))
+
+
+def run(args: argparse.Namespace) -> dict:
+    from ..models.common import get_trainer, train
+
+    trainer = get_trainer(args.model)
+    known = trainer.option_defaults()
+    given = {k: v for k, v in vars(args).items() if k in known}
+    other = sorted(k for k in vars(args) if k not in known and k not in ("model", "json", "command", "_module"))
+    if other:
+        raise ValueError(f"options {other} do not apply to --model {args.model}")
+    summary = train(args.model, **given)
+    print(_format(summary))
+    return summary
+
+
+def _format(summary: dict) -> str:
+    lines = [f"trained {summary.get('model', '?')}:"]
+    for k, v in summary.items():
+        if isinstance(v, float):
+            v = f"{v:.4g}"
+        elif isinstance(v, dict):
+            v = ", ".join(f"{a}={b:.3g}" if isinstance(b, float) else f"{a}={b}" for a, b in v.items())
+        lines.append(f"  {k}: {v}")
+    return "\n".join(lines)

@@ -1,0 +1,355 @@
+"""Training infrastructure shared by the built-in models (``mlvgm-data train --model NAME``).
+
+A model module registers its trainer once, at import::
+
+    register_trainer("hvae", add_arguments, train_fn, help="...", defaults={"steps": 20000})
+
+- ``add_arguments(parser)`` declares the model's own options with ``parser.add_argument`` (the
+  usual argparse keywords; give every option a ``default``). Two trainers may declare the same
+  option (same flags and type): the CLI shows it once and each trainer gets its own default.
+- ``defaults`` overrides the common options' defaults for this model (see ``COMMON_DEFAULTS``).
+- ``train_fn(opts) -> dict`` trains and returns a JSON-safe summary. ``opts`` is an
+  ``argparse.Namespace`` with the common options (``data``, ``out``, ``steps``, ``batch_size``,
+  ``lr``, ``seed``, ``resolution``, ``resume``, ``checkpoint_every``, ``export``) and the model's
+  own, all resolved to values.
+
+Building blocks for ``train_fn``:
+
+- ``image_source(data, resolution, seed)``: ``"shapes"`` or a folder of images → an
+  :class:`ImageSource`; ``batches(source, batch_size, start_step)`` yields the
+  ``[B, 3, R, R]`` batch of each step, a pure function of (data, seed, step), so a resumed run
+  sees exactly the batches it would have seen.
+- ``seeded(seed)``: a context that seeds torch's global RNG for the run and restores the
+  caller's RNG afterwards.
+- ``save_checkpoint(path, step, modules, optimizers, extra)`` / ``load_checkpoint(path, modules,
+  optimizers) -> (step, extra)``: state dicts + step + torch RNG state, read back with
+  ``torch.load(weights_only=True)``; ``checkpoint_path(opts)`` is ``OUT/checkpoint.pt``;
+  ``resume(opts, modules, optimizers)`` loads it when ``--resume`` is set and it exists.
+- ``progress(opts, start_step, desc)``: the tqdm bar of a run.
+- ``save_outputs(model, opts, family, config, summary)``: the final generator as
+  ``OUT/model.{pt,json}`` (``save_generator``), and also at ``--export PATH`` when given; writes
+  ``OUT/summary.json``.
+
+``train(name, **options)`` runs a registered trainer from Python with the CLI's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from ..data.folder import FolderImages
+from ..data.shapes import Shapes
+from ..generators.registry import load_state, save_generator
+
+COMMON_DEFAULTS: dict[str, Any] = {
+    "data": "shapes",
+    "out": None,
+    "steps": 2000,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "seed": 0,
+    "resolution": 32,
+    "resume": False,
+    "checkpoint_every": 1000,
+    "export": None,
+    "threads": None,
+}
+
+
+# --- data --------------------------------------------------------------------------------------
+
+class ImageSource:
+    """Training images addressed by an integer index: ``batch(indices) -> [N, 3, R, R]`` in [0, 1].
+
+    ``length`` is ``None`` for an unbounded procedural source.
+    """
+
+    name: str
+    resolution: int
+    seed: int
+    length: int | None
+
+    def batch(self, indices: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ShapesSource(ImageSource):
+    """Fresh procedural Shapes for every step (item ``k`` of ``Shapes(2**32, R, seed)``)."""
+
+    def __init__(self, resolution: int, seed: int) -> None:
+        self.name, self.resolution, self.seed, self.length = "shapes", resolution, seed, None
+        self.dataset = Shapes(1 << 32, resolution, seed)
+
+    def batch(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.dataset.render(indices % (1 << 32))[0]
+
+
+class FolderSource(ImageSource):
+    """A folder of images, decoded once into memory (uint8 at the model resolution) when it fits
+    in ``cache_bytes``, else read from disk per batch."""
+
+    def __init__(self, root: str | Path, resolution: int, seed: int, cache_bytes: int = 2 << 30) -> None:
+        self.dataset = FolderImages(root, resolution)
+        self.name, self.resolution, self.seed = str(root), resolution, seed
+        self.length = len(self.dataset)
+        self.cache: torch.Tensor | None = None
+        if self.length * 3 * resolution * resolution <= cache_bytes:
+            from tqdm import tqdm
+
+            self.cache = torch.stack(
+                [self.dataset.load_uint8(i) for i in tqdm(range(self.length), desc="load images", unit="img")]
+            )
+
+    def batch(self, indices: torch.Tensor) -> torch.Tensor:
+        if self.cache is not None:
+            return self.cache[indices].float().div_(255.0)
+        return self.dataset.load(indices)
+
+
+def image_source(data: str, resolution: int, seed: int) -> ImageSource:
+    """``"shapes"`` → procedural Shapes; anything else is a path to a folder of images."""
+    if data == "shapes":
+        return ShapesSource(resolution, seed)
+    path = Path(data)
+    if not path.is_dir():
+        raise ValueError(f"--data must be 'shapes' or a folder of images; {data!r} is neither")
+    return FolderSource(path, resolution, seed)
+
+
+def _permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (1 << 63))
+    return torch.randperm(n, generator=g)
+
+
+def step_indices(source: ImageSource, batch_size: int, step: int) -> torch.Tensor:
+    """The item indices of ``step``'s batch: consecutive items of an unbounded source, or
+    consecutive entries of a fresh permutation per epoch for a finite one."""
+    k = step * batch_size + torch.arange(batch_size, dtype=torch.int64)
+    if source.length is None:
+        return k
+    epochs, pos = k // source.length, k % source.length
+    out = torch.empty_like(k)
+    for e in epochs.unique().tolist():
+        sel = epochs == e
+        out[sel] = _permutation(source.length, source.seed, e)[pos[sel]]
+    return out
+
+
+def batches(source: ImageSource, batch_size: int, start_step: int = 0) -> Iterator[torch.Tensor]:
+    """Endless ``[B, 3, R, R]`` batches from ``start_step`` on (a pure function of the step)."""
+    step = start_step
+    while True:
+        yield source.batch(step_indices(source, batch_size, step))
+        step += 1
+
+
+# --- randomness and checkpoints ------------------------------------------------------------------
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seeds torch's global RNG inside the block; the caller's RNG state is restored after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def save_checkpoint(
+    path: str | Path, step: int, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+    extra: dict | None = None,
+) -> Path:
+    """Writes modules' and optimizers' state dicts, ``step``, torch's RNG state and ``extra``
+    (tensors, numbers, strings, lists, dicts) atomically to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "step": step,
+        "modules": {k: m.state_dict() for k, m in modules.items()},
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "rng": torch.get_rng_state(),
+        "extra": extra or {},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(
+    path: str | Path, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
+) -> tuple[int, dict]:
+    """Restores what :func:`save_checkpoint` wrote (weights-only load); returns ``(step, extra)``."""
+    state = load_state(Path(path))
+    for key in ("step", "modules", "optimizers", "rng"):
+        if key not in state:
+            raise ValueError(f"{path} is not a training checkpoint (no {key!r})")
+    for k, m in modules.items():
+        if k not in state["modules"]:
+            raise ValueError(f"{path} has no state for module {k!r}")
+        try:
+            m.load_state_dict(state["modules"][k])
+        except RuntimeError as e:
+            raise ValueError(f"{path}: module {k!r} does not match the checkpoint (other options?): {e}") from None
+    for k, o in optimizers.items():
+        if k not in state["optimizers"]:
+            raise ValueError(f"{path} has no state for optimizer {k!r}")
+        o.load_state_dict(state["optimizers"][k])
+    torch.set_rng_state(state["rng"])
+    return int(state["step"]), state.get("extra", {})
+
+
+def out_dir(opts: argparse.Namespace) -> Path:
+    return Path(opts.out)
+
+
+def checkpoint_path(opts: argparse.Namespace) -> Path:
+    return out_dir(opts) / "checkpoint.pt"
+
+
+def resume(opts: argparse.Namespace, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> tuple[int, dict]:
+    """With ``--resume`` and an existing ``OUT/checkpoint.pt``: loads it → ``(step, extra)``;
+    otherwise ``(0, {})``."""
+    path = checkpoint_path(opts)
+    if opts.resume and path.exists():
+        return load_checkpoint(path, modules, optimizers)
+    return 0, {}
+
+
+def progress(opts: argparse.Namespace, start_step: int, desc: str):
+    """The run's tqdm bar (``opts.steps`` total, starting at ``start_step``)."""
+    from tqdm import tqdm
+
+    return tqdm(total=opts.steps, initial=start_step, desc=desc, unit="step", dynamic_ncols=True)
+
+
+def save_outputs(model: nn.Module, opts: argparse.Namespace, family: str, config: dict, summary: dict) -> dict:
+    """Saves the final generator (``OUT/model`` and ``--export``) and ``OUT/summary.json``;
+    returns ``summary`` with the written paths added."""
+    out = out_dir(opts)
+    extra = {"training": {k: v for k, v in summary.items() if _json_safe(v)}}
+    paths = [str(save_generator(model, out / "model", family, config, extra))]
+    if opts.export:
+        paths.append(str(save_generator(model, opts.export, family, config, extra)))
+    summary = dict(summary, generator=paths)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    return summary
+
+
+def _json_safe(v: Any) -> bool:
+    try:
+        json.dumps(v)
+    except (TypeError, ValueError):
+        return False
+    return not (isinstance(v, float) and not math.isfinite(v))
+
+
+# --- the trainer registry ------------------------------------------------------------------------
+
+class _Recorder:
+    """Collects ``add_argument`` calls so option sets of several trainers can be merged."""
+
+    def __init__(self) -> None:
+        self.options: list[tuple[tuple[str, ...], dict]] = []
+
+    def add_argument(self, *flags: str, **kwargs: Any) -> None:
+        if "default" not in kwargs and kwargs.get("action") not in ("store_true", "store_false"):
+            raise ValueError(f"trainer option {flags} needs a default")
+        self.options.append((flags, kwargs))
+
+
+@dataclass
+class Trainer:
+    name: str
+    add_arguments: Callable[[Any], None]
+    train_fn: Callable[[argparse.Namespace], dict]
+    help: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def options(self) -> list[tuple[tuple[str, ...], dict]]:
+        rec = _Recorder()
+        self.add_arguments(rec)
+        return rec.options
+
+    def option_defaults(self) -> dict[str, Any]:
+        """Every option's default for this model: common ones (with overrides) + its own."""
+        out = dict(COMMON_DEFAULTS)
+        out.update(self.defaults)
+        for flags, kw in self.options():
+            out[_dest(flags, kw)] = kw.get("default", kw.get("action") == "store_false")
+        return out
+
+
+_TRAINERS: dict[str, Trainer] = {}
+
+
+def register_trainer(
+    name: str, add_arguments: Callable[[Any], None], train_fn: Callable[[argparse.Namespace], dict],
+    help: str = "", defaults: dict[str, Any] | None = None,
+) -> None:
+    """Makes ``mlvgm-data train --model name`` run ``train_fn`` (see the module docstring)."""
+    unknown = sorted(set(defaults or {}) - set(COMMON_DEFAULTS))
+    if unknown:
+        raise ValueError(f"register_trainer({name!r}): defaults for unknown common options {unknown}")
+    _TRAINERS[name] = Trainer(name, add_arguments, train_fn, help, dict(defaults or {}))
+
+
+def trainers() -> dict[str, Trainer]:
+    """The registered trainers (importing :mod:`mlvgm_data.models` registers the built-in ones)."""
+    from .. import models  # noqa: F401
+
+    return dict(_TRAINERS)
+
+
+def _dest(flags: tuple[str, ...], kw: dict) -> str:
+    if "dest" in kw:
+        return kw["dest"]
+    long = [f for f in flags if f.startswith("--")]
+    return (long[0] if long else flags[0]).lstrip("-").replace("-", "_")
+
+
+def get_trainer(name: str) -> Trainer:
+    found = trainers()
+    if name not in found:
+        raise ValueError(f"unknown model {name!r}; available: {sorted(found)}")
+    return found[name]
+
+
+def resolve_options(name: str, given: dict[str, Any]) -> argparse.Namespace:
+    """The ``opts`` of a run: ``given`` over the trainer's defaults; unknown keys are an error."""
+    trainer = get_trainer(name)
+    opts = trainer.option_defaults()
+    unknown = sorted(set(given) - set(opts))
+    if unknown:
+        raise ValueError(f"unknown options for --model {name}: {unknown}; known: {sorted(opts)}")
+    opts.update(given)
+    if opts["out"] is None:
+        opts["out"] = str(Path("runs") / f"{name}-{Path(str(opts['data'])).name}-{opts['resolution']}")
+    for key in ("steps", "batch_size", "resolution", "checkpoint_every"):
+        if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 1:
+            raise ValueError(f"{key} must be a positive int, got {opts[key]!r}")
+    if not isinstance(opts["seed"], int) or not 0 <= opts["seed"] < (1 << 32):
+        raise ValueError(f"seed must be an int in [0, 2**32), got {opts['seed']!r}")
+    if not (isinstance(opts["lr"], (int, float)) and opts["lr"] > 0):
+        raise ValueError(f"lr must be a positive number, got {opts['lr']!r}")
+    return argparse.Namespace(model=name, **opts)
+
+
+def train(name: str, **options: Any) -> dict:
+    """Runs the trainer ``name`` with ``options`` (the CLI's option names, underscores) → summary."""
+    opts = resolve_options(name, options)
+    threads = opts.threads
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return get_trainer(name).train_fn(opts)
+    finally:
+        torch.set_num_threads(previous)
