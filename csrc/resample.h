@@ -101,10 +101,15 @@ MLVGM_HD float log_positive(float x) {
 }
 
 // erfinv for |x| < 1: M. Giles, "Approximating the erfinv function", GPU Computing Gems (2011),
-// single-precision coefficients. Both branches are evaluated and one is selected, so the GPU
-// warp never diverges and the CPU loop vectorises.
-MLVGM_HD float erfinv_approx(float x) {
-  const float w = -log_positive(fmul(fadd(1.0f, -x), fadd(1.0f, x)));
+// single-precision coefficients, split into its parts so the CPU kernel can run the central
+// branch vectorised and patch the rare tail (see cpu/resample_kernel.cpp); erfinv_approx
+// evaluates both and selects, so a GPU warp never diverges.
+MLVGM_HD float erfinv_w(float x) { return -log_positive(fmul(fadd(1.0f, -x), fadd(1.0f, x))); }
+
+// Valid for w < 5 (|x| < 0.9966). |x| <= kErfinvCentralBound guarantees w < 3.92.
+constexpr float kErfinvCentralBound = 0.99f;
+
+MLVGM_HD float erfinv_central(float w) {
   const float a = fadd(w, -2.5f);
   float p = 2.81022636e-08f;
   p = fadd(3.43273939e-07f, fmul(p, a));
@@ -114,7 +119,10 @@ MLVGM_HD float erfinv_approx(float x) {
   p = fadd(-0.00125372503f, fmul(p, a));
   p = fadd(-0.00417768164f, fmul(p, a));
   p = fadd(0.246640727f, fmul(p, a));
-  p = fadd(1.50140941f, fmul(p, a));
+  return fadd(1.50140941f, fmul(p, a));
+}
+
+MLVGM_HD float erfinv_tail(float w) {
   const float b = fadd(fsqrt(w), -3.0f);
   float q = -0.000200214257f;
   q = fadd(0.000100950558f, fmul(q, b));
@@ -124,14 +132,22 @@ MLVGM_HD float erfinv_approx(float x) {
   q = fadd(-0.0076224613f, fmul(q, b));
   q = fadd(0.00943887047f, fmul(q, b));
   q = fadd(1.00167406f, fmul(q, b));
-  q = fadd(2.83297682f, fmul(q, b));
+  return fadd(2.83297682f, fmul(q, b));
+}
+
+MLVGM_HD float erfinv_approx(float x) {
+  const float w = erfinv_w(x);
+  const float p = erfinv_central(w);
+  const float q = erfinv_tail(w);
   return fmul(w < 5.0f ? p : q, x);
 }
 
 // Standard normal truncated to [-t, t] by inverse CDF: z = sqrt(2) erfinv(c v), v uniform in
 // (-1, 1) and c = erf(t / sqrt(2)) (c = 1: no truncation). No rejection loop.
+constexpr float kSqrt2 = 1.41421356237309505f;
+
 MLVGM_HD float truncated_normal(uint32_t word, float c) {
-  return fmul(1.41421356237309505f, erfinv_approx(fmul(c, signed_uniform(word))));
+  return fmul(kSqrt2, erfinv_approx(fmul(c, signed_uniform(word))));
 }
 
 enum RuleKind : int32_t { kKeep = 0, kPerturb = 1, kResample = 2 };

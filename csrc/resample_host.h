@@ -52,9 +52,14 @@ inline int64_t check_resample_args(const at::Tensor& out,
   TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous(),
               "out must be a contiguous float32 tensor");
   int64_t total = 0;
-  for (const auto& g : groups) {
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const GroupRule& g = groups[i];
     TORCH_CHECK(g.out_offset == total, "groups must tile the output in order");
     total += g.numel * batch * views;
+    for (size_t j = 0; j < i; ++j) {
+      TORCH_CHECK(groups[j].slot != g.slot || groups[j].numel == g.numel,
+                  "groups ", j, " and ", i, " share an anchor slot but not a size");
+    }
   }
   TORCH_CHECK(out.numel() == total, "out has ", out.numel(), " elements, the groups need ", total);
   if (sample_ids.has_value()) {

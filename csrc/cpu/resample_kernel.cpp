@@ -1,5 +1,5 @@
 // CPU kernels of mlvgm_data::resample_ and mlvgm_data::uniform_.
-// Parallel over (group, sample) rows with at::parallel_for. Each row is produced in three
+// Parallel over (anchor set, sample) rows with at::parallel_for. Each row is produced in three
 // vectorisable passes (Philox words, words -> truncated normals, rule application); on x86-64
 // Linux the passes are compiled for AVX-512, AVX2 and baseline and picked at load time. The
 // arithmetic is resample.h's, so the bits do not depend on the ISA or the thread count.
@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -18,6 +19,11 @@
 #define MLVGM_CLONES
 #endif
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MLVGM_AVX2_PHILOX 1
+#include <immintrin.h>
+#endif
+
 namespace mlvgm {
 namespace {
 
@@ -25,13 +31,11 @@ struct RowKey {
   uint32_t seed, stream, step, sample, domain, view, slot;
 };
 
-// words[lane * nb + block] = word `lane` of Philox block `block`. The key is taken by value:
-// through a reference it could alias `words` and the loop would not vectorise.
-MLVGM_CLONES void fill_words(const RowKey k, int32_t nb, uint32_t* __restrict__ words) {
+void fill_words_scalar(const RowKey& k, int32_t first, int32_t nb, uint32_t* __restrict__ words) {
   const uint32_t w3 = counter_word3(k.domain, k.view, k.slot);
-  const uint32_t sample = k.sample, step = k.step, seed = k.seed, stream = k.stream;
-  for (int32_t b = 0; b < nb; ++b) {
-    const Words4 w = philox4x32_10(Words4{static_cast<uint32_t>(b), sample, step, w3}, seed, stream);
+  for (int32_t b = first; b < nb; ++b) {
+    const Words4 w =
+        philox4x32_10(Words4{static_cast<uint32_t>(b), k.sample, k.step, w3}, k.seed, k.stream);
     words[b] = w.x;
     words[nb + b] = w.y;
     words[2 * nb + b] = w.z;
@@ -39,8 +43,73 @@ MLVGM_CLONES void fill_words(const RowKey k, int32_t nb, uint32_t* __restrict__ 
   }
 }
 
-MLVGM_CLONES void words_to_normals(const uint32_t* words, int32_t n, float c, float* out) {
-  for (int32_t e = 0; e < n; ++e) out[e] = truncated_normal(words[e], c);
+#ifdef MLVGM_AVX2_PHILOX
+// Eight Philox blocks per iteration. GCC does not vectorise the 32x32->64 multiplies of the
+// scalar round, so it is spelled out: _mm256_mul_epu32 multiplies the even lanes, the odd lanes
+// go through a 32-bit shift, and blends reassemble the high and low words. Integer arithmetic
+// only, so the words equal philox4x32_10's.
+__attribute__((target("avx2"))) int32_t fill_words_avx2(const RowKey& k, int32_t nb,
+                                                        uint32_t* __restrict__ words) {
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kPhiloxM0));
+  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kPhiloxM1));
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i y0 = _mm256_set1_epi32(static_cast<int>(k.sample));
+  const __m256i z0 = _mm256_set1_epi32(static_cast<int>(k.step));
+  const __m256i w0 = _mm256_set1_epi32(static_cast<int>(counter_word3(k.domain, k.view, k.slot)));
+  int32_t b = 0;
+  for (; b + 8 <= nb; b += 8) {
+    __m256i x = _mm256_add_epi32(_mm256_set1_epi32(b), lane), y = y0, z = z0, w = w0;
+    uint32_t k0 = k.seed, k1 = k.stream;
+    for (int round = 0; round < 10; ++round) {
+      const __m256i pe0 = _mm256_mul_epu32(x, m0);
+      const __m256i po0 = _mm256_mul_epu32(_mm256_srli_epi64(x, 32), m0);
+      const __m256i pe1 = _mm256_mul_epu32(z, m1);
+      const __m256i po1 = _mm256_mul_epu32(_mm256_srli_epi64(z, 32), m1);
+      const __m256i lo0 = _mm256_blend_epi32(pe0, _mm256_slli_epi64(po0, 32), 0xAA);
+      const __m256i hi0 = _mm256_blend_epi32(_mm256_srli_epi64(pe0, 32), po0, 0xAA);
+      const __m256i lo1 = _mm256_blend_epi32(pe1, _mm256_slli_epi64(po1, 32), 0xAA);
+      const __m256i hi1 = _mm256_blend_epi32(_mm256_srli_epi64(pe1, 32), po1, 0xAA);
+      x = _mm256_xor_si256(_mm256_xor_si256(hi1, y), _mm256_set1_epi32(static_cast<int>(k0)));
+      z = _mm256_xor_si256(_mm256_xor_si256(hi0, w), _mm256_set1_epi32(static_cast<int>(k1)));
+      y = lo1;
+      w = lo0;
+      k0 += kPhiloxW0;
+      k1 += kPhiloxW1;
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words + b), x);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words + nb + b), y);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words + 2 * nb + b), z);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words + 3 * nb + b), w);
+  }
+  return b;
+}
+#endif
+
+// words[lane * nb + block] = word `lane` of Philox block `block`.
+void fill_words(const RowKey& k, int32_t nb, uint32_t* __restrict__ words) {
+  int32_t done = 0;
+#ifdef MLVGM_AVX2_PHILOX
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) done = fill_words_avx2(k, nb, words);
+#endif
+  fill_words_scalar(k, done, nb, words);
+}
+
+// truncated_normal over a row in two passes: the central erfinv branch for every element
+// (vectorised: no square root, no branch), then the exact per-element function for the ~1 %
+// whose |x| could reach the tail. Elements with |x| <= kErfinvCentralBound have w < 5, where
+// truncated_normal selects the central branch, so every output equals truncated_normal's bits.
+MLVGM_CLONES void words_to_normals(const uint32_t* __restrict__ words, int32_t n, float c,
+                                   float* __restrict__ out) {
+  for (int32_t e = 0; e < n; ++e) {
+    const float x = fmul(c, signed_uniform(words[e]));
+    out[e] = fmul(kSqrt2, fmul(erfinv_central(erfinv_w(x)), x));
+  }
+  for (int32_t e = 0; e < n; ++e) {
+    if (std::fabs(fmul(c, signed_uniform(words[e]))) > kErfinvCentralBound) {
+      out[e] = truncated_normal(words[e], c);
+    }
+  }
 }
 
 MLVGM_CLONES void words_to_uniforms(const uint32_t* words, int32_t n, float* out) {
@@ -73,39 +142,43 @@ at::Tensor& resample_cpu(at::Tensor& out, const c10::optional<at::Tensor>& sampl
   TORCH_CHECK(out.device().is_cpu(), "resample_cpu called with a non-CPU tensor");
   const int64_t* ids = sample_ids.has_value() ? sample_ids->data_ptr<int64_t>() : nullptr;
   float* dst = out.data_ptr<float>();
-  const int64_t rows = static_cast<int64_t>(groups.size()) * batch;
-  // Rows are (group, sample); aim for ~16k output floats per task.
+  // Groups tied to one anchor (style mixing) are handled together so the anchor is drawn once.
+  std::vector<std::vector<const GroupRule*>> sets;
+  for (const auto& g : groups) {
+    auto it = std::find_if(sets.begin(), sets.end(), [&](const auto& set) { return set[0]->slot == g.slot; });
+    if (it == sets.end()) sets.push_back({&g}); else it->push_back(&g);
+  }
+  const int64_t rows = static_cast<int64_t>(sets.size()) * batch;
+  // Rows are (anchor set, sample); aim for ~16k output floats per task.
   const int64_t grain = std::max<int64_t>(1, (16384 * rows) / std::max<int64_t>(total, 1));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     Scratch s;
     for (int64_t r = begin; r < end; ++r) {
-      const GroupRule& g = groups[r / batch];
+      const auto& set = sets[r / batch];
       const int64_t b = r % batch;
-      const int32_t n = g.numel;
+      const int32_t n = set[0]->numel;  // tied groups share their shape (LatentSpec checks)
       const int32_t nb = blocks_of(n);
       s.fit(n);
       RowKey key{static_cast<uint32_t>(seed), static_cast<uint32_t>(stream),
                  static_cast<uint32_t>(step),
                  static_cast<uint32_t>(ids ? ids[b] : sample_offset + b), kDomainAnchor, 0,
-                 static_cast<uint32_t>(g.slot)};
+                 static_cast<uint32_t>(set[0]->slot)};
       fill_words(key, nb, s.words.data());
-      words_to_normals(s.words.data(), n, g.c_anchor, s.anchor.data());
+      words_to_normals(s.words.data(), n, set[0]->c_anchor, s.anchor.data());
       key.domain = kDomainView;
-      key.slot = static_cast<uint32_t>(g.index);
-      for (int64_t v = 0; v < views; ++v) {
-        float* row = dst + g.out_offset + (v * batch + b) * n;
-        if ((include_anchor && v == 0) || g.kind == kKeep) {
-          std::memcpy(row, s.anchor.data(), sizeof(float) * n);
-          continue;
-        }
-        key.view = static_cast<uint32_t>(v);
-        fill_words(key, nb, s.words.data());
-        if (g.kind == kResample) {
-          words_to_normals(s.words.data(), n, g.c_view, row);
-        } else {
-          // The normals go to the output row first, then are combined with the anchor in place.
-          words_to_normals(s.words.data(), n, g.c_view, row);
-          perturb_row(s.anchor.data(), row, n, g.mu, g.sigma, row);
+      for (const GroupRule* g : set) {
+        key.slot = static_cast<uint32_t>(g->index);
+        for (int64_t v = 0; v < views; ++v) {
+          float* row = dst + g->out_offset + (v * batch + b) * n;
+          if ((include_anchor && v == 0) || g->kind == kKeep) {
+            std::memcpy(row, s.anchor.data(), sizeof(float) * n);
+            continue;
+          }
+          key.view = static_cast<uint32_t>(v);
+          fill_words(key, nb, s.words.data());
+          words_to_normals(s.words.data(), n, g->c_view, row);
+          // Perturb combines the fresh normals with the anchor in place; Resample keeps them.
+          if (g->kind == kPerturb) perturb_row(s.anchor.data(), row, n, g->mu, g->sigma, row);
         }
       }
     }

@@ -1,0 +1,43 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; override for a CUDA build, e.g. TORCH="torch==2.13.0 --index-url ...".
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.mlvgm-installed
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*)
+
+.PHONY: setup test demo bench nvcc-check clean
+
+setup: $(STAMP)
+
+$(STAMP): $(SOURCES)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q setuptools wheel ninja
+	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	touch $(STAMP)
+
+# A real compile of every CUDA source with torch's include paths (nvcc present, no GPU needed).
+nvcc-check: setup
+	@if command -v nvcc >/dev/null 2>&1; then \
+	  inc=$$($(PY) -c "import torch.utils.cpp_extension as c; print(' '.join('-I' + p for p in c.include_paths()))"); \
+	  for f in $$(find csrc -name '*.cu'); do \
+	    echo "nvcc -c $$f"; \
+	    nvcc -std=c++17 --fmad=false -c -Icsrc $$inc $$f -o /dev/null || exit 1; \
+	  done; \
+	else echo "nvcc not found: CUDA compile check skipped"; fi
+
+test: setup nvcc-check
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/mlvgm-data demo
+
+bench: setup
+	$(PY) benchmarks/resample.py
+	$(VENV)/bin/mlvgm-data bench
+
+clean:
+	rm -rf build $(VENV) *.egg-info mlvgm_data/*.so demo_out bench_out
