@@ -20,7 +20,10 @@ from .views import Keep, Perturb, Resample, ViewPolicy
 DOMAIN_ANCHOR = 0
 DOMAIN_VIEW = 1
 DOMAIN_AUGMENT = 2
-"""Counter domains: anchors, view noise, augmentation parameters; 3–15 are free for users."""
+DOMAIN_DATA = 3
+DOMAIN_CLASS = 4
+"""Counter domains: anchors, view noise, augmentation parameters, procedural data (Shapes),
+class labels of class-conditional generators; 5–15 are free for users."""
 
 _U32 = 1 << 32
 _MASK = 0xFFFFFFFF
