@@ -26,6 +26,7 @@ Building blocks for ``train_fn``:
   ``torch.load(weights_only=True)``; ``checkpoint_path(opts)`` is ``OUT/checkpoint.pt``;
   ``resume(opts, modules, optimizers)`` loads it when ``--resume`` is set and it exists.
 - ``progress(opts, start_step, desc)``: the tqdm bar of a run.
+- ``save_image_grid(images, path, nrow)``: a PNG of ``[N, 3, H, W]`` images in [0, 1].
 - ``save_outputs(model, opts, family, config, summary)``: the final generator as
   ``OUT/model.{pt,json}`` (``save_generator``), and also at ``--export PATH`` when given; writes
   ``OUT/summary.json``.
@@ -228,6 +229,23 @@ def progress(opts: argparse.Namespace, start_step: int, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=opts.steps, initial=start_step, desc=desc, unit="step", dynamic_ncols=True)
+
+
+def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, pad: int = 2) -> Path:
+    """Writes ``[N, 3, H, W]`` images in [0, 1] as a PNG grid with ``nrow`` images per row."""
+    from PIL import Image
+
+    n, c, h, w = images.shape
+    rows = math.ceil(n / nrow)
+    grid = torch.ones(3, rows * (h + pad) + pad, nrow * (w + pad) + pad)
+    for k in range(n):
+        r, q = divmod(k, nrow)
+        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = images[k]
+    pixels = (grid.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
 
 
 def save_outputs(model: nn.Module, opts: argparse.Namespace, family: str, config: dict, summary: dict) -> dict:

@@ -1,0 +1,582 @@
+"""A small NVAE-like hierarchical VAE (top-down latent groups) with Skip-VAE and VMI-VAE options.
+
+Groups, coarse to fine (default at 32²): ``z1`` a 32-d vector (global: what, where, which
+colours), ``z2`` ``[8, 4, 4]`` and ``z3`` ``[4, 8, 8]`` (spatial detail). Every group is
+expressed in standard-normal *noise* space ε: the top group is z₁ = ε₁; a lower group has a
+conditional prior N(μ_l, σ_l²) computed from the decoder state above it and
+z_l = μ_l + σ_l·ε_l. ``decode`` takes ε at temperature ``t`` (``config["temperature"]``, default
+0.8): z_l = μ_l(z_<l) + σ_l(z_<l)·t·ε_l.
+
+The posterior q(ε_l | x, z_<l) is a Gaussian in that same noise space (the relative
+parameterisation of NVAE), so the KL of group l is KL(q(ε_l)‖N(0, I)) and ``encode(x)`` returns
+exactly those Gaussians.
+
+Options (config keys):
+- ``skip`` (Skip-VAE, Dieng et al. 2019): every decoder block receives a projection of every
+  latent group already sampled, not only the block where the group enters.
+- ``vmi_weight`` / ``vmi_groups`` (VMI-VAE, Serdega 2020), training only: an auxiliary network
+  q_aux(ε|x̂) predicts the chosen groups' noise from a generated image x̂ = decode(ε); the
+  objective adds −λ·Σ_g E log q_aux(ε_g|x̂), a variational lower bound on I(ε_g; x̂) up to the
+  constant H(ε_g).
+
+The likelihood is a Gaussian with fixed standard deviation ``sigma`` around the decoder's mean
+image; ELBO figures are in nats per image.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..generators.base import MLVGM
+from ..generators.registry import register_builtin, register_family
+from ..latents import LatentGroup, LatentSpec
+
+DEFAULT_CONFIG: dict = {
+    "resolution": 32,
+    # decoder widths and residual blocks at 4², 8², … up to resolution/2 (the last stage's output
+    # is pixel-shuffled to full size, so no layer runs at full resolution)
+    "channels": [64, 48, 24],
+    "blocks": [1, 1, 0],
+    "groups": [["z1", 32, 1], ["z2", 8, 4], ["z3", 4, 8]],
+    # encoder widths at full resolution, /2, … down to 4²
+    "enc_channels": [16, 32, 64, 96],
+    "skip": True,
+    "sigma": 0.1,
+    "temperature": 0.8,
+    "vmi_weight": 0.0,
+    "vmi_groups": [],
+}
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def make_config(overrides: Mapping | None = None) -> dict:
+    """``DEFAULT_CONFIG`` with ``overrides``; checks the keys and the group layout."""
+    cfg = {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULT_CONFIG.items()}
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(cfg))
+    if unknown:
+        raise ValueError(f"unknown hvae config keys {unknown}; known: {sorted(cfg)}")
+    cfg.update(overrides)
+    res = cfg["resolution"]
+    stages = _stage_resolutions(res, len(cfg["channels"]))
+    if stages[-1] * 2 != res:
+        raise ValueError(
+            f"hvae: {len(cfg['channels'])} decoder stages from 4² end at {stages[-1]}², which must be "
+            f"resolution/2 = {res // 2} (give one width per stage in 'channels')"
+        )
+    if len(cfg["blocks"]) != len(cfg["channels"]):
+        raise ValueError(f"hvae: 'blocks' needs one count per decoder stage ({len(cfg['channels'])}), got {cfg['blocks']}")
+    names = [g[0] for g in cfg["groups"]]
+    if not cfg["groups"] or cfg["groups"][0][2] != 1:
+        raise ValueError("hvae: the first group must be a vector group (resolution 1)")
+    for name, ch, r in cfg["groups"][1:]:
+        if r not in stages:
+            raise ValueError(f"hvae: group {name!r} at {r}² is not a decoder stage resolution {stages}")
+    last = [g[2] for g in cfg["groups"]]
+    if last != sorted(last):
+        raise ValueError(f"hvae: groups must go from coarse to fine, got resolutions {last}")
+    for g in cfg["vmi_groups"]:
+        if g not in names:
+            raise ValueError(f"hvae: vmi_groups names unknown group {g!r}; groups are {names}")
+    if cfg["vmi_weight"] < 0:
+        raise ValueError(f"hvae: vmi_weight must be >= 0, got {cfg['vmi_weight']}")
+    if cfg["temperature"] <= 0 or cfg["sigma"] <= 0:
+        raise ValueError("hvae: temperature and sigma must be > 0")
+    return cfg
+
+
+def _stage_resolutions(resolution: int, n: int) -> list[int]:
+    return [4 * 2**i for i in range(n)]
+
+
+def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=k // 2)
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, e^logvar) ‖ N(0, 1)) summed over all but the batch dimension."""
+    return 0.5 * (mu * mu + logvar.exp() - logvar - 1.0).flatten(1).sum(1)
+
+
+class ResBlock(nn.Module):
+    """x + conv(act(conv(act(x + skips)))): ``skips`` are projections of earlier latents."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = _conv(channels, channels)
+        self.conv2 = _conv(channels, channels)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+class LatentSkip(nn.Module):
+    """Projects one latent group to a block's width and resolution (the Skip-VAE connection)."""
+
+    def __init__(self, group_channels: int, group_res: int, channels: int, res: int) -> None:
+        super().__init__()
+        self.vector = group_res == 1
+        self.scale = res // max(group_res, 1)
+        self.proj = nn.Linear(group_channels, channels) if self.vector else nn.Conv2d(group_channels, channels, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.vector:
+            return self.proj(z)[:, :, None, None]
+        y = self.proj(z)
+        return y if self.scale == 1 else F.interpolate(y, scale_factor=self.scale, mode="nearest")
+
+
+class DecoderBlock(nn.Module):
+    """A residual block; with skip connections, first adds ``skips[g](z_g)`` for each group g."""
+
+    def __init__(self, channels: int, res: int, skip_groups: Sequence[tuple[str, int, int]]) -> None:
+        super().__init__()
+        self.block = ResBlock(channels)
+        self.skips = nn.ModuleDict({name: LatentSkip(ch, r, channels, res) for name, ch, r in skip_groups})
+
+    def forward(self, h: torch.Tensor, zs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        for name, skip in self.skips.items():
+            h = h + skip(zs[name])
+        return self.block(h)
+
+
+class Encoder(nn.Module):
+    """Bottom-up features at every resolution below the input's and the top group's posterior."""
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__()
+        widths = cfg["enc_channels"]
+        res = cfg["resolution"]
+        n_down = int(math.log2(res // 4))
+        if len(widths) != n_down + 1:
+            raise ValueError(f"hvae: enc_channels needs {n_down + 1} widths at {res}², got {len(widths)}")
+        self.stem = nn.Sequential(_conv(3, widths[0]), nn.SiLU())
+        self.downs = nn.ModuleList()
+        self.stages = nn.ModuleList()
+        for i in range(n_down):
+            self.downs.append(nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1))
+            self.stages.append(ResBlock(widths[i + 1]))
+        top_ch = cfg["groups"][0][1]
+        self.top = nn.Sequential(
+            nn.SiLU(), nn.Conv2d(widths[-1], 32, 1), nn.Flatten(), nn.SiLU(), nn.Linear(32 * 16, 256), nn.SiLU(),
+            nn.Linear(256, 2 * top_ch),
+        )
+        self.resolutions = [res // 2 ** (i + 1) for i in range(n_down)]
+
+    def forward(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor, torch.Tensor]:
+        h = self.stem(x * 2.0 - 1.0)
+        feats = {}
+        for res, down, stage in zip(self.resolutions, self.downs, self.stages):
+            h = stage(down(h))
+            feats[res] = h
+        mu, logvar = self.top(h).chunk(2, dim=1)
+        return feats, mu, logvar.clamp(-12.0, 6.0)
+
+
+class HierarchicalVAE(MLVGM):
+    """NVAE-like top-down VAE; an MLVGM whose ``decode`` maps noise groups to images in [0, 1].
+
+    ``encode(x)`` → ``{group: (mu, logvar)}``, the posterior Gaussians in the noise space of
+    ``latent_spec`` (each lower group conditioned on the posterior means of the groups above),
+    so ``KL(q‖N(0, I))`` of a group is its KL term. ``reconstruct(x)`` decodes those means.
+    """
+
+    def __init__(self, config: Mapping | None = None) -> None:
+        super().__init__()
+        cfg = make_config(config)
+        self.config = cfg
+        res = cfg["resolution"]
+        widths = cfg["channels"]
+        self.stage_res = _stage_resolutions(res, len(widths))
+        self.groups = [(g[0], int(g[1]), int(g[2])) for g in cfg["groups"]]
+        self.latent_spec = LatentSpec(
+            [LatentGroup(n, (c,) if r == 1 else (c, r, r)) for n, c, r in self.groups]
+        )
+        self.image_shape = (3, res, res)
+        self.temperature = float(cfg["temperature"])
+        self.sigma = float(cfg["sigma"])
+        self.skip = bool(cfg["skip"])
+
+        top_name, top_ch, _ = self.groups[0]
+        self.h0 = nn.Parameter(torch.zeros(1, widths[0], 4, 4))
+        self.top_in = nn.Linear(top_ch, widths[0] * 16)
+        self.inject = nn.ModuleDict()
+        self.prior = nn.ModuleDict()
+        self.posterior = nn.ModuleDict()
+        enc_width = {res // 2**i: w for i, w in enumerate(cfg["enc_channels"])}
+        for name, ch, r in self.groups[1:]:
+            w = widths[self.stage_res.index(r)]
+            self.prior[name] = nn.Sequential(_conv(w, w), nn.SiLU(), _conv(w, 2 * ch))
+            self.posterior[name] = nn.Sequential(_conv(w + enc_width[r], w), nn.SiLU(), _conv(w, 2 * ch))
+            self.inject[name] = nn.Conv2d(ch, w, 1)
+            for net in (self.prior[name], self.posterior[name]):
+                nn.init.zeros_(net[-1].weight)
+                nn.init.zeros_(net[-1].bias)
+
+        self.blocks = nn.ModuleList()
+        self.ups = nn.ModuleList()
+        for i, (r, w) in enumerate(zip(self.stage_res, widths)):
+            known = [g for g in self.groups if g[2] <= r]
+            stage = nn.ModuleList()
+            for _ in range(cfg["blocks"][i]):
+                # Without skip connections a group enters only at its own stage (via inject/top_in).
+                stage.append(DecoderBlock(w, r, known if self.skip else []))
+            self.blocks.append(stage)
+            if i + 1 < len(widths):
+                self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv(w, widths[i + 1]), nn.SiLU()))
+        self.out_skip = nn.ModuleDict(
+            {n: LatentSkip(c, r, widths[-1], self.stage_res[-1]) for n, c, r in self.groups} if self.skip else {}
+        )
+        self.to_rgb = _conv(widths[-1], 12)
+        self.encoder = Encoder(cfg)
+        self.vmi_groups = list(cfg["vmi_groups"])
+        self.vmi_weight = float(cfg["vmi_weight"])
+        self.aux = AuxEncoder(cfg, [g for g in self.groups if g[0] in self.vmi_groups]) if self.vmi_groups else None
+
+    # --- the top-down pass -------------------------------------------------------------------
+
+    def _top_down(
+        self, first: torch.Tensor, sample_group, n: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Runs the decoder; ``sample_group(name, h, prior_mu, prior_logstd) -> z`` picks each lower
+        group's z from the state ``h`` above it. Returns (mean image, {group: z})."""
+        top_name = self.groups[0][0]
+        zs = {top_name: first}
+        h = self.h0 + self.top_in(first).view(n, -1, 4, 4)
+        gi = 1
+        for i, r in enumerate(self.stage_res):
+            while gi < len(self.groups) and self.groups[gi][2] == r:
+                name = self.groups[gi][0]
+                mu_p, logstd_p = self.prior[name](h).chunk(2, dim=1)
+                z = sample_group(name, h, mu_p, logstd_p.clamp(-7.0, 3.0))
+                zs[name] = z
+                h = h + self.inject[name](z)
+                gi += 1
+            for block in self.blocks[i]:
+                h = block(h, zs)
+            if i < len(self.ups):
+                h = self.ups[i](h)
+        for name, skip in self.out_skip.items():
+            h = h + skip(zs[name])
+        return torch.sigmoid(F.pixel_shuffle(self.to_rgb(F.silu(h)), 2)), zs
+
+    def _decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None) -> torch.Tensor:
+        t = self.temperature
+        top = self.groups[0][0]
+        eps = {k: v.float() for k, v in latents.items()}
+        n = eps[top].shape[0]
+
+        def prior_sample(name, h, mu_p, logstd_p):
+            return mu_p + logstd_p.exp() * (t * eps[name])
+
+        return self._top_down(t * eps[top], prior_sample, n)[0]
+
+    # --- inference ---------------------------------------------------------------------------
+
+    def _posterior_pass(self, x: torch.Tensor, sample: bool) -> tuple[torch.Tensor, dict, dict]:
+        """Top-down pass with posterior noise (sampled, or the mean): (recon mean, {g: (m, logvar)}, {g: ε})."""
+        feats, mu1, logvar1 = self.encoder(x)
+        top = self.groups[0][0]
+        post = {top: (mu1, logvar1)}
+        eps = {}
+
+        def draw(mu, logvar):
+            return mu + (0.5 * logvar).exp() * torch.randn_like(mu) if sample else mu
+
+        eps[top] = draw(mu1, logvar1)
+
+        def posterior_sample(name, h, mu_p, logstd_p):
+            m, lv = self.posterior[name](torch.cat([h, feats[h.shape[-1]]], dim=1)).chunk(2, dim=1)
+            lv = lv.clamp(-12.0, 6.0)
+            post[name] = (m, lv)
+            e = draw(m, lv)
+            eps[name] = e
+            return mu_p + logstd_p.exp() * e
+
+        recon, _ = self._top_down(eps[top], posterior_sample, x.shape[0])
+        return recon, post, eps
+
+    def _check_images(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            shape = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"images must be a [N, {', '.join(map(str, self.image_shape))}] tensor, got {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"images must be floating point in [0, 1], got {x.dtype}")
+        return x.float()
+
+    def encode(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{group: (mu, logvar)}`` of q(ε|x), shaped like the group's latents."""
+        return self._posterior_pass(self._check_images(x), sample=False)[1]
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decodes the posterior means (temperature 1): the model's reconstruction of ``x``."""
+        return self._posterior_pass(self._check_images(x), sample=False)[0]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One training pass: ``{"recon": mean image, "nll": [N], "kl": {group: [N]}}``."""
+        x = self._check_images(x)
+        recon, post, _ = self._posterior_pass(x, sample=True)
+        d = x[0].numel()
+        nll = ((x - recon) ** 2).flatten(1).sum(1) / (2 * self.sigma**2) + 0.5 * d * (_LOG_2PI + 2 * math.log(self.sigma))
+        return {"recon": recon, "nll": nll, "kl": {g: gaussian_kl(m, lv) for g, (m, lv) in post.items()}}
+
+    def vmi_terms(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """The VMI-VAE term per chosen group: −E log q_aux(ε_g | x̂) on ``batch_size`` generated
+        images at temperature 1 (mean over the batch, in nats). Empty without ``vmi_groups``."""
+        if self.aux is None:
+            return {}
+        dev = self.h0.device
+        eps = {g.name: torch.randn(batch_size, *g.shape, device=dev) for g in self.latent_spec}
+        top = self.groups[0][0]
+        x_hat = self._top_down(eps[top], lambda name, h, mu, ls: mu + ls.exp() * eps[name], batch_size)[0]
+        out = {}
+        for g, (m, lv) in self.aux(x_hat).items():
+            nll = 0.5 * ((eps[g] - m) ** 2 * torch.exp(-lv) + lv + _LOG_2PI)
+            out[g] = nll.flatten(1).sum(1).mean()
+        return out
+
+
+class AuxEncoder(nn.Module):
+    """q_aux(ε_g | x) for the VMI groups: a small CNN with one Gaussian head per group."""
+
+    def __init__(self, cfg: dict, groups: Sequence[tuple[str, int, int]]) -> None:
+        super().__init__()
+        res = cfg["resolution"]
+        layers: list[nn.Module] = [_conv(3, 32), nn.SiLU()]
+        r, w = res, 32
+        while r > 4:
+            layers += [nn.Conv2d(w, min(2 * w, 128), 4, stride=2, padding=1), nn.SiLU()]
+            w, r = min(2 * w, 128), r // 2
+        self.body = nn.Sequential(*layers)
+        self.width = w
+        self.heads = nn.ModuleDict()
+        for name, ch, gr in groups:
+            if gr == 1:
+                self.heads[name] = nn.Sequential(nn.Flatten(), nn.Linear(w * 16, 2 * ch))
+            else:
+                self.heads[name] = nn.Sequential(nn.Upsample(size=(gr, gr), mode="nearest"), _conv(w, 2 * ch))
+
+    def forward(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        h = self.body(x * 2.0 - 1.0)
+        out = {}
+        for name, head in self.heads.items():
+            m, lv = head(h).chunk(2, dim=1)
+            out[name] = (m, lv.clamp(-8.0, 6.0))
+        return out
+
+
+def build(config: dict) -> HierarchicalVAE:
+    return HierarchicalVAE(config)
+
+
+register_family("hvae", build)
+register_builtin("shapes", "shapes_hvae")
+register_builtin("shapes64", "shapes64_hvae")
+
+
+# --- the trainer -----------------------------------------------------------------------------
+
+RESOLUTION_DEFAULTS = {
+    32: {"channels": [64, 48, 24], "blocks": [1, 1, 0], "enc_channels": [16, 32, 64, 96]},
+    64: {"channels": [64, 48, 24, 12], "blocks": [1, 1, 0, 0], "enc_channels": [8, 16, 32, 64, 96]},
+}
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated ints, got {text!r}") from None
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _groups(text: str) -> list[list]:
+    """``"z1:32:1,z2:8:4"`` → ``[["z1", 32, 1], ["z2", 8, 4]]`` (name:channels:resolution)."""
+    out = []
+    for part in text.split(","):
+        try:
+            name, ch, res = part.split(":")
+            out.append([name.strip(), int(ch), int(res)])
+        except ValueError:
+            raise ValueError(f"--groups entries are name:channels:resolution, got {part!r}") from None
+    return out
+
+
+def add_arguments(p) -> None:
+    import argparse
+
+    p.add_argument("--groups", type=str, default="z1:32:1,z2:8:4,z3:4:8",
+                   help="latent groups coarse→fine as name:channels:resolution (resolution 1 = vector)")
+    p.add_argument("--channels", type=str, default=None,
+                   help="decoder widths at 4², 8², … resolution/2 (default by resolution: 64,48,24 at 32²)")
+    p.add_argument("--blocks", type=str, default=None, help="residual blocks per decoder stage (default 1,1,0 at 32²)")
+    p.add_argument("--enc-channels", type=str, default=None, help="encoder widths, full resolution down to 4²")
+    p.add_argument("--skip", action=argparse.BooleanOptionalAction, default=True,
+                   help="Skip-VAE: feed every latent group into every later decoder block")
+    p.add_argument("--vmi-weight", type=float, default=0.0, help="VMI-VAE: weight λ of the MI term (0 = off)")
+    p.add_argument("--vmi-groups", type=str, default="", help="VMI-VAE: comma-separated groups the term applies to")
+    p.add_argument("--sigma", type=float, default=0.1, help="std of the Gaussian likelihood")
+    p.add_argument("--temperature", type=float, default=0.8, help="default sampling temperature of decode")
+    p.add_argument("--kl-weights", type=str, default="1,1,1", help="KL weight per group (after warm-up)")
+    p.add_argument("--kl-warmup", type=float, default=0.2, help="fraction of the steps over which the KL weight ramps 0→1")
+    p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average that is exported")
+    p.add_argument("--eval-images", type=int, default=2000, help="held-out images for the final ELBO figures")
+
+
+def config_from_options(opts) -> dict:
+    res = opts.resolution
+    base = RESOLUTION_DEFAULTS.get(res)
+    overrides = {"resolution": res, "groups": _groups(opts.groups), "skip": bool(opts.skip),
+                 "sigma": opts.sigma, "temperature": opts.temperature, "vmi_weight": opts.vmi_weight,
+                 "vmi_groups": [g.strip() for g in opts.vmi_groups.split(",") if g.strip()]}
+    for key, flag in (("channels", "channels"), ("blocks", "blocks"), ("enc_channels", "enc_channels")):
+        value = getattr(opts, flag)
+        if value is not None:
+            overrides[key] = _ints(value)
+        elif base is None:
+            raise ValueError(f"--{flag.replace('_', '-')} must be given at resolution {res} (defaults exist for 32 and 64)")
+        else:
+            overrides[key] = base[key]
+    return make_config(overrides)
+
+
+@torch.no_grad()
+def evaluate(model: HierarchicalVAE, images: torch.Tensor, batch_size: int = 250, seed: int = 0) -> dict:
+    """One-sample ELBO figures on ``images`` (nats per image): NLL, KL per group, ELBO, bits/dim,
+    and the reconstruction MSE of the posterior means."""
+    model.eval()
+    nll, mse, kl = 0.0, 0.0, {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size]
+            out = model(x)
+            nll += float(out["nll"].sum())
+            for g, v in out["kl"].items():
+                kl[g] = kl.get(g, 0.0) + float(v.sum())
+            mse += float(((model.reconstruct(x) - x) ** 2).mean(dim=(1, 2, 3)).sum())
+    n = len(images)
+    kl = {g: v / n for g, v in kl.items()}
+    elbo = -(nll / n + sum(kl.values()))
+    return {"nll": nll / n, "kl": kl, "kl_total": sum(kl.values()), "elbo": elbo,
+            "bits_per_dim": -elbo / (math.log(2) * images[0].numel()), "recon_mse": mse / n}
+
+
+def train_hvae(opts) -> dict:
+    """The ``--model hvae`` trainer (see ``add_arguments`` for the options)."""
+    import copy
+    import time
+
+    from .common import (batches, checkpoint_path, image_source, out_dir, progress, resume, save_checkpoint,
+                         save_image_grid, save_outputs, seeded)
+
+    cfg = config_from_options(opts)
+    weights = _floats(opts.kl_weights)
+    if len(weights) != len(cfg["groups"]):
+        raise ValueError(f"--kl-weights needs one weight per group ({len(cfg['groups'])}), got {opts.kl_weights!r}")
+    if not 0.0 <= opts.ema < 1.0:
+        raise ValueError(f"--ema must be in [0, 1), got {opts.ema}")
+    source = image_source(opts.data, opts.resolution, opts.seed)
+    warmup = max(1, int(opts.kl_warmup * opts.steps))
+    t0 = time.time()
+    with seeded(opts.seed):
+        model = HierarchicalVAE(cfg)
+        ema = copy.deepcopy(model).requires_grad_(False)
+        optim = torch.optim.Adam(model.parameters(), lr=opts.lr)
+        step, _ = resume(opts, {"model": model, "ema": ema}, {"adam": optim})
+        model.train()
+        d = model.image_shape[0] * model.image_shape[1] * model.image_shape[2]
+        names = [g[0] for g in model.groups]
+        log_path = out_dir(opts) / "log.jsonl"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with progress(opts, step, "train hvae") as bar, open(log_path, "a") as log:
+            for x in batches(source, opts.batch_size, step):
+                if step >= opts.steps:
+                    break
+                lr = opts.lr * 0.5 * (1.0 + math.cos(math.pi * step / opts.steps))
+                for group in optim.param_groups:
+                    group["lr"] = lr
+                beta = min(1.0, (step + 1) / warmup)
+                out = model(x)
+                kls = {g: out["kl"][g].mean() for g in names}
+                loss = out["nll"].mean() + beta * sum(w * kls[g] for w, g in zip(weights, names))
+                vmi = model.vmi_terms(opts.batch_size) if model.vmi_weight > 0 else {}
+                if vmi:
+                    loss = loss + model.vmi_weight * sum(vmi.values())
+                optim.zero_grad(set_to_none=True)
+                (loss / d).backward()
+                grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), 5.0))
+                optim.step()
+                with torch.no_grad():
+                    for pe, pm in zip(ema.parameters(), model.parameters()):
+                        pe.lerp_(pm, 1.0 - opts.ema)
+                step += 1
+                bar.update(1)
+                if step % 10 == 0 or step == opts.steps:
+                    stats = {"step": step, "loss": float(loss.detach()), "nll": float(out["nll"].detach().mean()),
+                             **{f"kl_{g}": float(v.detach()) for g, v in kls.items()}, "beta": beta, "lr": lr,
+                             "grad_norm": grad_norm, **{f"vmi_{g}": float(v.detach()) for g, v in vmi.items()}}
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items() if k.startswith(("nll", "kl_"))})
+                    if step % 100 == 0 or step == opts.steps:
+                        log.write(json.dumps(stats) + "\n")
+                        log.flush()
+                if step % opts.checkpoint_every == 0 or step == opts.steps:
+                    save_checkpoint(checkpoint_path(opts), step, {"model": model, "ema": ema}, {"adam": optim})
+    ema.eval()
+    summary: dict = {"model": "hvae", "data": opts.data, "resolution": opts.resolution, "steps": opts.steps,
+                     "seed": opts.seed, "parameters": sum(p.numel() for p in ema.parameters()),
+                     "train_seconds": round(time.time() - t0, 1)}
+    if opts.eval_images > 0:
+        from ..data.shapes import Shapes
+        from .common import FolderSource
+
+        if opts.data == "shapes":
+            held_out = Shapes(opts.eval_images, opts.resolution, (opts.seed + 1) % (1 << 32)).render(range(opts.eval_images))[0]
+            summary["eval_data"] = "held-out Shapes"
+        else:
+            assert isinstance(source, FolderSource)
+            k = min(opts.eval_images, source.length)
+            held_out = source.batch(torch.arange(k))
+            summary["eval_data"] = f"first {k} training images"
+        summary.update(evaluate(ema, held_out, seed=opts.seed))
+        with torch.no_grad():
+            recon = ema.reconstruct(held_out[:32])
+        save_image_grid(torch.cat([held_out[:32], recon]), out_dir(opts) / "reconstructions.png", nrow=8)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(opts.seed)
+        eps = {g.name: torch.randn(64, *g.shape) for g in ema.latent_spec}
+        save_image_grid(ema.decode(eps), out_dir(opts) / "samples.png", nrow=8)
+    if opts.data == "shapes":
+        from . import recognize
+
+        if recognize.classifier_available():
+            summary["recognizability"] = recognize.recognizability(ema, n=2000, seed=opts.seed)
+    return save_outputs(ema, opts, "hvae", cfg, summary)
+
+
+def _register_trainer() -> None:
+    from .common import register_trainer
+
+    register_trainer(
+        "hvae", add_arguments, train_hvae,
+        help="hierarchical VAE (NVAE-like top-down groups; Skip-VAE and VMI-VAE options)",
+        defaults={"steps": 6000, "batch_size": 32, "lr": 2e-3},
+    )
+
+
+_register_trainer()

@@ -1,0 +1,170 @@
+"""Recognisability of a Shapes generator: a small CNN trained on real Shapes judges its samples.
+
+``recognizability(generator, n=2000, seed=0)`` decodes ``n`` prior samples (the anchors of
+``ops.resample``) and reports the classifier's mean max-softmax confidence and the fraction of
+samples given to each class. The classifier's weights ship as ``assets/shapes_classifier.pt``
+(a plain state dict, loaded with ``weights_only=True``) + ``.json``; they were made with::
+
+    python -m mlvgm_data.models.recognize --out mlvgm_data/assets/shapes_classifier
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.shapes import SHAPE_NAMES, Shapes
+from ..generators.registry import ASSETS, load_state
+
+CLASSIFIER_STEM = ASSETS / "shapes_classifier"
+RESOLUTION = 32
+
+
+class ShapesClassifier(nn.Module):
+    """A 4-conv CNN over 32² RGB images → logits for :data:`SHAPE_NAMES`."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(),
+            nn.Conv2d(w, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(),
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4 * w, len(SHAPE_NAMES)),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != RESOLUTION or x.shape[-2] != RESOLUTION:
+            x = F.interpolate(x, size=(RESOLUTION, RESOLUTION), mode="area")
+        return self.net(x * 2.0 - 1.0)
+
+
+def classifier_available(stem: Path = CLASSIFIER_STEM) -> bool:
+    return stem.with_suffix(".pt").exists() and stem.with_suffix(".json").exists()
+
+
+def load_classifier(stem: str | Path = CLASSIFIER_STEM) -> ShapesClassifier:
+    """The shipped (or a saved) classifier, in eval mode; weights-only loading."""
+    stem = Path(stem)
+    try:
+        meta = json.loads(stem.with_suffix(".json").read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"classifier config {stem.with_suffix('.json')} not found") from None
+    model = ShapesClassifier(int(meta["width"]))
+    try:
+        model.load_state_dict(load_state(stem.with_suffix(".pt")))
+    except RuntimeError as e:
+        raise ValueError(f"{stem}.pt does not match its config: {e}") from None
+    return model.eval()
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> ShapesClassifier:
+    return load_classifier(CLASSIFIER_STEM)
+
+
+@torch.no_grad()
+def classify(images: torch.Tensor, classifier: ShapesClassifier | None = None, batch_size: int = 500) -> torch.Tensor:
+    """Softmax probabilities ``[N, num_classes]`` of ``[N, 3, H, W]`` images in [0, 1]."""
+    clf = classifier or _shipped()
+    return torch.cat([F.softmax(clf(images[i:i + batch_size].float()), dim=1) for i in range(0, len(images), batch_size)])
+
+
+def score_images(images: torch.Tensor, classifier: ShapesClassifier | None = None) -> dict:
+    """Mean max-softmax confidence and the class histogram of ``images``."""
+    probs = classify(images, classifier)
+    conf, pred = probs.max(dim=1)
+    counts = torch.bincount(pred, minlength=len(SHAPE_NAMES))
+    fractions = {name: float(c) / len(images) for name, c in zip(SHAPE_NAMES, counts.tolist())}
+    return {
+        "n": len(images),
+        "mean_confidence": float(conf.mean()),
+        "class_counts": dict(zip(SHAPE_NAMES, counts.tolist())),
+        "class_fractions": fractions,
+        "min_fraction": min(fractions.values()),
+        "max_fraction": max(fractions.values()),
+    }
+
+
+@torch.no_grad()
+def recognizability(generator: nn.Module, n: int = 2000, seed: int = 0, batch_size: int = 250) -> dict:
+    """Scores ``n`` prior samples of ``generator`` (anchors of ``ops.resample`` with ``seed``):
+    ``{"mean_confidence", "class_fractions", "class_counts", "min_fraction", "max_fraction", "n"}``."""
+    from .. import ops
+    from ..views import ViewPolicy
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    spec = generator.latent_spec
+    policy = ViewPolicy({})
+    images = []
+    for step, start in enumerate(range(0, n, batch_size)):
+        b = min(batch_size, n - start)
+        latents = ops.resample(spec, policy, b, 1, seed, step)
+        images.append(generator.decode({k: v[0] for k, v in latents.items()}).float())
+    return score_images(torch.cat(images))
+
+
+def train_classifier(steps: int = 2500, batch_size: int = 128, seed: int = 0, width: int = 16,
+                     eval_images: int = 5000) -> tuple[ShapesClassifier, dict]:
+    """Trains the classifier on fresh Shapes (dataset seed ``seed``) and measures held-out
+    accuracy on ``eval_images`` of ``Shapes(seed=seed + 1)``."""
+    from tqdm import tqdm
+
+    data = Shapes(1 << 32, RESOLUTION, seed)
+    t0 = time.time()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ShapesClassifier(width)
+        optim = torch.optim.Adam(model.parameters(), lr=2e-3)
+        sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=3e-3, total_steps=steps)
+        model.train()
+        for step in tqdm(range(steps), desc="train classifier", unit="step"):
+            x, y, _ = data.render(torch.arange(step * batch_size, (step + 1) * batch_size))
+            loss = F.cross_entropy(model(x), y)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            sched.step()
+    model.eval()
+    held = Shapes(eval_images, RESOLUTION, seed + 1)
+    x, y, _ = held.render(range(eval_images))
+    probs = classify(x, model)
+    acc = float((probs.argmax(1) == y).float().mean())
+    return model, {"held_out_accuracy": acc, "held_out_images": eval_images, "steps": steps,
+                   "batch_size": batch_size, "seed": seed, "width": width,
+                   "held_out_mean_confidence": float(probs.max(1).values.mean()),
+                   "train_seconds": round(time.time() - t0, 1)}
+
+
+def save_classifier(model: ShapesClassifier, stem: str | Path, meta: dict) -> None:
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, stem.with_suffix(".pt"))
+    stem.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description="train the Shapes classifier used by recognizability()")
+    p.add_argument("--out", default=str(CLASSIFIER_STEM), help="output stem (writes STEM.pt and STEM.json)")
+    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=16)
+    args = p.parse_args(argv)
+    model, meta = train_classifier(args.steps, args.batch_size, args.seed, args.width)
+    save_classifier(model, args.out, meta)
+    print(json.dumps(meta, indent=2))
+    return meta
+
+
+if __name__ == "__main__":
+    main()
