@@ -117,13 +117,13 @@ def _resize_weights(start: torch.Tensor, length: torch.Tensor, size: int, in_siz
     """
     dev = start.device
     scale = length / size
-    support = scale.clamp(min=1.0) if antialias else torch.ones_like(scale)
+    inv_support = 1.0 / scale.clamp(min=1.0) if antialias else torch.ones_like(scale)
     centre = start[:, None] + (torch.arange(size, device=dev, dtype=torch.float32) + 0.5) * scale[:, None]
     k = torch.arange(in_size, device=dev, dtype=torch.float32) + 0.5
-    w = (1.0 - (k - centre[:, :, None]).abs() / support[:, None, None]).clamp_(min=0.0)
+    w = (k - centre[:, :, None]).abs_().mul_(inv_support[:, None, None]).neg_().add_(1.0).clamp_(min=0.0)
     inside = (k >= start[:, None]) & (k < (start + length)[:, None])
-    w = w * inside[:, None, :]
-    return w / w.sum(-1, keepdim=True)
+    w.mul_(inside[:, None, :])
+    return w.div_(w.sum(-1, keepdim=True))
 
 
 def resized_crop(
@@ -147,10 +147,9 @@ def resized_crop(
     if flip is not None:
         flip = _per_sample(flip, n, "flip").to(x.device)
         wx = torch.where(flip[:, None, None], wx.flip(1), wx)
-    # [N, S, H] @ [N, H, C·W] then [N, S·C, W] @ [N, W, S]: two large batched GEMMs.
-    rows = torch.bmm(wy, x.permute(0, 2, 1, 3).reshape(n, h, c * w))
-    out = torch.bmm(rows.view(n, size * c, w), wx.transpose(1, 2))
-    return out.view(n, size, c, size).permute(0, 2, 1, 3).contiguous()
+    # [N, C·H, W] @ [N, W, S], then per image and channel [S, H] @ [H, S]: no layout copies.
+    cols = torch.bmm(x.reshape(n, c * h, w), wx.transpose(1, 2)).view(n * c, h, size)
+    return torch.bmm(wy.repeat_interleave(c, 0), cols).view(n, c, size, size)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -190,30 +189,39 @@ def color_jitter(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"images must have 1 or 3 channels for colour jitter, got {c}")
     f = _per_sample(factors, n, "factors", 4).to(device=x.device, dtype=torch.float32)
     x = (x * f[:, 0, None, None, None]).clamp_(0.0, 1.0)
-    grey_mean = (_gray(x) if c == 3 else x).mean((1, 2, 3))
-    contrast = f[:, 1, None, None, None]
-    x = (x * contrast).add_(((1.0 - f[:, 1]) * grey_mean)[:, None, None, None]).clamp_(0.0, 1.0)
+    # the mean grey level is the grey level of the channel means (it is linear)
+    channel_mean = x.mean((2, 3))
+    grey_mean = channel_mean @ torch.tensor(GRAY_WEIGHTS, device=x.device) if c == 3 else channel_mean[:, 0]
+    offset = ((1.0 - f[:, 1]) * grey_mean)[:, None, None, None]
+    x = torch.addcmul(offset, x, f[:, 1, None, None, None]).clamp_(0.0, 1.0)
     if c == 1:
         return x
     eye = torch.eye(3, device=x.device)
-    wts = torch.tensor(GRAY_WEIGHTS, device=x.device)
     s = f[:, 2, None, None]
-    saturation = s * eye + (1.0 - s) * wts.expand(3, 3)
+    saturation = s * eye + (1.0 - s) * _gray_matrix(x.device)
     flat = torch.bmm(saturation, x.view(n, 3, h * w)).clamp_(0.0, 1.0)
     theta = (2.0 * math.pi) * f[:, 3, None, None]
     hue = eye + (torch.cos(theta) - 1.0) * _HUE_A.to(x.device) - torch.sin(theta) * _HUE_B.to(x.device)
     return torch.bmm(hue, flat).clamp_(0.0, 1.0).view(n, 3, h, w)
 
 
+def _gray_matrix(device: torch.device) -> torch.Tensor:
+    """The 3×3 matrix whose every row is GRAY_WEIGHTS (RGB → grey in all channels)."""
+    return torch.tensor(GRAY_WEIGHTS, device=device).expand(3, 3)
+
+
 def grayscale(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Replace the images where ``mask`` (``[N]`` bool) is set by their grey level in every channel."""
     x = _images(images, "images", 4)
-    mask = _per_sample(mask, x.shape[0], "mask").to(x.device)
-    if x.shape[1] == 1:
+    n, c, h, w = x.shape
+    mask = _per_sample(mask, n, "mask").to(x.device)
+    if c == 1:
         return x
-    if x.shape[1] != 3:
-        raise ValueError(f"images must have 1 or 3 channels for greyscale, got {x.shape[1]}")
-    return torch.where(mask[:, None, None, None], _gray(x).expand_as(x), x)
+    if c != 3:
+        raise ValueError(f"images must have 1 or 3 channels for greyscale, got {c}")
+    # one batched 3×3 product per sample: the grey matrix or exactly the identity
+    mix = torch.where(mask[:, None, None], _gray_matrix(x.device), torch.eye(3, device=x.device))
+    return torch.bmm(mix, x.reshape(n, 3, h * w)).view(n, c, h, w)
 
 
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -247,8 +255,10 @@ def solarize(images: torch.Tensor, mask: torch.Tensor, threshold: float | torch.
     mask = _per_sample(mask, x.shape[0], "mask").to(x.device)
     t = threshold if isinstance(threshold, torch.Tensor) else torch.tensor(_number(threshold, "threshold"))
     t = t.to(device=x.device, dtype=torch.float32)
-    t = _per_sample(t, x.shape[0], "threshold")[:, None, None, None] if t.dim() else t
-    return torch.where(mask[:, None, None, None] & (x >= t), 1.0 - x, x)
+    t = _per_sample(t, x.shape[0], "threshold") if t.dim() else t.expand(x.shape[0])
+    # an infinite threshold leaves the unselected samples alone in the same single comparison
+    t = torch.where(mask, t, torch.inf)[:, None, None, None]
+    return torch.where(x >= t, 1.0 - x, x)
 
 
 def normalize(images: torch.Tensor, mean: torch.Tensor | Sequence[float], std: torch.Tensor | Sequence[float]) -> torch.Tensor:
@@ -260,7 +270,8 @@ def normalize(images: torch.Tensor, mean: torch.Tensor | Sequence[float], std: t
     s = torch.as_tensor(std, dtype=torch.float32, device=x.device)
     if m.shape != s.shape or m.shape[-1:] != x.shape[1:2] or m.dim() > 2 or (m.dim() == 2 and m.shape[0] != x.shape[0]):
         raise ValueError(f"mean/std must have shape [C] or [N, C] with C={x.shape[1]}, got {list(m.shape)}, {list(s.shape)}")
-    return (x - m[..., None, None]) / s[..., None, None]
+    inv = 1.0 / s[..., None, None]
+    return torch.addcmul(-m[..., None, None] * inv, x, inv)
 
 
 # --- configuration ---------------------------------------------------------------------------
