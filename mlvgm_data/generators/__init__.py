@@ -2,7 +2,14 @@
 
 from .adapters import BigGANAdapter, CallableGenerator, HierarchicalAdapter, StyleGANAdapter
 from .base import MLVGM, MLVGMProtocol, checked_decode
-from .registry import builtin_names, load_generator, register_builtin, register_family, save_generator
+from .registry import (
+    builtin_names,
+    load_generator,
+    recommended_policy,
+    register_builtin,
+    register_family,
+    save_generator,
+)
 
 __all__ = [
     "BigGANAdapter",
@@ -14,6 +21,7 @@ __all__ = [
     "builtin_names",
     "checked_decode",
     "load_generator",
+    "recommended_policy",
     "register_builtin",
     "register_family",
     "save_generator",

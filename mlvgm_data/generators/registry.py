@@ -111,6 +111,18 @@ def load_generator(name_or_path: str | Path, device: torch.device | str | None =
     return model.to(device or "cpu").eval()
 
 
+def recommended_policy(name_or_path: str | Path) -> "ViewPolicy":
+    """The view policy stored with a saved generator (its ``"policy"`` field, written from the
+    MI analysis: ``mlvgm-data mi GENERATOR --save-policy``)."""
+    from ..views import ViewPolicy
+
+    _, config_path = _resolve(name_or_path)
+    cfg = read_config(config_path)
+    if "policy" not in cfg:
+        raise ValueError(f"{config_path} stores no recommended policy; run `mlvgm-data mi {name_or_path}` to make one")
+    return ViewPolicy.from_dict(cfg["policy"])
+
+
 def save_generator(model: nn.Module, path: str | Path, family: str, config: dict, extra: dict | None = None) -> Path:
     """Writes ``path.pt`` (state dict) and ``path.json`` (family + config + ``extra``)."""
     weights, config_path = _resolve(path)
