@@ -433,7 +433,7 @@ def add_arguments(p) -> None:
     p.add_argument("--sigma", type=float, default=0.1, help="std of the Gaussian likelihood")
     p.add_argument("--temperature", type=float, default=0.8, help="default sampling temperature of decode")
     p.add_argument("--kl-weights", type=str, default="1,1,1", help="KL weight per group (after warm-up)")
-    p.add_argument("--kl-warmup", type=float, default=0.2, help="fraction of the steps over which the KL weight ramps 0→1")
+    p.add_argument("--kl-warmup", type=int, default=1200, help="steps of linear KL warm-up (weight 0→1)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average that is exported")
     p.add_argument("--eval-images", type=int, default=2000, help="held-out images for the final ELBO figures")
 
@@ -477,6 +477,12 @@ def evaluate(model: HierarchicalVAE, images: torch.Tensor, batch_size: int = 250
             "bits_per_dim": -elbo / (math.log(2) * images[0].numel()), "recon_mse": mse / n}
 
 
+def _run_options(opts) -> dict:
+    """The options that define a run (a resumed run must use the same ones)."""
+    skip = {"out", "resume", "checkpoint_every", "export", "threads", "eval_images", "model"}
+    return {k: v for k, v in sorted(vars(opts).items()) if k not in skip}
+
+
 def train_hvae(opts) -> dict:
     """The ``--model hvae`` trainer (see ``add_arguments`` for the options)."""
     import copy
@@ -492,13 +498,20 @@ def train_hvae(opts) -> dict:
     if not 0.0 <= opts.ema < 1.0:
         raise ValueError(f"--ema must be in [0, 1), got {opts.ema}")
     source = image_source(opts.data, opts.resolution, opts.seed)
-    warmup = max(1, int(opts.kl_warmup * opts.steps))
+    if opts.kl_warmup < 0:
+        raise ValueError(f"--kl-warmup must be >= 0 steps, got {opts.kl_warmup}")
+    warmup = max(1, opts.kl_warmup)
     t0 = time.time()
     with seeded(opts.seed):
         model = HierarchicalVAE(cfg)
         ema = copy.deepcopy(model).requires_grad_(False)
         optim = torch.optim.Adam(model.parameters(), lr=opts.lr)
-        step, _ = resume(opts, {"model": model, "ema": ema}, {"adam": optim})
+        step, extra = resume(opts, {"model": model, "ema": ema}, {"adam": optim})
+        if extra and json.loads(extra.get("options", "{}")) != _run_options(opts):
+            raise ValueError(
+                f"--resume: {checkpoint_path(opts)} was written with other options "
+                f"({extra['options']}); use the same options or another --out"
+            )
         model.train()
         d = model.image_shape[0] * model.image_shape[1] * model.image_shape[2]
         names = [g[0] for g in model.groups]
@@ -536,7 +549,8 @@ def train_hvae(opts) -> dict:
                         log.write(json.dumps(stats) + "\n")
                         log.flush()
                 if step % opts.checkpoint_every == 0 or step == opts.steps:
-                    save_checkpoint(checkpoint_path(opts), step, {"model": model, "ema": ema}, {"adam": optim})
+                    save_checkpoint(checkpoint_path(opts), step, {"model": model, "ema": ema}, {"adam": optim},
+                                    {"options": json.dumps(_run_options(opts)), "config": json.dumps(cfg)})
     ema.eval()
     summary: dict = {"model": "hvae", "data": opts.data, "resolution": opts.resolution, "steps": opts.steps,
                      "seed": opts.seed, "parameters": sum(p.numel() for p in ema.parameters()),

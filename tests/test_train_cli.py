@@ -1,0 +1,120 @@
+"""``mlvgm-data train``: the option table, a tiny run, resume, and bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from mlvgm_data.commands import train as train_cmd
+from mlvgm_data.generators import load_generator
+from mlvgm_data.models import common
+
+TINY = ["--channels", "8,8,8", "--blocks", "1,0,0", "--enc-channels", "4,4,8,8",
+        "--groups", "z1:4:1,z2:2:4", "--kl-weights", "1,1", "--batch-size", "4", "--eval-images", "8",
+        "--threads", "1"]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_help_lists_the_models_and_their_options():
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    text = parser.format_help()
+    assert "--model" in text and "hvae" in text and "--vmi-weight" in text and "--skip" in text
+
+
+def test_tiny_run_writes_and_exports_a_loadable_generator(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = parse(["--model", "hvae", "--steps", "3", "--checkpoint-every", "2", "--out", str(out),
+                  "--export", str(tmp_path / "exported")] + TINY)
+    summary = train_cmd.run(args)
+    assert "trained hvae" in capsys.readouterr().out
+    assert summary["steps"] == 3 and set(summary["kl"]) == {"z1", "z2"}
+    assert summary["elbo"] == pytest.approx(-(summary["nll"] + summary["kl_total"]))
+    gen = load_generator(out)
+    exported = load_generator(tmp_path / "exported")
+    eps = {g.name: torch.randn(2, *g.shape) for g in gen.latent_spec}
+    with torch.no_grad():
+        assert torch.equal(gen.decode(eps), exported.decode(eps))
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3
+    assert (out / "samples.png").exists() and (out / "checkpoint.pt").exists()
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    import shutil
+
+    opts = dict(channels="8,8,8", blocks="1,0,0", enc_channels="4,4,8,8", groups="z1:4:1,z2:2:4",
+                kl_weights="1,1", batch_size=4, eval_images=8, threads=1, steps=4, checkpoint_every=2)
+    save = common.save_checkpoint
+
+    def keep_step_2(path, step, *args, **kw):
+        out = save(path, step, *args, **kw)
+        if step == 2:
+            shutil.copy(out, tmp_path / "step2.pt")
+        return out
+
+    monkeypatch.setattr(common, "save_checkpoint", keep_step_2)
+    common.train("hvae", out=str(tmp_path / "full"), **opts)
+    # A run killed after step 2 and resumed ends where the uninterrupted run did.
+    (tmp_path / "resumed").mkdir()
+    shutil.copy(tmp_path / "step2.pt", tmp_path / "resumed" / "checkpoint.pt")
+    common.train("hvae", out=str(tmp_path / "resumed"), resume=True, **opts)
+    a, b = load_generator(tmp_path / "full"), load_generator(tmp_path / "resumed")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+
+
+def test_resume_with_other_options_is_refused(tmp_path):
+    opts = dict(channels="8,8,8", blocks="1,0,0", enc_channels="4,4,8,8", groups="z1:4:1,z2:2:4",
+                kl_weights="1,1", batch_size=4, eval_images=0, threads=1, steps=2)
+    common.train("hvae", out=str(tmp_path / "a"), **opts)
+    with pytest.raises(ValueError, match="other options"):
+        common.train("hvae", out=str(tmp_path / "a"), resume=True, **{**opts, "sigma": 0.2})
+
+
+def test_train_on_an_image_folder(tmp_path):
+    from mlvgm_data.data import export_jpeg
+
+    export_jpeg(tmp_path / "imgs", 12, resolution=48)
+    summary = common.train("hvae", data=str(tmp_path / "imgs"), out=str(tmp_path / "run"), steps=2,
+                           channels="8,8,8", blocks="1,0,0", enc_channels="4,4,8,8", groups="z1:4:1,z2:2:4",
+                           kl_weights="1,1", batch_size=5, eval_images=6, threads=1)
+    assert summary["eval_data"] == "first 6 training images"
+
+
+def test_batches_are_a_pure_function_of_the_step(tmp_path):
+    from mlvgm_data.data import export_jpeg
+
+    src = common.image_source("shapes", 16, 3)
+    first = list(zip(range(3), common.batches(src, 4)))
+    later = next(common.batches(src, 4, start_step=2))
+    assert torch.equal(first[2][1], later)
+    export_jpeg(tmp_path / "imgs", 10)
+    folder = common.image_source(str(tmp_path / "imgs"), 16, 0)
+    idx = torch.cat([common.step_indices(folder, 4, s) for s in range(5)])  # 2 epochs
+    assert sorted(idx[:10].tolist()) == list(range(10)) and sorted(idx[10:20].tolist()) == list(range(10))
+    assert torch.equal(common.step_indices(folder, 4, 3), common.step_indices(folder, 4, 3))
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="'shapes' or a folder"):
+        common.train("hvae", data=str(tmp_path / "nope"), steps=1, out=str(tmp_path / "r"))
+    with pytest.raises(ValueError, match="unknown options"):
+        common.train("hvae", stpes=3)
+    with pytest.raises(ValueError, match="unknown model"):
+        common.train("gan9000")
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        common.train("hvae", steps=0)
+    with pytest.raises(ValueError, match="kl-weights"):
+        common.train("hvae", steps=1, kl_weights="1,2", out=str(tmp_path / "r"), eval_images=0)
+    with pytest.raises(ValueError, match="comma-separated ints"):
+        common.train("hvae", steps=1, channels="8,x", out=str(tmp_path / "r"))
+    with pytest.raises(SystemExit):
+        parse(["--model", "hvae", "--steps", "many"])
