@@ -1,0 +1,427 @@
+"""A small StyleGAN2-like generator and its GAN trainer (``mlvgm-data train --model stylegan``).
+
+The network follows the NVlabs StyleGAN2 layout at a small size: an 8→4-layer mapping MLP
+(equalised learning rate, lr multiplier 0.01) to ``w``; a synthesis network from a learned 4²
+constant with two modulated 3×3 convolutions per resolution (weight demodulation, per-layer
+noise, bilinear upsampling) and skip-connected toRGB layers; ``num_ws = 2·log2(R) − 2`` per-layer
+styles (8 at 32²). The generator is the :class:`~mlvgm_data.generators.StyleGANAdapter` around
+that network, so its latent groups are the same tied W+ layer groups (default 4: at 32², ws
+0–1 → 4², 2–3 → 8², 4–5 → 16², 6–7 → 32²) and "perturb one group" is style mixing.
+
+Training: non-saturating logistic loss, lazy R1 penalty on reals, style-mixing regularisation,
+Adam (β = 0, 0.99), an EMA copy of the generator (what is saved), and a running ``w_avg`` for
+truncation. Checkpoints (``OUT/checkpoint.pt``) resume exactly. At this size it is rough, but
+on Shapes it learns recognisable shapes; ``OUT/samples.png`` shows an 8×8 grid at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..generators.adapters import StyleGANAdapter
+from ..generators.registry import register_family
+from . import common
+
+FAMILY = "stylegan"
+DEFAULT_CONFIG: dict[str, Any] = {
+    "resolution": 32,
+    "z_dim": 64,
+    "w_dim": 128,
+    "mapping_layers": 4,
+    "channel_base": 512,
+    "channel_max": 128,
+    "layer_groups": 4,
+    "truncation_psi": 1.0,
+}
+
+
+def _lrelu(x: torch.Tensor) -> torch.Tensor:
+    # sqrt(2) keeps the activations' scale through leaky ReLU (StyleGAN's gain).
+    return F.leaky_relu(x, 0.2) * math.sqrt(2.0)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalised learning rate (weights scaled at run time)."""
+
+    def __init__(self, in_dim: int, out_dim: int, bias_init: float = 0.0, lr_mul: float = 1.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init) / lr_mul))
+        self.gain = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.gain, self.bias * self.lr_mul)
+
+
+class EqualConv(nn.Module):
+    """Conv layer with equalised learning rate."""
+
+    def __init__(self, cin: int, cout: int, k: int, bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
+        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
+        self.gain = 1.0 / math.sqrt(cin * k * k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.gain, self.bias, padding=self.weight.shape[-1] // 2)
+
+
+class Mapping(nn.Module):
+    """z → w MLP; ``forward`` broadcasts w to all ``num_ws`` layers (the NVlabs mapping call)."""
+
+    def __init__(self, z_dim: int, w_dim: int, num_ws: int, layers: int) -> None:
+        super().__init__()
+        self.num_ws = num_ws
+        dims = [z_dim] + [w_dim] * layers
+        self.net = nn.ModuleList(EqualLinear(a, b, lr_mul=0.01) for a, b in zip(dims[:-1], dims[1:]))
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def w(self, z: torch.Tensor) -> torch.Tensor:
+        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+        for layer in self.net:
+            x = _lrelu(layer(x))
+        return x
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.w(z).unsqueeze(1).expand(-1, self.num_ws, -1)
+
+
+class ModulatedConv(nn.Module):
+    """Style-modulated conv (StyleGAN2's non-fused path: scale inputs, conv, demodulate)."""
+
+    def __init__(self, cin: int, cout: int, w_dim: int, res: int, k: int = 3, up: bool = False,
+                 rgb: bool = False) -> None:
+        super().__init__()
+        self.affine = EqualLinear(w_dim, cin, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.gain = 1.0 / math.sqrt(cin * k * k)
+        self.up, self.rgb = up, rgb
+        if not rgb:
+            self.noise_strength = nn.Parameter(torch.zeros(()))
+            self.register_buffer("noise_const", torch.randn(res, res))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
+        s = self.affine(w)
+        weight = self.weight * self.gain
+        if self.up:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = F.conv2d(x * s[:, :, None, None], weight, padding=weight.shape[-1] // 2)
+        if self.rgb:
+            return x + self.bias[None, :, None, None]
+        demod = (s.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8).rsqrt()
+        x = x * demod[:, :, None, None]
+        if noise_mode == "random":
+            x = x + torch.randn_like(x[:, :1]) * self.noise_strength
+        elif noise_mode == "const":
+            x = x + self.noise_const * self.noise_strength
+        return _lrelu(x + self.bias[None, :, None, None])
+
+
+def _channels(res: int, base: int, cap: int) -> int:
+    return max(1, min(base // res, cap))
+
+
+class Synthesis(nn.Module):
+    """Const 4² → two modulated convs per resolution → skip-summed RGB, in ≈[-1, 1]."""
+
+    def __init__(self, resolution: int, w_dim: int, channel_base: int, channel_max: int) -> None:
+        super().__init__()
+        log2 = int(math.log2(resolution))
+        self.resolutions = [2 ** i for i in range(2, log2 + 1)]
+        ch = {r: _channels(r, channel_base, channel_max) for r in self.resolutions}
+        self.const = nn.Parameter(torch.randn(ch[4], 4, 4))
+        self.convs = nn.ModuleList()
+        self.torgbs = nn.ModuleList()
+        for r in self.resolutions:
+            if r > 4:
+                self.convs.append(ModulatedConv(ch[r // 2], ch[r], w_dim, r, up=True))
+            self.convs.append(ModulatedConv(ch[r], ch[r], w_dim, r))
+            self.torgbs.append(ModulatedConv(ch[r], 3, w_dim, r, k=1, rgb=True))
+        self.num_ws = len(self.convs) + 1
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        # ws index of each layer as in NVlabs: a block's toRGB shares its index with the next
+        # block's first conv.
+        x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+        x = self.convs[0](x, ws[:, 0], noise_mode)
+        img = self.torgbs[0](x, ws[:, 1], noise_mode)
+        for b in range(1, len(self.resolutions)):
+            i = 2 * b - 1
+            x = self.convs[i](x, ws[:, i], noise_mode)
+            x = self.convs[i + 1](x, ws[:, i + 1], noise_mode)
+            img = F.interpolate(img, scale_factor=2.0, mode="bilinear", align_corners=False)
+            img = img + self.torgbs[b](x, ws[:, i + 2], noise_mode)
+        return img
+
+
+class Network(nn.Module):
+    """The generator network with the NVlabs attributes the adapter reads."""
+
+    def __init__(self, resolution: int, z_dim: int, w_dim: int, mapping_layers: int, channel_base: int,
+                 channel_max: int) -> None:
+        super().__init__()
+        self.synthesis = Synthesis(resolution, w_dim, channel_base, channel_max)
+        self.z_dim, self.w_dim, self.c_dim = z_dim, w_dim, 0
+        self.num_ws = self.synthesis.num_ws
+        self.img_resolution, self.img_channels = resolution, 3
+        self.mapping = Mapping(z_dim, w_dim, self.num_ws, mapping_layers)
+
+
+def check_config(config: dict) -> dict:
+    """``DEFAULT_CONFIG`` updated with ``config``; unknown keys or bad values are a ValueError."""
+    unknown = sorted(set(config) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise ValueError(f"unknown stylegan config keys {unknown}; known: {sorted(DEFAULT_CONFIG)}")
+    cfg = dict(DEFAULT_CONFIG, **config)
+    res = cfg["resolution"]
+    if not isinstance(res, int) or res < 8 or res & (res - 1):
+        raise ValueError(f"stylegan resolution must be a power of two >= 8, got {res!r}")
+    for key in ("z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f"stylegan {key} must be a positive int, got {cfg[key]!r}")
+    return cfg
+
+
+class StyleGANGenerator(StyleGANAdapter):
+    """The built-in StyleGAN-like MLVGM: :class:`StyleGANAdapter` around a :class:`Network`.
+
+    Latent groups ``w0 … w{k-1}`` (``(z_dim,)``, tied to ``z``); ``decode`` uses the constant
+    per-layer noise, so images are a function of the latents.
+    """
+
+    def __init__(self, **config: Any) -> None:
+        cfg = check_config(config)
+        net = Network(cfg["resolution"], cfg["z_dim"], cfg["w_dim"], cfg["mapping_layers"],
+                      cfg["channel_base"], cfg["channel_max"])
+        groups = cfg["layer_groups"]
+        super().__init__(net, layer_groups=groups if isinstance(groups, int) else [tuple(g) for g in groups],
+                         truncation_psi=cfg["truncation_psi"], noise_mode="const", output_range=(-1.0, 1.0))
+        self.config = cfg
+
+
+register_family(FAMILY, lambda config: StyleGANGenerator(**config))
+
+
+# --- discriminator ---------------------------------------------------------------------------
+
+
+class DBlock(nn.Module):
+    """Residual discriminator block: conv, downsample, conv; skip = downsample + 1×1."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv0 = EqualConv(cin, cin, 3)
+        self.conv1 = EqualConv(cin, cout, 3)
+        self.skip = EqualConv(cin, cout, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.avg_pool2d(_lrelu(self.conv0(x)), 2)
+        y = _lrelu(self.conv1(y))
+        return (y + self.skip(F.avg_pool2d(x, 2))) / math.sqrt(2.0)
+
+
+class Discriminator(nn.Module):
+    """ResNet discriminator ending with minibatch-stddev, a 3×3 conv and two linear layers."""
+
+    def __init__(self, resolution: int, channel_base: int, channel_max: int, mbstd_group: int = 4) -> None:
+        super().__init__()
+        log2 = int(math.log2(resolution))
+        ch = {2 ** i: _channels(2 ** i, channel_base, channel_max) for i in range(2, log2 + 1)}
+        self.fromrgb = EqualConv(3, ch[resolution], 1)
+        self.blocks = nn.Sequential(*(DBlock(ch[2 ** i], ch[2 ** (i - 1)]) for i in range(log2, 2, -1)))
+        self.mbstd_group = mbstd_group
+        self.conv = EqualConv(ch[4] + 1, ch[4], 3)
+        self.fc = EqualLinear(ch[4] * 16, ch[4])
+        self.out = EqualLinear(ch[4], 1)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(_lrelu(self.fromrgb(img)))
+        n, c, h, w = x.shape
+        g = math.gcd(self.mbstd_group, n)
+        std = x.view(g, n // g, c, h, w).var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))
+        x = torch.cat([x, std.view(-1, 1, 1, 1).repeat(g, 1, h, w)], dim=1)
+        x = _lrelu(self.conv(x))
+        return self.out(_lrelu(self.fc(x.flatten(1)))).squeeze(1)
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+def _mixed_ws(net: Network, z: torch.Tensor, mixing_prob: float) -> torch.Tensor:
+    """W+ of ``z``; with probability ``mixing_prob`` per sample, the layers from a random cut on
+    come from a second z (style-mixing regularisation, which keeps the layer groups separable)."""
+    n, num_ws = z.shape[0], net.num_ws
+    ws = net.mapping(z).clone()
+    if mixing_prob > 0:
+        ws2 = net.mapping(torch.randn_like(z))
+        cut = torch.randint(1, num_ws, (n,), device=z.device)
+        cut = torch.where(torch.rand(n, device=z.device) < mixing_prob, cut, torch.full_like(cut, num_ws))
+        later = torch.arange(num_ws, device=z.device)[None, :] >= cut[:, None]
+        ws = torch.where(later[:, :, None], ws2, ws)
+    return ws
+
+
+def discriminator_step(G: Network, D: Discriminator, real: torch.Tensor, opt: torch.optim.Optimizer,
+                       r1_gamma: float, r1_every: int, step: int, mixing_prob: float) -> dict[str, float]:
+    """One D update (logistic loss; lazy R1 on reals every ``r1_every`` steps). Reals in [-1, 1]."""
+    with torch.no_grad():
+        fake = G.synthesis(_mixed_ws(G, torch.randn(real.shape[0], G.z_dim), mixing_prob), noise_mode="random")
+    do_r1 = r1_gamma > 0 and step % r1_every == 0
+    real = real.detach().requires_grad_(do_r1)
+    real_logits = D(real)
+    loss = F.softplus(D(fake)).mean() + F.softplus(-real_logits).mean()
+    out = {"d_loss": float(loss.detach())}
+    if do_r1:
+        (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+        r1 = grad.square().sum(dim=(1, 2, 3)).mean()
+        loss = loss + r1 * (r1_gamma / 2) * r1_every
+        out["r1"] = float(r1.detach())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return out
+
+
+def generator_step(G: Network, D: Discriminator, batch_size: int, opt: torch.optim.Optimizer,
+                   mixing_prob: float, w_avg_beta: float = 0.995) -> dict[str, float]:
+    """One G update (non-saturating loss); also tracks ``w_avg`` for truncation."""
+    z = torch.randn(batch_size, G.z_dim)
+    ws = _mixed_ws(G, z, mixing_prob)
+    with torch.no_grad():
+        G.mapping.w_avg.lerp_(ws[:, 0].mean(dim=0), 1.0 - w_avg_beta)
+    for p in D.parameters():
+        p.requires_grad_(False)
+    loss = F.softplus(-D(G.synthesis(ws, noise_mode="random"))).mean()
+    for p in D.parameters():
+        p.requires_grad_(True)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"g_loss": float(loss.detach())}
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    """``ema ← beta·ema + (1 − beta)·model`` for parameters; buffers are copied."""
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(p, 1.0 - beta)
+    for be, b in zip(ema.buffers(), model.buffers()):
+        be.copy_(b)
+
+
+def sample_grid(generator: StyleGANAdapter, path: str, rows: int = 8, seed: int = 0) -> None:
+    """Writes a ``rows × rows`` PNG grid of prior samples (anchors: all groups share one z)."""
+    from PIL import Image
+
+    spec = generator.latent_spec
+    z = torch.randn(rows * rows, spec.groups[0].shape[0], generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        img = generator.decode({name: z for name in spec.names})
+    c, h, w = img.shape[1:]
+    grid = img.view(rows, rows, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, rows * w, c)
+    Image.fromarray((grid * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy()).save(path)
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--z-dim", type=int, default=DEFAULT_CONFIG["z_dim"], help="z (and group) size")
+    parser.add_argument("--w-dim", type=int, default=DEFAULT_CONFIG["w_dim"], help="w size")
+    parser.add_argument("--channel-max", type=int, default=DEFAULT_CONFIG["channel_max"],
+                        help="most channels per layer")
+    parser.add_argument("--channel-base", type=int, default=DEFAULT_CONFIG["channel_base"],
+                        help="channels at resolution r: min(base / r, max)")
+    parser.add_argument("--layer-groups", type=int, default=DEFAULT_CONFIG["layer_groups"],
+                        help="number of contiguous W+ layer groups (latent groups)")
+    parser.add_argument("--r1-gamma", type=float, default=0.1, help="R1 penalty weight on reals")
+    parser.add_argument("--r1-every", type=int, default=16, help="lazy R1: steps between penalties")
+    parser.add_argument("--mixing-prob", type=float, default=0.9, help="style-mixing regularisation probability")
+    parser.add_argument("--ema-images", type=int, default=5000,
+                        help="half-life of the generator EMA in images")
+
+
+def _check_opts(opts: argparse.Namespace) -> None:
+    if not 0.0 <= opts.mixing_prob <= 1.0:
+        raise ValueError(f"--mixing-prob must be in [0, 1], got {opts.mixing_prob}")
+    if opts.r1_gamma < 0:
+        raise ValueError(f"--r1-gamma must be >= 0, got {opts.r1_gamma}")
+    if opts.r1_every < 1 or opts.ema_images < 1:
+        raise ValueError("--r1-every and --ema-images must be positive")
+
+
+def train(opts: argparse.Namespace) -> dict:
+    """Trains the StyleGAN-like generator; saves the EMA generator and returns a summary."""
+    _check_opts(opts)
+    config = check_config({
+        "resolution": opts.resolution, "z_dim": opts.z_dim, "w_dim": opts.w_dim,
+        "channel_base": opts.channel_base, "channel_max": opts.channel_max, "layer_groups": opts.layer_groups,
+    })
+    source = common.image_source(opts.data, opts.resolution, opts.seed)
+    with common.seeded(opts.seed):
+        model = StyleGANGenerator(**config)
+        G = copy.deepcopy(model.generator)
+        D = Discriminator(opts.resolution, config["channel_base"], config["channel_max"])
+        # R1 is lazy: scale D's Adam as StyleGAN2 does so the update size matches.
+        ratio = opts.r1_every / (opts.r1_every + 1)
+        opt_g = torch.optim.Adam(G.parameters(), lr=opts.lr, betas=(0.0, 0.99))
+        opt_d = torch.optim.Adam(D.parameters(), lr=opts.lr * ratio, betas=(0.0, 0.99 ** ratio))
+        modules = {"G": G, "D": D, "G_ema": model.generator}
+        optimizers = {"G": opt_g, "D": opt_d}
+        start, extra = common.resume(opts, modules, optimizers)
+        elapsed = float(extra.get("seconds", 0.0))
+        began = time.time()
+        beta = 0.5 ** (opts.batch_size / opts.ema_images)
+        logs: dict[str, float] = {}
+        with common.progress(opts, start, "stylegan") as bar:
+            data = common.batches(source, opts.batch_size, start)
+            for step in range(start, opts.steps):
+                real = next(data) * 2.0 - 1.0
+                stats = discriminator_step(G, D, real, opt_d, opts.r1_gamma, opts.r1_every, step, opts.mixing_prob)
+                stats.update(generator_step(G, D, opts.batch_size, opt_g, opts.mixing_prob))
+                # EMA ramp-up: early on the EMA follows G closely (StyleGAN2's ema_rampup).
+                seen = (step + 1) * opts.batch_size
+                update_ema(model.generator, G, min(beta, 0.5 ** (opts.batch_size / max(seen * 0.05, 1.0))))
+                for k, v in stats.items():
+                    logs[k] = v if k not in logs else 0.98 * logs[k] + 0.02 * v
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
+                if (step + 1) % opts.checkpoint_every == 0 or step + 1 == opts.steps:
+                    common.save_checkpoint(common.checkpoint_path(opts), step + 1, modules, optimizers,
+                                           {"seconds": elapsed + time.time() - began})
+        seconds = elapsed + time.time() - began
+    model.eval()
+    out = common.out_dir(opts)
+    out.mkdir(parents=True, exist_ok=True)
+    sample_grid(model, str(out / "samples.png"))
+    summary: dict[str, Any] = {
+        "model": "stylegan", "data": opts.data, "steps": opts.steps, "batch_size": opts.batch_size,
+        "seed": opts.seed, "seconds": round(seconds, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **{k: round(v, 4) for k, v in logs.items()},
+    }
+    summary.update(_recognizability(model, opts))
+    return common.save_outputs(model, opts, FAMILY, config, summary)
+
+
+def _recognizability(model: StyleGANGenerator, opts: argparse.Namespace) -> dict[str, Any]:
+    """The Shapes recognisability score of the trained generator (Shapes at 32² only)."""
+    if opts.data != "shapes" or opts.resolution != 32:
+        return {}
+    from .recognize import recognizability
+
+    return {"recognizability": recognizability(model)}
+
+
+common.register_trainer(
+    "stylegan", add_arguments, train,
+    help="StyleGAN2-like GAN (mapping + modulated convs, W+ layer groups as latent groups)",
+    defaults={"lr": 2e-3, "batch_size": 32, "steps": 20000, "checkpoint_every": 500},
+)

@@ -1,0 +1,173 @@
+"""The built-in StyleGAN-like generator: protocol, W+ layer groups, training steps, trainer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mlvgm_data.generators import MLVGMProtocol, StyleGANAdapter, load_generator, save_generator
+from mlvgm_data.models import common
+from mlvgm_data.models.stylegan import (
+    Discriminator,
+    StyleGANGenerator,
+    check_config,
+    discriminator_step,
+    generator_step,
+    update_ema,
+)
+
+TINY = {"resolution": 16, "z_dim": 8, "w_dim": 8, "mapping_layers": 2, "channel_base": 64, "channel_max": 16}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny convs are fastest single-threaded (and the test machine's cores are shared).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny(**kw) -> StyleGANGenerator:
+    torch.manual_seed(0)
+    return StyleGANGenerator(**{**TINY, **kw}).eval()
+
+
+def anchors(model: StyleGANGenerator, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    z = torch.randn(n, 8, generator=torch.Generator().manual_seed(seed))
+    return {name: z.clone() for name in model.latent_spec.names}
+
+
+def test_protocol_shapes_range_dtype_and_determinism():
+    m = tiny()
+    assert isinstance(m, MLVGMProtocol) and isinstance(m, StyleGANAdapter)
+    assert m.latent_spec.names == ("w0", "w1", "w2", "w3")
+    assert all(g.shape == (8,) and g.tie == "z" for g in m.latent_spec)
+    assert m.generator.num_ws == 6 and m.layer_ranges == [(0, 2), (2, 4), (4, 5), (5, 6)]
+    lat = anchors(m, 5)
+    lat["w3"] = lat["w3"] + 1.0
+    with torch.no_grad():
+        a, b = m.decode(lat), m.decode({k: v.clone() for k, v in lat.items()})
+    assert a.shape == (5, 3, 16, 16) and a.dtype == torch.float32
+    assert float(a.min()) >= 0 and float(a.max()) <= 1 and torch.equal(a, b)
+
+
+def test_decode_is_the_adapter_over_the_network():
+    m = tiny()
+    lat = anchors(m, 3)
+    net = m.generator
+    with torch.no_grad():
+        expected = ((net.synthesis(net.mapping(lat["w0"]), noise_mode="const") + 1) / 2).clamp(0, 1)
+        torch.testing.assert_close(m.decode(lat), expected)
+        moved = dict(lat, w1=lat["w1"] + 1.0)
+        changed = (m.w_plus(moved) - m.w_plus(lat)).abs().amax(dim=(0, 2)) > 0
+    assert changed.tolist() == [False, False, True, True, False, False]
+
+
+def test_every_w_plus_layer_reaches_the_image():
+    m = tiny()
+    ws = m.generator.mapping(torch.randn(2, 8)).detach().clone().requires_grad_(True)
+    m.generator.synthesis(ws).sum().backward()
+    assert bool((ws.grad.abs().sum(dim=(0, 2)) > 0).all())
+
+
+def test_64_pixels_and_truncation():
+    m = tiny(resolution=32, truncation_psi=0.5)
+    assert m.generator.num_ws == 8 and m.image_shape == (3, 32, 32)
+    m.generator.mapping.w_avg.fill_(0.3)
+    ws = m.w_plus(anchors(m, 2))
+    full = tiny(resolution=32).w_plus(anchors(m, 2))
+    torch.testing.assert_close(ws, 0.3 + 0.5 * (full - 0.3))
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [({"resolution": 24}, "power of two"), ({"resolution": 4}, "power of two"), ({"z_dim": 0}, "z_dim"),
+     ({"colour": 1}, "unknown stylegan config keys"), ({"layer_groups": 7}, "between 1 and num_ws")],
+)
+def test_bad_configs(config, message):
+    with pytest.raises(ValueError, match=message):
+        StyleGANGenerator(**{**TINY, **config})
+
+
+def test_bad_latents_name_the_group():
+    m = tiny()
+    lat = anchors(m, 2)
+    with pytest.raises(ValueError, match=r"missing groups \['w2'\]"):
+        m.decode({k: v for k, v in lat.items() if k != "w2"})
+    with pytest.raises(ValueError, match="'w0' must have shape"):
+        m.decode(dict(lat, w0=torch.zeros(2, 9)))
+    with pytest.raises(ValueError, match="'w1' has non-finite"):
+        m.decode(dict(lat, w1=torch.full((2, 8), float("inf"))))
+
+
+def test_save_load_round_trip(tmp_path):
+    m = tiny(layer_groups=[[0, 1], [1, 6]])
+    m.generator.mapping.w_avg.normal_()
+    save_generator(m, tmp_path / "sg", "stylegan", m.config)
+    loaded = load_generator(tmp_path / "sg")
+    lat = {"w0": torch.randn(3, 8), "w1": torch.randn(3, 8)}
+    with torch.no_grad():
+        assert torch.equal(m.decode(lat), loaded.decode(lat))
+    assert loaded.latent_spec == m.latent_spec and not loaded.training
+
+
+def test_discriminator_and_generator_steps_reduce_their_losses():
+    torch.manual_seed(0)
+    G = StyleGANGenerator(**TINY).generator
+    D = Discriminator(16, 64, 16)
+    real = torch.rand(8, 3, 16, 16) * 2 - 1
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    d = [discriminator_step(G, D, real, opt_d, 0.1, 4, s, 0.9)["d_loss"] for s in range(15)]
+    assert sum(d[-3:]) / 3 < sum(d[:3]) / 3 - 0.1
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    g = [generator_step(G, D, 8, opt_g, 0.9)["g_loss"] for _ in range(15)]
+    assert sum(g[-3:]) / 3 < sum(g[:3]) / 3 - 0.1
+
+
+def test_r1_penalty_is_applied_on_its_steps_only():
+    torch.manual_seed(0)
+    G, D = StyleGANGenerator(**TINY).generator, Discriminator(16, 64, 16)
+    opt = torch.optim.Adam(D.parameters())
+    real = torch.rand(4, 3, 16, 16)
+    assert "r1" in discriminator_step(G, D, real, opt, 0.1, 4, 8, 0.0)
+    assert "r1" not in discriminator_step(G, D, real, opt, 0.1, 4, 9, 0.0)
+    assert "r1" not in discriminator_step(G, D, real, opt, 0.0, 4, 8, 0.0)
+
+
+def test_update_ema():
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = a.weight.detach().clone()
+    update_ema(a, b, 0.75)
+    torch.testing.assert_close(a.weight, 0.75 * before + 0.25 * b.weight)
+
+
+def test_check_config_defaults():
+    cfg = check_config({})
+    assert cfg["resolution"] == 32 and cfg["layer_groups"] == 4
+
+
+TRAIN = {"resolution": 16, "z_dim": 8, "w_dim": 8, "channel_base": 64, "channel_max": 16, "batch_size": 4,
+         "threads": 1, "r1_every": 2}
+
+
+def test_trainer_runs_saves_and_resumes_exactly(tmp_path):
+    straight = common.train("stylegan", steps=4, out=str(tmp_path / "a"), **TRAIN)
+    common.train("stylegan", steps=2, out=str(tmp_path / "b"), **TRAIN)
+    resumed = common.train("stylegan", steps=4, out=str(tmp_path / "b"), resume=True, **TRAIN)
+    assert straight["steps"] == resumed["steps"] == 4
+    for name in ("model.pt", "model.json", "summary.json", "samples.png", "checkpoint.pt"):
+        assert (tmp_path / "a" / name).exists()
+    a, b = load_generator(tmp_path / "a" / "model"), load_generator(tmp_path / "b" / "model")
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    assert json.loads((tmp_path / "a" / "model.json").read_text())["family"] == "stylegan"
+
+
+def test_trainer_bad_options(tmp_path):
+    with pytest.raises(ValueError, match="--mixing-prob"):
+        common.train("stylegan", steps=1, out=str(tmp_path), mixing_prob=1.5, **TRAIN)
+    with pytest.raises(ValueError, match="--data"):
+        common.train("stylegan", steps=1, out=str(tmp_path), data=str(tmp_path / "nowhere"), **TRAIN)
