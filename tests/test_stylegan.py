@@ -164,6 +164,8 @@ def test_trainer_runs_saves_and_resumes_exactly(tmp_path):
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb), ka
     assert json.loads((tmp_path / "a" / "model.json").read_text())["family"] == "stylegan"
+    with pytest.raises(ValueError, match="other options"):
+        common.train("stylegan", steps=5, out=str(tmp_path / "b"), resume=True, **dict(TRAIN, r1_gamma=1.0))
 
 
 def test_trainer_bad_options(tmp_path):

@@ -1,3 +1,3 @@
 """Built-in trainable MLVGMs. Importing this package registers their families and assets."""
 
-from . import hvae, recognize, stylegan  # noqa: F401
+from . import hvae, mlvae, recognize, stylegan  # noqa: F401

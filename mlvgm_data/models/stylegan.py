@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import time
 from typing import Any, Sequence
@@ -321,15 +322,24 @@ def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
 
 def sample_grid(generator: StyleGANAdapter, path: str, rows: int = 8, seed: int = 0) -> None:
     """Writes a ``rows × rows`` PNG grid of prior samples (anchors: all groups share one z)."""
-    from PIL import Image
-
     spec = generator.latent_spec
     z = torch.randn(rows * rows, spec.groups[0].shape[0], generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        img = generator.decode({name: z for name in spec.names})
-    c, h, w = img.shape[1:]
-    grid = img.view(rows, rows, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, rows * w, c)
-    Image.fromarray((grid * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy()).save(path)
+        common.save_image_grid(generator.decode({name: z for name in spec.names}), path, nrow=rows)
+
+
+def run_options(opts: argparse.Namespace) -> str:
+    """The options that define a run, as JSON: a resumed run must use the same ones (it may
+    change ``--steps`` and the bookkeeping options)."""
+    skip = {"out", "resume", "checkpoint_every", "export", "threads", "model", "steps"}
+    return json.dumps({k: v for k, v in sorted(vars(opts).items()) if k not in skip})
+
+
+def check_resumed_options(opts: argparse.Namespace, extra: dict) -> None:
+    """Refuses to resume a checkpoint written with other options."""
+    if "options" in extra and extra["options"] != run_options(opts):
+        raise ValueError(f"--resume: {common.checkpoint_path(opts)} was written with other options "
+                         f"({extra['options']}); use the same options or another --out")
 
 
 def add_arguments(parser: Any) -> None:
@@ -376,6 +386,7 @@ def train(opts: argparse.Namespace) -> dict:
         modules = {"G": G, "D": D, "G_ema": model.generator}
         optimizers = {"G": opt_g, "D": opt_d}
         start, extra = common.resume(opts, modules, optimizers)
+        check_resumed_options(opts, extra)
         elapsed = float(extra.get("seconds", 0.0))
         began = time.time()
         beta = 0.5 ** (opts.batch_size / opts.ema_images)
@@ -395,7 +406,7 @@ def train(opts: argparse.Namespace) -> dict:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
                 if (step + 1) % opts.checkpoint_every == 0 or step + 1 == opts.steps:
                     common.save_checkpoint(common.checkpoint_path(opts), step + 1, modules, optimizers,
-                                           {"seconds": elapsed + time.time() - began})
+                                           {"seconds": elapsed + time.time() - began, "options": run_options(opts)})
         seconds = elapsed + time.time() - began
     model.eval()
     out = common.out_dir(opts)

@@ -1,0 +1,323 @@
+"""ML-VAE (Bouchacourt & Tomioka 2017): a group content latent and a per-sample style latent.
+
+Training data comes in groups whose members share something (the *content*). Each image's
+encoder gives a Gaussian over content and one over style; the group's content posterior is the
+product of its members' Gaussians (precision-weighted mean, summed precisions), so evidence
+accumulates with group size, and one content sample is decoded with every member's own style.
+The objective per group ``G`` is ``Σ_i E log p(x_i | c_G, s_i) − Σ_i KL(q(s_i|x_i) ‖ p) −
+KL(q(c_G|X_G) ‖ p)``.
+
+As a generator its latent groups are ``content`` and ``style`` (standard normal), so
+``ViewPolicy({"style": Resample()})`` — keep content, resample style — gives views that share
+what the training groups shared. ``encode(x, groups=None)`` returns the posteriors for the MI
+utility's encoder metrics.
+
+Groups in training (``mlvgm-data train --model mlvae``):
+
+- ``--data shapes``: each group's members share the Shapes factors named by
+  ``--group-factors`` (default ``class``: same shape kind, everything else independent; e.g.
+  ``class,hue`` also shares the colour). Members are fresh Shapes items with those factor
+  columns copied from the group's first member, so every factor keeps its Shapes distribution.
+- ``--data FOLDER``: a group is images from the same sub-folder (an ImageFolder layout: one
+  sub-folder per identity/class/object); sub-folders with fewer than ``--group-size`` images are
+  skipped, and a folder without such sub-folders is rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..data.shapes import FACTOR_NAMES, render_factors, sample_factors
+from ..generators.base import MLVGM
+from ..generators.registry import register_family
+from ..latents import LatentGroup, LatentSpec
+from . import common
+from .stylegan import check_resumed_options, run_options
+
+FAMILY = "mlvae"
+DEFAULT_CONFIG: dict[str, Any] = {"resolution": 32, "content_dim": 16, "style_dim": 16, "width": 32}
+_LOGVAR_RANGE = (-12.0, 8.0)
+
+
+def product_of_gaussians(
+    mu: torch.Tensor, logvar: torch.Tensor, groups: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The normalised product of the members' diagonal Gaussians, per group.
+
+    ``mu``, ``logvar``: ``[N, D]``; ``groups``: ``[N]`` integer group ids (any values). Returns
+    ``(mu_G [K, D], logvar_G [K, D], index [N])`` for the ``K`` distinct ids in sorted order;
+    ``index[i]`` is member i's row. Precision ``1/σ²_G = Σ_i 1/σ²_i`` and mean
+    ``μ_G = σ²_G · Σ_i μ_i/σ²_i``.
+    """
+    if mu.dim() != 2 or logvar.shape != mu.shape:
+        raise ValueError(f"mu and logvar must both be [N, D], got {list(mu.shape)} and {list(logvar.shape)}")
+    if groups.shape != mu.shape[:1] or groups.dtype.is_floating_point:
+        raise ValueError(f"groups must be integer ids of shape [{mu.shape[0]}], got {groups.dtype} {list(groups.shape)}")
+    ids, index = torch.unique(groups, return_inverse=True)
+    precision = torch.exp(-logvar)
+    total = mu.new_zeros(len(ids), mu.shape[1]).index_add_(0, index, precision)
+    weighted = mu.new_zeros(len(ids), mu.shape[1]).index_add_(0, index, precision * mu)
+    return weighted / total, -torch.log(total), index
+
+
+def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, 1)) summed over the last dimension."""
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+
+
+def check_config(config: Mapping[str, Any]) -> dict:
+    unknown = sorted(set(config) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise ValueError(f"unknown mlvae config keys {unknown}; known: {sorted(DEFAULT_CONFIG)}")
+    cfg = dict(DEFAULT_CONFIG, **config)
+    for key, value in cfg.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"mlvae {key} must be a positive int, got {value!r}")
+    res = cfg["resolution"]
+    if res < 8 or res & (res - 1):
+        raise ValueError(f"mlvae resolution must be a power of two >= 8, got {res}")
+    return cfg
+
+
+class MLVAE(MLVGM):
+    """The ML-VAE: a conv encoder with content and style heads and a conv decoder of both.
+
+    Latent groups ``content`` ``(content_dim,)`` and ``style`` ``(style_dim,)``; ``decode``
+    returns the decoder's mean image in [0, 1].
+    """
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__()
+        cfg = check_config(config)
+        self.config = cfg
+        res, w, dc, ds = cfg["resolution"], cfg["width"], cfg["content_dim"], cfg["style_dim"]
+        stages = int(math.log2(res)) - 2
+        chans = [min(w * 2 ** i, 8 * w) for i in range(stages + 1)]
+        enc: list[nn.Module] = []
+        cin = 3
+        for c in chans[:-1]:
+            enc += [nn.Conv2d(cin, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            cin = c
+        self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(cin * 16, 4 * w), nn.LeakyReLU(0.2))
+        self.content_head = nn.Linear(4 * w, 2 * dc)
+        self.style_head = nn.Linear(4 * w, 2 * ds)
+        top = chans[-2] if stages else w
+        dec: list[nn.Module] = [nn.Linear(dc + ds, 4 * w), nn.LeakyReLU(0.2), nn.Linear(4 * w, top * 16),
+                                nn.LeakyReLU(0.2), nn.Unflatten(1, (top, 4, 4))]
+        cin = top
+        for c in reversed([w] + chans[:-2]):
+            dec += [nn.Upsample(scale_factor=2.0), nn.Conv2d(cin, c, 3, padding=1), nn.LeakyReLU(0.2)]
+            cin = c
+        self.decoder = nn.Sequential(*dec, nn.Conv2d(cin, 3, 3, padding=1))
+        self.latent_spec = LatentSpec([LatentGroup("content", (dc,)), LatentGroup("style", (ds,))])
+        self.image_shape = (3, res, res)
+
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        cm, cl = self.content_head(h).chunk(2, dim=1)
+        sm, sl = self.style_head(h).chunk(2, dim=1)
+        return cm, cl.clamp(*_LOGVAR_RANGE), sm, sl.clamp(*_LOGVAR_RANGE)
+
+    def _check_images(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"images must be [N, {', '.join(map(str, self.image_shape))}], got {got}")
+        if not x.is_floating_point():
+            raise ValueError(f"images must be floating point in [0, 1], got {x.dtype}")
+
+    def encode(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Posteriors ``{"content": (mu, logvar), "style": (mu, logvar)}``, each ``[N, dim]``.
+
+        ``x``: images ``[N, 3, R, R]`` in [0, 1]. ``groups`` (``[N]`` integer ids) pools content
+        over each group (product of Gaussians, repeated for every member); without it every
+        image is its own group.
+        """
+        self._check_images(x)
+        cm, cl, sm, sl = self._heads(x)
+        if groups is not None:
+            gm, gl, index = product_of_gaussians(cm, cl, torch.as_tensor(groups, device=x.device))
+            cm, cl = gm[index], gl[index]
+        return {"content": (cm, cl), "style": (sm, sl)}
+
+    def _decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None) -> torch.Tensor:
+        return torch.sigmoid(self.decoder(torch.cat([latents["content"], latents["style"]], dim=1)))
+
+    def loss(self, x: torch.Tensor, groups: torch.Tensor, sigma: float, beta: float = 1.0) -> dict[str, torch.Tensor]:
+        """The negative ML-VAE ELBO per image (``loss``) and its parts, for images ``x`` in
+        [0, 1] with group ids ``groups``; Gaussian likelihood with fixed ``sigma``; ``beta``
+        weighs both KL terms (warm-up)."""
+        self._check_images(x)
+        cm, cl, sm, sl = self._heads(x)
+        gm, gl, index = product_of_gaussians(cm, cl, groups)
+        content = gm + torch.randn_like(gm) * (0.5 * gl).exp()
+        style = sm + torch.randn_like(sm) * (0.5 * sl).exp()
+        mean = torch.sigmoid(self.decoder(torch.cat([content[index], style], dim=1)))
+        n = x.shape[0]
+        pixels = x[0].numel()
+        recon = ((x - mean).square().sum(dim=(1, 2, 3)) / (2 * sigma ** 2)
+                 + pixels * (math.log(sigma) + 0.5 * math.log(2 * math.pi))).sum() / n
+        kl_style = kl_standard_normal(sm, sl).sum() / n
+        kl_content = kl_standard_normal(gm, gl).sum() / n
+        return {"loss": recon + beta * (kl_style + kl_content), "recon": recon, "kl_style": kl_style,
+                "kl_content": kl_content, "mse": (x - mean).square().mean()}
+
+
+register_family(FAMILY, lambda config: MLVAE(**config))
+
+
+def swap_grid(model: MLVAE, path: str | Path, rows: int = 8, seed: int = 0) -> None:
+    """Writes a PNG grid of prior samples: each row one content, each column one style."""
+    g = torch.Generator().manual_seed(seed)
+    content = torch.randn(rows, model.config["content_dim"], generator=g)
+    style = torch.randn(rows, model.config["style_dim"], generator=g)
+    with torch.no_grad():
+        img = model.decode({"content": content.repeat_interleave(rows, 0), "style": style.repeat(rows, 1)})
+    common.save_image_grid(img, path, nrow=rows)
+
+
+# --- grouped batches -------------------------------------------------------------------------
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + 17) % (1 << 63))
+
+
+class ShapesGroups:
+    """Groups of Shapes items sharing the factors ``shared`` (see the module docstring)."""
+
+    def __init__(self, resolution: int, seed: int, shared: list[str]) -> None:
+        unknown = [f for f in shared if f not in FACTOR_NAMES]
+        if unknown or not shared:
+            raise ValueError(f"--group-factors must name Shapes factors from {list(FACTOR_NAMES)}, got {shared}")
+        self.resolution, self.seed = resolution, seed
+        self.columns = [FACTOR_NAMES.index(f) for f in shared]
+
+    def factors(self, step: int, num_groups: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(factors [N, 8], group ids [N])`` of ``step``'s batch (a pure function of the step)."""
+        n = num_groups * group_size
+        index = step * n + torch.arange(n, dtype=torch.int64)
+        f = sample_factors(index % (1 << 32), self.seed)
+        groups = torch.arange(num_groups).repeat_interleave(group_size)
+        f[:, self.columns] = f[groups * group_size][:, self.columns]
+        return f, groups
+
+    def batch(self, step: int, num_groups: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images [N, 3, R, R], group ids [N])`` of ``step``'s batch."""
+        f, groups = self.factors(step, num_groups, group_size)
+        return render_factors(f, self.resolution), groups
+
+
+class FolderGroups:
+    """Groups of images from the same sub-folder of an image folder."""
+
+    def __init__(self, root: str, resolution: int, seed: int, group_size: int) -> None:
+        self.source = common.image_source(root, resolution, seed)
+        self.seed = seed
+        folders: dict[Path, list[int]] = {}
+        for i, p in enumerate(self.source.dataset.paths):
+            folders.setdefault(p.parent, []).append(i)
+        root_path = Path(root).resolve()
+        self.members = [torch.tensor(v) for k, v in sorted(folders.items())
+                        if k.resolve() != root_path and len(v) >= group_size]
+        if not self.members:
+            raise ValueError(
+                f"ML-VAE on a folder needs groups: put each group's images in its own sub-folder of {root} "
+                f"(ImageFolder layout) with at least --group-size={group_size} images; none found"
+            )
+        # Groups are chosen in proportion to their size (as if picking a random image).
+        self.weights = torch.tensor([len(m) for m in self.members], dtype=torch.float64)
+
+    def batch(self, step: int, num_groups: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images [N, 3, R, R], group ids [N])`` of ``step``'s batch (a pure function of the step)."""
+        g = _step_generator(self.seed, step)
+        chosen = torch.multinomial(self.weights, num_groups, replacement=True, generator=g)
+        picks = [self.members[k][torch.randperm(len(self.members[k]), generator=g)[:group_size]] for k in chosen.tolist()]
+        return self.source.batch(torch.cat(picks)), torch.arange(num_groups).repeat_interleave(group_size)
+
+
+# --- trainer ---------------------------------------------------------------------------------
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--content-dim", type=int, default=DEFAULT_CONFIG["content_dim"], help="content latent size")
+    parser.add_argument("--style-dim", type=int, default=DEFAULT_CONFIG["style_dim"], help="style latent size")
+    parser.add_argument("--width", type=int, default=DEFAULT_CONFIG["width"], help="channels of the first conv")
+    parser.add_argument("--group-size", type=int, default=4, help="images per group (batch = groups × group size)")
+    parser.add_argument("--group-factors", type=str, default="class",
+                        help="Shapes factors a group shares, comma-separated (from " + ", ".join(FACTOR_NAMES) + ")")
+    parser.add_argument("--sigma", type=float, default=0.1, help="std of the Gaussian pixel likelihood")
+    parser.add_argument("--kl-warmup", type=int, default=1000, help="steps of linear KL warm-up")
+
+
+def train(opts: argparse.Namespace) -> dict:
+    """Trains the ML-VAE on grouped Shapes or a grouped folder; returns the summary."""
+    if opts.group_size < 1 or opts.batch_size % opts.group_size:
+        raise ValueError(f"--batch-size ({opts.batch_size}) must be a multiple of --group-size ({opts.group_size})")
+    if not opts.sigma > 0 or opts.kl_warmup < 0:
+        raise ValueError("--sigma must be > 0 and --kl-warmup >= 0")
+    config = check_config({"resolution": opts.resolution, "content_dim": opts.content_dim,
+                           "style_dim": opts.style_dim, "width": opts.width})
+    if opts.data == "shapes":
+        data: ShapesGroups | FolderGroups = ShapesGroups(
+            opts.resolution, opts.seed, [f.strip() for f in opts.group_factors.split(",") if f.strip()])
+    else:
+        data = FolderGroups(opts.data, opts.resolution, opts.seed, opts.group_size)
+    num_groups = opts.batch_size // opts.group_size
+    with common.seeded(opts.seed):
+        model = MLVAE(**config)
+        opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
+        start, extra = common.resume(opts, {"model": model}, {"model": opt})
+        check_resumed_options(opts, extra)
+        elapsed = float(extra.get("seconds", 0.0))
+        began = time.time()
+        logs: dict[str, float] = {}
+        model.train()
+        with common.progress(opts, start, "mlvae") as bar:
+            for step in range(start, opts.steps):
+                x, groups = data.batch(step, num_groups, opts.group_size)
+                beta = min(1.0, (step + 1) / opts.kl_warmup) if opts.kl_warmup else 1.0
+                parts = model.loss(x, groups, opts.sigma, beta)
+                opt.zero_grad(set_to_none=True)
+                parts["loss"].backward()
+                opt.step()
+                for k, v in parts.items():
+                    v = float(v.detach())
+                    logs[k] = v if k not in logs else 0.98 * logs[k] + 0.02 * v
+                bar.update(1)
+                bar.set_postfix({k: f"{logs[k]:.3g}" for k in ("loss", "mse", "kl_content", "kl_style")})
+                if (step + 1) % opts.checkpoint_every == 0 or step + 1 == opts.steps:
+                    common.save_checkpoint(common.checkpoint_path(opts), step + 1, {"model": model}, {"model": opt},
+                                           {"seconds": elapsed + time.time() - began, "options": run_options(opts)})
+        seconds = elapsed + time.time() - began
+    model.eval()
+    out = common.out_dir(opts)
+    out.mkdir(parents=True, exist_ok=True)
+    swap_grid(model, out / "samples.png")
+    summary: dict[str, Any] = {
+        "model": "mlvae", "data": opts.data, "steps": opts.steps, "batch_size": opts.batch_size,
+        "group_size": opts.group_size, "seed": opts.seed, "seconds": round(seconds, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **{k: round(v, 4) for k, v in logs.items()},
+    }
+    if opts.data == "shapes":
+        summary["group_factors"] = opts.group_factors
+        if opts.resolution == 32:
+            from .recognize import recognizability
+
+            summary["recognizability"] = recognizability(model)
+    return common.save_outputs(model, opts, FAMILY, config, summary)
+
+
+common.register_trainer(
+    "mlvae", add_arguments, train,
+    help="ML-VAE: group content latent (product of Gaussians) + per-sample style latent",
+    defaults={"steps": 6000, "batch_size": 64, "lr": 1e-3},
+)
