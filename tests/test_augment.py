@@ -217,6 +217,15 @@ def test_solarize_threshold():
     assert torch.equal(z[1, 0, 0], torch.tensor([0.0, 0.25, 0.49, 0.5, 0.75, 0.0]))
 
 
+def test_solarize_thresholds_from_configs():
+    x = _images(h=16, w=16)
+    ref = lambda t, v: torch.where(x[v] >= t, 1 - x[v], x[v])  # noqa: E731
+    y = ViewAugment([_identity(16, solarize_p=1.0, solarize_threshold=0.3), _identity(16, solarize_p=1.0)])(x, 0, 0)
+    assert torch.equal(y[0], ref(0.3, 0)) and torch.equal(y[1], ref(0.5, 1))
+    y = ViewAugment(_identity(16, solarize_p=1.0, solarize_threshold=0.7))(x, 0, 0)
+    assert torch.equal(y[0], ref(0.7, 0)) and torch.equal(y[1], ref(0.7, 1))
+
+
 def test_color_jitter_known_answers():
     x = _images(v=1, b=4, h=8, w=8)[0]
     f = torch.tensor([[0.5, 1.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
