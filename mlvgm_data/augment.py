@@ -152,11 +152,6 @@ def resized_crop(
     return torch.bmm(wy.repeat_interleave(c, 0), cols).view(n, c, size, size)
 
 
-def _gray(x: torch.Tensor) -> torch.Tensor:
-    r, g, b = x.unbind(1)
-    return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)
-
-
 def _hue_basis() -> tuple[torch.Tensor, torch.Tensor]:
     """A, B with rotation(θ) = I + (cos θ − 1)·A − sin θ·B in RGB (rotation of YIQ's I/Q plane).
 
@@ -352,7 +347,7 @@ class AugmentConfig:
 
     def to_dict(self) -> dict:
         """JSON-safe fields (tuples become lists)."""
-        return json_safe(dataclasses.asdict(self))
+        return _json_safe(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "AugmentConfig":
@@ -398,12 +393,12 @@ class AugmentConfig:
                     blur_sigma=sigma, solarize=sol)
 
 
-def json_safe(value: object) -> object:
+def _json_safe(value: object) -> object:
     """Tuples → lists, recursively (for ``to_dict``)."""
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
+        return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
-        return [json_safe(v) for v in value]
+        return [_json_safe(v) for v in value]
     return value
 
 

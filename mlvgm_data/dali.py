@@ -58,8 +58,9 @@ class DaliAugment:
     streams: ``__call__`` accepts ``seed``, ``step``, ``stream``, ``sample_offset`` and
     ``sample_ids`` only for signature compatibility with :class:`ViewAugment` and ignores them,
     so a resumed pipe does not replay the same augmentations (use the torch backend for that).
-    ``device="cuda"`` runs the pipeline on the current GPU (fed torch CUDA tensors); it needs a
-    CUDA build of torch.
+    ``batch_size`` is the largest batch it will be fed, ``num_views`` the V it expects;
+    ``device="cuda"`` runs the pipeline on the current GPU (fed torch CUDA tensors, output on
+    the GPU); it needs a CUDA build of torch.
     """
 
     def __init__(
