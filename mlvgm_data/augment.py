@@ -179,25 +179,36 @@ def color_jitter(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     exactly; single-channel images get brightness and contrast only.
     """
     x = _images(images, "images", 4)
-    n, c, h, w = x.shape
+    n, c = x.shape[:2]
     if c not in (1, 3):
         raise ValueError(f"images must have 1 or 3 channels for colour jitter, got {c}")
     f = _per_sample(factors, n, "factors", 4).to(device=x.device, dtype=torch.float32)
-    x = (x * f[:, 0, None, None, None]).clamp_(0.0, 1.0)
+    return _jitter_into(x, f, torch.empty_like(x), torch.empty_like(x) if c == 3 else None)
+
+
+# The ``_*_into`` cores write into ``out`` (which may be ``x`` itself, except for the matrix
+# products) so that ``ViewAugment.apply`` can run the whole chain in two buffers: every fresh
+# multi-megabyte tensor costs page faults on CPUs, which otherwise take as long as the arithmetic.
+
+def _jitter_into(x: torch.Tensor, f: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor | None) -> torch.Tensor:
+    n, c, h, w = x.shape
+    torch.mul(x, f[:, 0, None, None, None], out=out).clamp_(0.0, 1.0)
     # the mean grey level is the grey level of the channel means (it is linear)
-    channel_mean = x.mean((2, 3))
+    channel_mean = out.mean((2, 3))
     grey_mean = channel_mean @ torch.tensor(GRAY_WEIGHTS, device=x.device) if c == 3 else channel_mean[:, 0]
     offset = ((1.0 - f[:, 1]) * grey_mean)[:, None, None, None]
-    x = torch.addcmul(offset, x, f[:, 1, None, None, None]).clamp_(0.0, 1.0)
+    out.mul_(f[:, 1, None, None, None]).add_(offset).clamp_(0.0, 1.0)
     if c == 1:
-        return x
+        return out
     eye = torch.eye(3, device=x.device)
     s = f[:, 2, None, None]
     saturation = s * eye + (1.0 - s) * _gray_matrix(x.device)
-    flat = torch.bmm(saturation, x.view(n, 3, h * w)).clamp_(0.0, 1.0)
+    flat, spare = out.view(n, 3, h * w), scratch.view(n, 3, h * w)
+    torch.bmm(saturation, flat, out=spare).clamp_(0.0, 1.0)
     theta = (2.0 * math.pi) * f[:, 3, None, None]
     hue = eye + (torch.cos(theta) - 1.0) * _HUE_A.to(x.device) - torch.sin(theta) * _HUE_B.to(x.device)
-    return torch.bmm(hue, flat).clamp_(0.0, 1.0).view(n, 3, h, w)
+    torch.bmm(hue, spare, out=flat).clamp_(0.0, 1.0)
+    return out
 
 
 def _gray_matrix(device: torch.device) -> torch.Tensor:
@@ -208,15 +219,21 @@ def _gray_matrix(device: torch.device) -> torch.Tensor:
 def grayscale(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Replace the images where ``mask`` (``[N]`` bool) is set by their grey level in every channel."""
     x = _images(images, "images", 4)
-    n, c, h, w = x.shape
+    n, c = x.shape[:2]
     mask = _per_sample(mask, n, "mask").to(x.device)
     if c == 1:
         return x
     if c != 3:
         raise ValueError(f"images must have 1 or 3 channels for greyscale, got {c}")
+    return _grayscale_into(x, mask, torch.empty_like(x))
+
+
+def _grayscale_into(x: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = x.shape
     # one batched 3×3 product per sample: the grey matrix or exactly the identity
     mix = torch.where(mask[:, None, None], _gray_matrix(x.device), torch.eye(3, device=x.device))
-    return torch.bmm(mix, x.reshape(n, 3, h * w)).view(n, c, h, w)
+    torch.bmm(mix, x.view(n, 3, h * w), out=out.view(n, 3, h * w))
+    return out
 
 
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -227,20 +244,23 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int, m
     n, c, h, w = x.shape
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
-    r = kernel_size // 2
-    if r >= min(h, w):
+    if kernel_size // 2 >= min(h, w):
         raise ValueError(f"kernel_size {kernel_size} is too large for {h}x{w} images (reflect padding)")
     sigma = _per_sample(sigma, n, "sigma").to(device=x.device, dtype=torch.float32)
+    mask = torch.ones(n, dtype=torch.bool, device=x.device) if mask is None else _per_sample(mask, n, "mask").to(x.device)
+    return _blur_into(x, sigma, kernel_size, mask, torch.empty_like(x))
+
+
+def _blur_into(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int, mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = x.shape
+    r = kernel_size // 2
     taps = torch.arange(-r, r + 1, device=x.device, dtype=torch.float32)
     k = torch.exp(-0.5 * (taps / sigma[:, None]) ** 2)
     k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)
     y = F.pad(x.reshape(1, n * c, h, w), (r, r, r, r), mode="reflect")
     y = F.conv2d(y, k.view(n * c, 1, kernel_size, 1), groups=n * c)
     y = F.conv2d(y, k.view(n * c, 1, 1, kernel_size), groups=n * c).view(n, c, h, w)
-    if mask is None:
-        return y
-    mask = _per_sample(mask, n, "mask").to(x.device)
-    return torch.where(mask[:, None, None, None], y, x)
+    return torch.where(mask[:, None, None, None], y, x, out=out)
 
 
 def solarize(images: torch.Tensor, mask: torch.Tensor, threshold: float | torch.Tensor = 0.5) -> torch.Tensor:
@@ -249,17 +269,25 @@ def solarize(images: torch.Tensor, mask: torch.Tensor, threshold: float | torch.
     x = _images(images, "images", 4)
     n = x.shape[0]
     mask = _per_sample(mask, n, "mask").to(x.device)
+    if isinstance(threshold, torch.Tensor):
+        threshold = _per_sample(threshold.to(device=x.device, dtype=torch.float32), n, "threshold")
+    else:
+        threshold = _number(threshold, "threshold")
+    return _solarize_into(x, mask, threshold, torch.empty_like(x), torch.empty_like(x))
+
+
+def _solarize_into(
+    x: torch.Tensor, mask: torch.Tensor, threshold: float | torch.Tensor, out: torch.Tensor, scratch: torch.Tensor
+) -> torch.Tensor:
     # Branch-free forms: a per-pixel torch.where with a random condition is ~10x slower on CPUs.
-    if not isinstance(threshold, torch.Tensor) and _number(threshold, "threshold") == 0.5:
+    if not isinstance(threshold, torch.Tensor) and threshold == 0.5:
         # x >= ½ ⇔ 1 − x <= x, so solarize(x) = min(x, 1 − x); an infinite bound leaves x alone.
         bound = torch.where(mask, 1.0, torch.inf)[:, None, None, None]
-        return torch.minimum(x, bound - x)
-    t = threshold if isinstance(threshold, torch.Tensor) else torch.tensor(_number(threshold, "threshold"))
-    t = t.to(device=x.device, dtype=torch.float32)
-    t = _per_sample(t, n, "threshold") if t.dim() else t.expand(n)
+        return torch.minimum(x, torch.sub(bound, x, out=scratch), out=out)
+    t = threshold if isinstance(threshold, torch.Tensor) else torch.full(mask.shape, threshold, device=x.device)
     t = torch.where(mask, t, torch.inf)[:, None, None, None]
     # lerp is exact at weights 0 and 1
-    return torch.lerp(x, 1.0 - x, (x >= t).to(x.dtype))
+    return torch.lerp(x, torch.sub(1.0, x, out=scratch), (x >= t).to(x.dtype), out=out)
 
 
 def normalize(images: torch.Tensor, mean: torch.Tensor | Sequence[float], std: torch.Tensor | Sequence[float]) -> torch.Tensor:
@@ -271,8 +299,12 @@ def normalize(images: torch.Tensor, mean: torch.Tensor | Sequence[float], std: t
     s = torch.as_tensor(std, dtype=torch.float32, device=x.device)
     if m.shape != s.shape or m.shape[-1:] != x.shape[1:2] or m.dim() > 2 or (m.dim() == 2 and m.shape[0] != x.shape[0]):
         raise ValueError(f"mean/std must have shape [C] or [N, C] with C={x.shape[1]}, got {list(m.shape)}, {list(s.shape)}")
-    inv = 1.0 / s[..., None, None]
-    return torch.addcmul(-m[..., None, None] * inv, x, inv)
+    return _normalize_into(x, m, s, torch.empty_like(x))
+
+
+def _normalize_into(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    inv = 1.0 / std[..., None, None]
+    return torch.addcmul(-mean[..., None, None] * inv, x, inv, out=out)
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -520,24 +552,34 @@ class ViewAugment:
         flat = lambda t: t.reshape(n, *t.shape[2:]).to(x.device)  # noqa: E731
         per_view = lambda values: torch.tensor(values, dtype=torch.float32, device=x.device).repeat_interleave(b, 0)  # noqa: E731
         size = self.size
-        out = resized_crop(x.reshape(n, c, h, w), flat(params.box), size, flat(params.flip), configs[0].antialias)
+        # ``cur`` holds the batch; ``spare`` is the one scratch buffer (see the ``_*_into`` cores).
+        cur = resized_crop(x.reshape(n, c, h, w), flat(params.box), size, flat(params.flip), configs[0].antialias)
+        spare = None
+        colour = c == 3
         if any(cfg.jitter_enabled for cfg in configs):
-            out = color_jitter(out, flat(params.jitter_factors))
-        if any(cfg.grayscale_p > 0 for cfg in configs):
-            out = grayscale(out, flat(params.grayscale))
+            if c not in (1, 3):
+                raise ValueError(f"views must have 1 or 3 channels for colour jitter, got {c}")
+            spare = torch.empty_like(cur) if colour else None
+            _jitter_into(cur, flat(params.jitter_factors), cur, spare)
+        if any(cfg.grayscale_p > 0 for cfg in configs) and c != 1:
+            if not colour:
+                raise ValueError(f"views must have 1 or 3 channels for greyscale, got {c}")
+            spare = torch.empty_like(cur) if spare is None else spare
+            cur, spare = _grayscale_into(cur, flat(params.grayscale), spare), cur
         blurs = [cfg for cfg in configs if cfg.blur_p > 0]
         if blurs:
-            out = gaussian_blur(out, flat(params.blur_sigma), blurs[0].blur_kernel, flat(params.blur))
+            _blur_into(cur, flat(params.blur_sigma), blurs[0].blur_kernel, flat(params.blur), cur)
         if any(cfg.solarize_p > 0 for cfg in configs):
             thresholds = {cfg.solarize_threshold for cfg in configs}
             threshold = thresholds.pop() if len(thresholds) == 1 else per_view([cfg.solarize_threshold for cfg in configs])
-            out = solarize(out, flat(params.solarize), threshold)
+            spare = torch.empty_like(cur) if spare is None else spare
+            _solarize_into(cur, flat(params.solarize), threshold, cur, spare)
         if any(cfg.normalize is not None for cfg in configs):
             stats = [cfg.normalize or ((0.0,) * c, (1.0,) * c) for cfg in configs]
             if any(len(m) != c for m, _ in stats):
                 raise ValueError(f"normalize mean/std must have {c} values (one per channel)")
-            out = normalize(out, per_view([m for m, _ in stats]), per_view([s for _, s in stats]))
-        return out.view(v, b, c, size, size)
+            _normalize_into(cur, per_view([m for m, _ in stats]), per_view([s for _, s in stats]), cur)
+        return cur.view(v, b, c, size, size)
 
     def __call__(
         self, views: torch.Tensor, seed: int, step: int, stream: int = 0, sample_offset: int = 0,
