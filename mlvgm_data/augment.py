@@ -13,16 +13,21 @@ contrast, saturation, hue, in that fixed order, clamping to [0, 1] after each) �
 Gaussian blur → solarize → normalize. Images are float tensors in [0, 1] (the generators'
 ``decode`` contract); every operation at its identity parameters returns its input exactly.
 
-Deviations from torchvision, on purpose:
+As torchvision: crop boxes (ten tries at a uniform scale and log-uniform ratio, integer sizes,
+centre-crop fallback), bilinear resize with ``antialias=True`` (a triangle filter widened by the
+downscale factor), the jitter factor ranges, greyscale weights, blur kernel and solarize rule.
+Deviations, on purpose:
 
 * colour jitter applies its four factors in a fixed order (torchvision shuffles it per call);
 * hue is a rotation of the chroma plane in YIQ space (a per-sample 3×3 matrix, luma preserved)
   instead of a shift in HSV space, which needs ~20 elementwise passes; a shift ``h`` (in turns,
   sampled in [−hue, hue]) rotates by 2πh, positive turning red towards green as in HSV;
-* crop boxes are torchvision's (ten tries at a uniform scale and log-uniform ratio, integer sizes,
-  centre-crop fallback), and the resize is torchvision's bilinear resize with ``antialias=True``
-  (a triangle filter widened by the downscale factor); with CUDA TF32 matmuls enabled the resize
-  loses ~1e-3 relative precision.
+* with CUDA TF32 matmuls enabled the resize and colour matrices lose ~1e-3 relative precision.
+
+On CPUs, multi-megabyte tensors are fresh pages from the kernel on every call; the page faults
+can cost as much as the arithmetic, which is why ``apply`` works in two buffers. Setting
+``THP_MEM_ALLOC_ENABLE=1`` before importing torch (transparent huge pages) removes most of the
+remaining cost; on cores shared with other jobs one intra-op thread is faster than two.
 """
 
 from __future__ import annotations
