@@ -589,6 +589,8 @@ class ViewAugment:
             threshold = thresholds.pop() if len(thresholds) == 1 else per_view([cfg.solarize_threshold for cfg in configs])
             spare = torch.empty_like(cur) if spare is None else spare
             _solarize_into(cur, flat(params.solarize), threshold, cur, spare)
+        # Interpolation, grey and blur weights sum to 1 only up to rounding: keep [0, 1] exact.
+        cur.clamp_(0.0, 1.0)
         if any(cfg.normalize is not None for cfg in configs):
             stats = [cfg.normalize or ((0.0,) * c, (1.0,) * c) for cfg in configs]
             if any(len(m) != c for m, _ in stats):
