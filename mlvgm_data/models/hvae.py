@@ -208,7 +208,12 @@ class HierarchicalVAE(MLVGM):
 
         top_name, top_ch, _ = self.groups[0]
         self.h0 = nn.Parameter(torch.zeros(1, widths[0], 4, 4))
-        self.top_in = nn.Linear(top_ch, widths[0] * 16)
+        self.top_in = nn.Sequential(nn.Linear(top_ch, 256), nn.SiLU(), nn.Linear(256, widths[0] * 16))
+        # Learned position features per stage: with the latents added per channel (skip
+        # connections), blocks compute functions of (position, z) as a spatial broadcast decoder.
+        self.pos = nn.ParameterList(
+            [nn.Parameter(0.1 * torch.randn(1, w, r, r)) for r, w in zip(self.stage_res, widths)]
+        )
         self.inject = nn.ModuleDict()
         self.prior = nn.ModuleDict()
         self.posterior = nn.ModuleDict()
@@ -254,6 +259,7 @@ class HierarchicalVAE(MLVGM):
         h = self.h0 + self.top_in(first).view(n, -1, 4, 4)
         gi = 1
         for i, r in enumerate(self.stage_res):
+            h = h + self.pos[i]
             while gi < len(self.groups) and self.groups[gi][2] == r:
                 name = self.groups[gi][0]
                 mu_p, logstd_p = self.prior[name](h).chunk(2, dim=1)
@@ -589,7 +595,7 @@ def _register_trainer() -> None:
     register_trainer(
         "hvae", add_arguments, train_hvae,
         help="hierarchical VAE (NVAE-like top-down groups; Skip-VAE and VMI-VAE options)",
-        defaults={"steps": 6000, "batch_size": 32, "lr": 2e-3},
+        defaults={"steps": 6000, "batch_size": 32, "lr": 2e-3, "threads": 1},
     )
 
 
