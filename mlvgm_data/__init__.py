@@ -6,7 +6,7 @@ from typing import Any
 import torch  # noqa: F401  (must precede the compiled extension)
 
 from . import ops
-from .datasets import GeneratedViews
+from .datasets import AugmentedViews, GeneratedViews
 from .generators import load_generator, recommended_policy
 from .latents import LatentGroup, LatentSpec
 from .pipe import ViewBatch, ViewPairPipe
@@ -15,6 +15,7 @@ from .views import Keep, Perturb, Resample, ViewPolicy
 __version__ = "0.1.0"
 
 __all__ = [
+    "AugmentedViews",
     "GeneratedViews",
     "Keep",
     "LatentGroup",

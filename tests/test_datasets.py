@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from helpers import TinyGenerator
 from mlvgm_data import Perturb, Resample, ViewPolicy
 from mlvgm_data.augment import simclr
-from mlvgm_data.datasets import GeneratedViews
+from mlvgm_data.datasets import AugmentedViews, GeneratedViews
 
 POLICY = ViewPolicy({"top": Perturb(0.3), "map": Resample()})
 
@@ -103,3 +103,61 @@ def test_index_errors_and_bad_input() -> None:
                           (dict(generator=torch.nn.ReLU()), "latent_spec")]:
         with pytest.raises(ValueError, match=match):
             make(**kwargs)
+
+
+def test_set_epoch_gives_fresh_items() -> None:
+    ds = make()
+    first = ds[3][0][0]
+    ds.set_epoch(1)
+    assert not torch.equal(ds[3][0][0], first)
+    ds.set_epoch(0)
+    assert torch.equal(ds[3][0][0], first)
+    with pytest.raises(ValueError, match="epoch"):
+        ds.set_epoch(-1)
+
+
+class Images(torch.utils.data.Dataset):
+    def __init__(self, n: int, labelled: bool = True) -> None:
+        self.x = torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        self.labelled = labelled
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return (self.x[i], i % 3) if self.labelled else self.x[i]
+
+
+def test_augmented_views_of_real_images() -> None:
+    ds = AugmentedViews(Images(20), simclr(12))
+    (v0, v1), target = ds[4]
+    assert v0.shape == (3, 12, 12) and target == 1
+    assert not torch.equal(v0, v1)
+    # Counter-based augmentation: the same item whatever batch it is in, new views each epoch.
+    batch = ds.__getitems__([7, 4])
+    assert torch.equal(batch[1][0][0], v0)
+    ds.set_epoch(2)
+    assert not torch.equal(ds[4][0][0], v0)
+    loader = DataLoader(AugmentedViews(Images(20, labelled=False), simclr(12)), batch_size=5, num_workers=2)
+    (x0, x1), targets = next(iter(loader))
+    assert x0.shape == (5, 3, 12, 12) and targets.tolist() == [-1] * 5
+
+
+def test_augmented_views_with_a_per_view_callable() -> None:
+    def inplace_flip(x: torch.Tensor) -> torch.Tensor:
+        x.copy_(x.flip(-1))
+        return x
+
+    images = Images(4)
+    (v0, v1), _ = AugmentedViews(images, inplace_flip)[1]
+    assert torch.equal(v0, images.x[1].flip(-1)) and torch.equal(v1, v0)
+    assert not torch.equal(images.x[1], v0)  # the source image was not modified
+
+
+def test_augmented_views_bad_input() -> None:
+    with pytest.raises(ValueError, match="augment"):
+        AugmentedViews(Images(3), augment=3)
+    with pytest.raises(ValueError, match="num_views"):
+        AugmentedViews(Images(3), simclr(8), num_views=0)
+    with pytest.raises(IndexError, match="out of range"):
+        AugmentedViews(Images(3), simclr(8))[3]
