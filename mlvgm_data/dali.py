@@ -39,6 +39,56 @@ def has_dali() -> bool:
     return True
 
 
+def view_ops(x, cfg: AugmentConfig, gpu: bool = False):
+    """The DALI ops of one view's augmentation ``cfg`` applied to the node ``x`` (HWC float in
+    [0, 1] on the CPU, or on the GPU with ``gpu``) → CHW float: the chain :class:`DaliAugment` runs
+    on generated views, also used by the benchmark's file-reader pipeline on decoded JPEGs."""
+    _, fn, dmath, types = _import_dali()
+    # Named argument inputs must stay on the CPU; arithmetic operands follow the data.
+    data = (lambda node: node.gpu()) if gpu else (lambda node: node)  # noqa: E731
+    coin = lambda p: fn.cast(fn.random.coin_flip(probability=p), dtype=types.FLOAT)  # noqa: E731
+    uniform = lambda lo, hi: fn.random.uniform(range=[lo, hi])  # noqa: E731
+    clamp = lambda node: dmath.clamp(node, 0.0, 1.0)  # noqa: E731
+    size = [cfg.size, cfg.size]
+
+    if cfg.crop_scale is None:
+        x = fn.resize(x, size=size, interp_type=types.INTERP_LINEAR, antialias=cfg.antialias)
+    else:
+        x = fn.random_resized_crop(
+            x, size=size, random_area=list(cfg.crop_scale), random_aspect_ratio=list(cfg.crop_ratio),
+            num_attempts=10, interp_type=types.INTERP_LINEAR, antialias=cfg.antialias,
+        )
+    if cfg.jitter_enabled:
+        on = coin(cfg.jitter_p)
+
+        def factor(j: float):
+            return on * uniform(max(0.0, 1.0 - j), 1.0 + j) + (1.0 - on)
+
+        b, c, s = (factor(j) for j in cfg.jitter[:3])
+        x = clamp(x * data(b))
+        channel_mean = fn.reductions.mean(x, axes=[0, 1])
+        grey_mean = 0.2989 * channel_mean[0] + 0.587 * channel_mean[1] + 0.114 * channel_mean[2]
+        x = clamp(x * data(c) + data(1.0 - c) * grey_mean)
+        x = clamp(fn.hsv(x, saturation=s, dtype=types.FLOAT))
+        hue_degrees = on * uniform(-360.0 * cfg.jitter[3], 360.0 * cfg.jitter[3])
+        x = clamp(fn.hsv(x, hue=hue_degrees, dtype=types.FLOAT))
+    if cfg.grayscale_p > 0:
+        grey = data(coin(cfg.grayscale_p))
+        level = 0.2989 * x[:, :, 0:1] + 0.587 * x[:, :, 1:2] + 0.114 * x[:, :, 2:3]
+        x = grey * level + (1.0 - grey) * x
+    if cfg.blur_p > 0:
+        blur = coin(cfg.blur_p)
+        blurred = fn.gaussian_blur(x, sigma=uniform(*cfg.blur_sigma), window_size=cfg.blur_kernel)
+        x = data(blur) * blurred + data(1.0 - blur) * x
+    if cfg.solarize_p > 0:
+        solar = data(coin(cfg.solarize_p))
+        x = x + solar * (x >= cfg.solarize_threshold) * (1.0 - 2.0 * x)
+    mean, std = cfg.normalize or ((0.0,), (1.0,))
+    mirror = fn.random.coin_flip(probability=cfg.flip_p) if cfg.flip_p > 0 else 0
+    return fn.crop_mirror_normalize(x, mirror=mirror, mean=list(mean), std=list(std), output_layout="CHW",
+                                    dtype=types.FLOAT)
+
+
 class DaliAugment:
     """A view augmentation preset run by DALI ops: ``aug(views, seed, step)`` with ``views`` =
     ``Tensor[V, B, C, H, W]`` in [0, 1] → ``Tensor[V, B, C, size, size]`` (float32, on the views'
@@ -105,53 +155,11 @@ class DaliAugment:
         self._pipe.build()
 
     def _graph(self, view: int, cfg: AugmentConfig):
-        """The DALI ops of one view (inputs HWC float in [0, 1], output CHW)."""
-        _, fn, dmath, types = _import_dali()
+        """The DALI ops of one view fed by its ``external_source`` (output CHW)."""
+        _, fn, _, types = _import_dali()
         gpu = self.device == "cuda"
-        # Named argument inputs must stay on the CPU; arithmetic operands follow the data.
-        data = (lambda node: node.gpu()) if gpu else (lambda node: node)  # noqa: E731
-        coin = lambda p: fn.cast(fn.random.coin_flip(probability=p), dtype=types.FLOAT)  # noqa: E731
-        uniform = lambda lo, hi: fn.random.uniform(range=[lo, hi])  # noqa: E731
-        clamp = lambda node: dmath.clamp(node, 0.0, 1.0)  # noqa: E731
-        size = [cfg.size, cfg.size]
-
         x = fn.external_source(name=f"view{view}", device="gpu" if gpu else "cpu", layout="HWC", dtype=types.FLOAT)
-        if cfg.crop_scale is None:
-            x = fn.resize(x, size=size, interp_type=types.INTERP_LINEAR, antialias=cfg.antialias)
-        else:
-            x = fn.random_resized_crop(
-                x, size=size, random_area=list(cfg.crop_scale), random_aspect_ratio=list(cfg.crop_ratio),
-                num_attempts=10, interp_type=types.INTERP_LINEAR, antialias=cfg.antialias,
-            )
-        if cfg.jitter_enabled:
-            on = coin(cfg.jitter_p)
-
-            def factor(j: float):
-                return on * uniform(max(0.0, 1.0 - j), 1.0 + j) + (1.0 - on)
-
-            b, c, s = (factor(j) for j in cfg.jitter[:3])
-            x = clamp(x * data(b))
-            channel_mean = fn.reductions.mean(x, axes=[0, 1])
-            grey_mean = 0.2989 * channel_mean[0] + 0.587 * channel_mean[1] + 0.114 * channel_mean[2]
-            x = clamp(x * data(c) + data(1.0 - c) * grey_mean)
-            x = clamp(fn.hsv(x, saturation=s, dtype=types.FLOAT))
-            hue_degrees = on * uniform(-360.0 * cfg.jitter[3], 360.0 * cfg.jitter[3])
-            x = clamp(fn.hsv(x, hue=hue_degrees, dtype=types.FLOAT))
-        if cfg.grayscale_p > 0:
-            grey = data(coin(cfg.grayscale_p))
-            level = 0.2989 * x[:, :, 0:1] + 0.587 * x[:, :, 1:2] + 0.114 * x[:, :, 2:3]
-            x = grey * level + (1.0 - grey) * x
-        if cfg.blur_p > 0:
-            blur = coin(cfg.blur_p)
-            blurred = fn.gaussian_blur(x, sigma=uniform(*cfg.blur_sigma), window_size=cfg.blur_kernel)
-            x = data(blur) * blurred + data(1.0 - blur) * x
-        if cfg.solarize_p > 0:
-            solar = data(coin(cfg.solarize_p))
-            x = x + solar * (x >= cfg.solarize_threshold) * (1.0 - 2.0 * x)
-        mean, std = cfg.normalize or ((0.0,), (1.0,))
-        mirror = fn.random.coin_flip(probability=cfg.flip_p) if cfg.flip_p > 0 else 0
-        return fn.crop_mirror_normalize(x, mirror=mirror, mean=list(mean), std=list(std), output_layout="CHW",
-                                        dtype=types.FLOAT)
+        return view_ops(x, cfg, gpu)
 
     def __call__(
         self, views: torch.Tensor, seed: int = 0, step: int = 0, stream: int = 0, sample_offset: int = 0,

@@ -1,0 +1,70 @@
+"""The pipe against a bare loop and against the research code's synchronous step.
+
+1. Pairs/s of ``ViewPairPipe`` (thread producer, prefetch 2, SimCLR preset) vs a bare loop of
+   ``ops.resample`` + ``decode`` + augment on the same generator, batch and thread count
+   (target ≥ 0.95×: the machinery costs next to nothing).
+2. End-to-end training steps/s of a small-ResNet SimCLR step fed by the pipe vs by the research
+   code's synchronous Continuous Sampling step (scipy truncated-normal noise on the CPU + one 2B
+   forward inside the step; target ≥ 1.3×).
+
+    python benchmarks/pipe.py [--quick] [--threads 1,2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from mlvgm_data.bench import (FEED_NAMES, bench_generator, machine_info, pipe_vs_bare, rate_dict, training_markdown,
+                              training_rates)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--generator", default="builtin:shapes")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None, help="default 256 (quick 128)")
+    p.add_argument("--threads", default="1,2", help="torch intra-op thread counts to measure at")
+    p.add_argument("--width", type=int, default=16, help="ResNet width of the training step")
+    p.add_argument("--channels-last", action="store_true", help="convert the generator to channels_last first")
+    p.add_argument("--warmup", type=int, default=None, help="default 2 (quick 1)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds, default 5 (quick 3)")
+    p.add_argument("--batches", type=int, default=None, help="batches (or training steps) per timed round, default 4 (quick 2)")
+    p.add_argument("--quick", action="store_true", help="batch 128, 3 rounds of 2")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    defaults = (dict(batch_size=128, warmup=1, repeats=3, batches=2) if args.quick
+                else dict(batch_size=256, warmup=2, repeats=5, batches=4))
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    gen, policy, note = bench_generator(args.generator, args.resolution)
+    if args.channels_last:
+        gen = gen.to(memory_format=torch.channels_last)
+    timing = dict(warmup=args.warmup, repeats=args.repeats, per_repeat=args.batches)
+    print(f"{args.generator} {args.resolution}², batch {args.batch_size}, {machine_info()}" + (f" ({note})" if note else ""))
+    results = []
+    for threads in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        data = pipe_vs_bare(gen, policy, args.batch_size, **timing)
+        train = training_rates(gen, policy, args.batch_size, ("pipe", "research"), width=args.width, **timing)
+        overhead = data["pipe"].median / data["bare"].median
+        gain = train["pipe"].median / train["research"].median
+        print(f"\n{threads} thread(s): pipe {data['pipe'].median:,.0f} pairs/s vs bare loop {data['bare'].median:,.0f} "
+              f"→ {overhead:.2f}× (target ≥ 0.95)")
+        print(training_markdown(train))
+        print(f"pipe-fed training / research-fed training: {gain:.2f}× (target ≥ 1.3)")
+        results.append({"threads": threads, "pairs_per_s": {k: rate_dict(r) for k, r in data.items()},
+                        "pipe_over_bare": overhead, "steps_per_s": {k: rate_dict(r) for k, r in train.items()},
+                        "pipe_over_research": gain})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"generator": args.generator, "note": note, "batch_size": args.batch_size, "width": args.width,
+                       "channels_last": args.channels_last, "feeds": FEED_NAMES, "machine": machine_info(),
+                       "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
