@@ -12,6 +12,7 @@ pipe gets to free data — and (a)/(b) — what running ahead buys.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 
 import torch
@@ -25,7 +26,7 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=None, help="default 256 (quick 128)")
     p.add_argument("--threads", default="1,2", help="torch intra-op thread counts to measure at")
-    p.add_argument("--width", type=int, default=16, help="ResNet width of the training step")
+    p.add_argument("--widths", default="8,16", help="ResNet widths of the training step (cheaper step → data matters more)")
     p.add_argument("--channels-last", action="store_true", help="convert the generator to channels_last first")
     p.add_argument("--research", action="store_true", help="also feed the research code's synchronous step")
     p.add_argument("--warmup", type=int, default=None, help="default 2 (quick 1)")
@@ -43,21 +44,21 @@ def main() -> None:
     if args.channels_last:
         gen = gen.to(memory_format=torch.channels_last)
     feeds = ("pipe", "sync", "materialised") + (("research",) if args.research else ())
-    print(f"{args.generator} {args.resolution}², batch {args.batch_size}, ResNet width {args.width}, {machine_info()}"
-          + (f" ({note})" if note else ""))
+    print(f"{args.generator} {args.resolution}², batch {args.batch_size}, {machine_info()}" + (f" ({note})" if note else ""))
     results = []
-    for threads in (int(t) for t in args.threads.split(",")):
+    for threads, width in itertools.product((int(t) for t in args.threads.split(",")),
+                                            [int(w) for w in args.widths.split(",")]):
         torch.set_num_threads(threads)
-        rates = training_rates(gen, policy, args.batch_size, feeds, width=args.width, warmup=args.warmup,
+        rates = training_rates(gen, policy, args.batch_size, feeds, width=width, warmup=args.warmup,
                                repeats=args.repeats, per_repeat=args.steps)
         a, b, c = (rates[k].median for k in ("pipe", "sync", "materialised"))
-        print(f"\n{threads} thread(s):\n{training_markdown(rates)}")
+        print(f"\n{threads} thread(s), ResNet width {width}:\n{training_markdown(rates)}")
         print(f"(a)/(c) = {a / c:.2f} (share of the no-generation speed), (a)/(b) = {a / b:.2f} (gain from running ahead)")
-        results.append({"threads": threads, "steps_per_s": {k: rate_dict(r) for k, r in rates.items()},
+        results.append({"threads": threads, "width": width, "steps_per_s": {k: rate_dict(r) for k, r in rates.items()},
                         "a_over_c": a / c, "a_over_b": a / b})
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"generator": args.generator, "note": note, "batch_size": args.batch_size, "width": args.width,
+            json.dump({"generator": args.generator, "note": note, "batch_size": args.batch_size,
                        "channels_last": args.channels_last, "feeds": FEED_NAMES, "machine": machine_info(),
                        "results": results}, f, indent=2)
 

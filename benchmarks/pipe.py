@@ -27,7 +27,7 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=None, help="default 256 (quick 128)")
     p.add_argument("--threads", default="1,2", help="torch intra-op thread counts to measure at")
-    p.add_argument("--width", type=int, default=16, help="ResNet width of the training step")
+    p.add_argument("--widths", default="8,16", help="ResNet widths of the training step (cheaper step → data matters more)")
     p.add_argument("--channels-last", action="store_true", help="convert the generator to channels_last first")
     p.add_argument("--warmup", type=int, default=None, help="default 2 (quick 1)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds, default 5 (quick 3)")
@@ -49,19 +49,22 @@ def main() -> None:
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         data = pipe_vs_bare(gen, policy, args.batch_size, **timing)
-        train = training_rates(gen, policy, args.batch_size, ("pipe", "research"), width=args.width, **timing)
         overhead = data["pipe"].median / data["bare"].median
-        gain = train["pipe"].median / train["research"].median
         print(f"\n{threads} thread(s): pipe {data['pipe'].median:,.0f} pairs/s vs bare loop {data['bare'].median:,.0f} "
               f"→ {overhead:.2f}× (target ≥ 0.95)")
-        print(training_markdown(train))
-        print(f"pipe-fed training / research-fed training: {gain:.2f}× (target ≥ 1.3)")
-        results.append({"threads": threads, "pairs_per_s": {k: rate_dict(r) for k, r in data.items()},
-                        "pipe_over_bare": overhead, "steps_per_s": {k: rate_dict(r) for k, r in train.items()},
-                        "pipe_over_research": gain})
+        row = {"threads": threads, "pairs_per_s": {k: rate_dict(r) for k, r in data.items()}, "pipe_over_bare": overhead,
+               "training": []}
+        for width in (int(w) for w in args.widths.split(",")):
+            train = training_rates(gen, policy, args.batch_size, ("pipe", "research"), width=width, **timing)
+            gain = train["pipe"].median / train["research"].median
+            print(f"ResNet width {width}:\n{training_markdown(train)}")
+            print(f"pipe-fed training / research-fed training: {gain:.2f}× (target ≥ 1.3)")
+            row["training"].append({"width": width, "steps_per_s": {k: rate_dict(r) for k, r in train.items()},
+                                    "pipe_over_research": gain})
+        results.append(row)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"generator": args.generator, "note": note, "batch_size": args.batch_size, "width": args.width,
+            json.dump({"generator": args.generator, "note": note, "batch_size": args.batch_size,
                        "channels_last": args.channels_last, "feeds": FEED_NAMES, "machine": machine_info(),
                        "results": results}, f, indent=2)
 

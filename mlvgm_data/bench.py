@@ -897,6 +897,10 @@ def bar_chart(result: dict[str, Any], path: str | Path) -> Path:
         med = [r["pairs_per_s"] for r in sub]
         err = [[m - r["min"] for m, r in zip(med, sub)], [r["max"] - m for m, r in zip(med, sub)]]
         ax.barh(range(len(sub)), med, xerr=err, color=[colours.get(r["key"], "#999999") for r in sub], capsize=3)
+        for y, r in enumerate(sub):
+            if r.get("ratio_to_pil") is not None:
+                ax.text(r["max"], y, f"  {r['ratio_to_pil']:.2f}×", va="center", fontsize=7)
+        ax.margins(x=0.12)
         ax.set_yticks(range(len(sub)), labels, fontsize=8)
         base = [r for r in sub if r["key"] == BASELINE]
         if base:
