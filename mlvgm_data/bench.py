@@ -778,11 +778,11 @@ def crossover(sweep: Sequence[dict], loaders: Sequence[dict]) -> list[str]:
             break
         if points[0][1] < target:
             lines.append(f"{label} is faster than generation even with the smallest decoder tried "
-                         f"({points[0][0]:.0f} MFLOP/image, {points[0][2] / 1e6:.2f} M params).")
+                         f"({points[0][0]:.0f} MFLOP/image, {points[0][2] / 1e6:.2f} M decoder parameters).")
             continue
         if points[-1][1] >= target:
             lines.append(f"Generation outpaces {label} for every decoder tried, up to at least "
-                         f"{points[-1][0]:.0f} MFLOP/image ({points[-1][2] / 1e6:.2f} M params).")
+                         f"{points[-1][0]:.0f} MFLOP/image ({points[-1][2] / 1e6:.2f} M decoder parameters).")
             continue
         for (f0, r0, p0), (f1, r1, p1) in zip(points, points[1:]):
             if r0 >= target > r1:
