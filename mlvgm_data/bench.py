@@ -877,7 +877,9 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def bar_chart(result: dict[str, Any], path: str | Path) -> Path:
-    """A horizontal bar chart of pairs/s (median, min–max whiskers) per row and resolution."""
+    """One horizontal bar per row and resolution: speed relative to the PIL baseline at that
+    resolution (absolute pairs/s when there is no baseline row), min–max whiskers, pairs/s
+    written at the bar ends."""
     try:
         import matplotlib
 
@@ -887,29 +889,42 @@ def bar_chart(result: dict[str, Any], path: str | Path) -> Path:
         raise ImportError("the bar chart needs matplotlib: pip install matplotlib (or 'mlvgm-data[bench]')") from None
     rows = result["rows"]
     resolutions = sorted({r["resolution"] for r in rows})
-    fig, axes = plt.subplots(1, len(resolutions), figsize=(7 * len(resolutions), 0.45 * max(len(rows), 4) + 1.5),
-                             squeeze=False)
-    colours = {"pipe": "#1f77b4", "pipe_cl": "#08519c", "pipe_cuda": "#17becf", "views0": "#6baed6", "views2": "#3182bd",
-               "research": "#9467bd", "pil": "#7f7f7f", "torchvision": "#ff7f0e", "dali": "#2ca02c"}
-    for ax, res in zip(axes[0], resolutions):
-        sub = [r for r in rows if r["resolution"] == res][::-1]
-        labels = [f"{r['name']}" + (f" [{r['threads']} thr]" if r["workers"] == 0 else "") for r in sub]
-        med = [r["pairs_per_s"] for r in sub]
-        err = [[m - r["min"] for m, r in zip(med, sub)], [r["max"] - m for m, r in zip(med, sub)]]
-        ax.barh(range(len(sub)), med, xerr=err, color=[colours.get(r["key"], "#999999") for r in sub], capsize=3)
-        for y, r in enumerate(sub):
-            if r.get("ratio_to_pil") is not None:
-                ax.text(r["max"], y, f"  {r['ratio_to_pil']:.2f}×", va="center", fontsize=7)
-        ax.margins(x=0.12)
-        ax.set_yticks(range(len(sub)), labels, fontsize=8)
-        base = [r for r in sub if r["key"] == BASELINE]
-        if base:
-            ax.axvline(base[0]["pairs_per_s"], color="k", linestyle="--", linewidth=0.8, label="PIL baseline")
-            ax.legend(loc="lower right", fontsize=8)
-        ax.set_xlabel("view pairs / s (median, min–max)")
-        ax.set_title(f"{res}², two SimCLR views")
+    relative = all(r.get("ratio_to_pil") is not None for r in rows)
+    labels: list[tuple] = []
+    for r in rows:
+        label = (r["name"], r["threads"] if r["workers"] == 0 else None)
+        if label not in labels:
+            labels.append(label)
+    height = 0.8 / len(resolutions)
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c"]
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(labels) * max(1, len(resolutions) / 1.5) + 1.5))
+    for k, res in enumerate(resolutions):
+        sub = {(r["name"], r["threads"] if r["workers"] == 0 else None): r for r in rows if r["resolution"] == res}
+        ys, med, lo, hi, text = [], [], [], [], []
+        for i, label in enumerate(labels):
+            if label not in sub:
+                continue
+            r = sub[label]
+            scale = r["pairs_per_s"] / r["ratio_to_pil"] if relative else 1.0
+            ys.append(len(labels) - 1 - i + (len(resolutions) / 2 - k - 0.5) * height)
+            med.append(r["pairs_per_s"] / scale)
+            lo.append((r["pairs_per_s"] - r["min"]) / scale)
+            hi.append((r["max"] - r["pairs_per_s"]) / scale)
+            text.append(f"  {r['pairs_per_s']:,.0f}/s")
+        ax.barh(ys, med, height=height, xerr=[lo, hi], color=colours[k % len(colours)], capsize=2, label=f"{res}²")
+        for y, m, h, t in zip(ys, med, hi, text):
+            ax.text(m + h, y, t, va="center", fontsize=7)
+    ax.set_yticks(range(len(labels)), [f"{n} [{t} thr]" if t is not None else n for n, t in labels][::-1], fontsize=8)
+    if relative:
+        ax.axvline(1.0, color="k", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("view pairs/s ÷ PIL baseline at the same resolution (median, min–max)")
+    else:
+        ax.set_xlabel("view pairs/s (median, min–max)")
+    ax.margins(x=0.15)
+    ax.legend(loc="lower right", fontsize=8)
     m = result["machine"]
-    fig.suptitle(f"mlvgm-data bench — torch {m['torch']}, {m['cpu_count']} cores, load {m['loadavg'][0]}", fontsize=10)
+    ax.set_title(f"Two SimCLR views per item — torch {m['torch']}, {m['cpu_count']} cores, load {m['loadavg'][0]}",
+                 fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
