@@ -44,8 +44,8 @@ def test_factor_ranges_and_images_in_unit_range():
     d = factors_to_dict(f)
     assert torch.equal(d["class"], classes) and classes.dtype == torch.int64
     assert set(classes.tolist()) == set(range(num_classes))
-    for name in ("hue", "scale", "rotation", "bg_hue", "bg_value"):
-        assert 0 <= d[name].min() and d[name].max() < 1, name
+    for name, high in (("hue", 0.85), ("scale", 1), ("rotation", 60), ("bg_hue", 0.85), ("bg_value", 1)):
+        assert 0 <= d[name].min() < 0.01 * high and 0.99 * high < d[name].max() < high, name
     for name in ("x", "y"):
         assert -1 < d[name].min() < -0.9 and 0.9 < d[name].max() < 1, name
 

@@ -11,13 +11,18 @@ Factors (the columns of the ``factors`` tensor, in :data:`FACTOR_NAMES` order):
 name           range                  meaning
 =============  =====================  ==================================================
 ``class``      {0, …, 5}              index into :data:`SHAPE_NAMES` (also returned alone)
-``hue``        [0, 1)                 foreground hue (circular; saturation 0.85, value 0.95)
-``scale``      [0, 1)                 size: outer radius 0.30 + 0.35·scale (image half-width 1)
+``hue``        [0, 0.85)              foreground HSV hue (saturation 0.85, value 0.95)
+``scale``      [0, 1)                 size: outer radius 0.34 + 0.31·scale (image half-width 1)
 ``x``, ``y``   (-1, 1)                centre, as a fraction of the room left by the shape
-``rotation``   [0, 1)                 angle as a fraction of a full turn
-``bg_hue``     [0, 1)                 background hue (saturation 0.35)
+``rotation``   [0, 60)                angle in degrees
+``bg_hue``     [0, 0.85)              background HSV hue (saturation 0.35)
 ``bg_value``   [0, 1)                 background brightness 0.08 + 0.37·bg_value
 =============  =====================  ==================================================
+
+Every continuous factor is an interval, not a circle: hues stop short of wrapping back to red
+and 60° is less than the smallest symmetry angle of the non-round shapes (72° for the star), so
+each factor can be regressed as a plain number and each image has one set of factors (up to the
+rotation of a circle or ring).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ SHAPE_NAMES = ("circle", "square", "triangle", "star", "cross", "ring")
 FACTOR_NAMES = ("class", "hue", "scale", "x", "y", "rotation", "bg_hue", "bg_value")
 num_classes = len(SHAPE_NAMES)
 
+HUE_RANGE = 0.85
+ROTATION_RANGE = 60.0
 DOMAIN_SHAPES = 3
 _MAX_INDEX = 1 << 32
 
@@ -88,7 +95,10 @@ def sample_factors(indices: torch.Tensor, seed: int = 0) -> torch.Tensor:
     u = ops.uniform(len(indices), len(FACTOR_NAMES), seed, 0, domain=DOMAIN_SHAPES, sample_ids=indices)
     f = u.clone()
     f[:, 0] = torch.clamp(torch.floor(u[:, 0] * num_classes), max=num_classes - 1)
+    f[:, 1] = HUE_RANGE * u[:, 1]
     f[:, 3:5] = 2.0 * u[:, 3:5] - 1.0
+    f[:, 5] = ROTATION_RANGE * u[:, 5]
+    f[:, 6] = HUE_RANGE * u[:, 6]
     return f
 
 
@@ -100,10 +110,10 @@ def render_factors(factors: torch.Tensor, resolution: int = 32) -> torch.Tensor:
     f = factors_to_dict(factors.float())
     n = factors.shape[0]
     col = lambda t: t.view(n, 1, 1)  # noqa: E731
-    r = 0.30 + 0.35 * f["scale"]
+    r = 0.34 + 0.31 * f["scale"]
     room = 0.97 - r
     cx, cy = f["x"] * room, f["y"] * room
-    theta = 2.0 * math.pi * f["rotation"]
+    theta = f["rotation"] * (math.pi / 180.0)
     # Pixel centres in [-1, 1] (y down), moved into each shape's rotated frame.
     g = (torch.arange(resolution, device=dev, dtype=torch.float32) + 0.5) * (2.0 / resolution) - 1.0
     dx = g.view(1, 1, -1) - col(cx)
