@@ -40,10 +40,20 @@ def test_protocol_shapes_range_dtype_and_determinism():
 
 
 def test_64_pixel_variant():
-    m = HierarchicalVAE({**TINY, "resolution": 64, "channels": [8, 8, 8, 4], "blocks": [1, 0, 0, 0],
+    m = HierarchicalVAE({**TINY, "resolution": 64, "channels": [8, 8, 8, 4], "blocks": [1, 0, 0, 0], "point_blocks": [0, 0, 0, 1],
                          "enc_channels": [4, 4, 8, 8, 8]}).eval()
     with torch.no_grad():
         assert m.decode(noise(m, 2)).shape == (2, 3, 64, 64)
+
+
+def test_several_vector_groups():
+    m = tiny(groups=[["z1", 3, 1], ["z2", 5, 1], ["z3", 2, 4]]).eval()
+    x = torch.rand(2, 3, 32, 32)
+    post = m.encode(x)
+    assert post["z2"][0].shape == (2, 5) and post["z3"][1].shape == (2, 2, 4, 4)
+    with torch.no_grad():
+        assert m.decode(noise(m, 2)).shape == (2, 3, 32, 32)
+    assert set(m(x)["kl"]) == {"z1", "z2", "z3"}
 
 
 def test_temperature_scales_the_noise():
@@ -198,7 +208,7 @@ def test_a_few_training_steps_reduce_the_loss():
     from mlvgm_data.data import Shapes
 
     m = tiny()
-    x = Shapes(32).render(range(32))[0]
+    x = Shapes(16).render(range(16))[0]
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     torch.manual_seed(0)
     losses = []

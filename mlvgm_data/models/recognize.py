@@ -113,7 +113,7 @@ def recognizability(generator: nn.Module, n: int = 2000, seed: int = 0, batch_si
     return score_images(torch.cat(images))
 
 
-def train_classifier(steps: int = 2500, batch_size: int = 128, seed: int = 0, width: int = 16,
+def train_classifier(steps: int = 1500, batch_size: int = 128, seed: int = 0, width: int = 16,
                      eval_images: int = 5000) -> tuple[ShapesClassifier, dict]:
     """Trains the classifier on fresh Shapes (dataset seed ``seed``) and measures held-out
     accuracy on ``eval_images`` of ``Shapes(seed=seed + 1)``."""
@@ -155,11 +155,13 @@ def save_classifier(model: ShapesClassifier, stem: str | Path, meta: dict) -> No
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description="train the Shapes classifier used by recognizability()")
     p.add_argument("--out", default=str(CLASSIFIER_STEM), help="output stem (writes STEM.pt and STEM.json)")
-    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=int, default=16)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 makes the result exact)")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     model, meta = train_classifier(args.steps, args.batch_size, args.seed, args.width)
     save_classifier(model, args.out, meta)
     print(json.dumps(meta, indent=2))
