@@ -1,0 +1,276 @@
+"""Per-group MI analysis of a generator and the measured view-policy recommendation.
+
+For each latent group g (the paper's protocol, with held-out critics and intervals):
+
+- I(z_g; x): images from fresh latents, a Barber–Agakov bound with H(z_g) in closed form
+  (all groups share one conv trunk, one Gaussian head per group);
+- I(x; x′): x′ decoded from the same latents with only g resampled, an InfoNCE bound with a
+  shared conv critic. A low value means g changes the image a lot.
+
+Candidate policies keep the most informative groups and perturb or resample the rest; each is
+measured (I(x0; x1) of its views) and ``MIReport.recommend_policy`` picks the one nearest a target.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import ops
+from ..generators.base import checked_decode
+from ..latents import LatentGroup, LatentSpec
+from ..views import Perturb, Resample, Rule, ViewPolicy
+from .estimators import MIEstimate, _infonce, _positive_int, ba_multi
+from .report import Candidate, GroupMI, MIReport
+
+_STREAM_ANCHORS = 0
+_STREAM_UNTIED = 1
+_DOMAIN_CLASSES = 3
+PERTURB_TRUNC = 2.0
+"""Candidate perturbations are truncated at ±2σ (GenRep's setting)."""
+
+
+class _Clock:
+    """Splits an optional time budget evenly over the tasks still to run."""
+
+    def __init__(self, budget: float | None, tasks: int) -> None:
+        self.start = time.monotonic()
+        self.budget = budget
+        self.tasks = tasks
+
+    def share(self) -> float | None:
+        if self.budget is None:
+            return None
+        left = self.budget - (time.monotonic() - self.start)
+        share = max(left, 0.0) / max(self.tasks, 1)
+        self.tasks -= 1
+        return max(share, 0.5)
+
+    def add(self, n: int) -> None:
+        self.tasks += n
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+
+def _device_of(generator: object) -> torch.device:
+    params = getattr(generator, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return torch.device("cpu")
+
+
+def _classes(generator: object, n: int, seed: int, stream: int, device: torch.device) -> torch.Tensor | None:
+    k = getattr(generator, "num_classes", None)
+    if not k:
+        return None
+    u = ops.uniform(n, 1, seed, 0, device, stream, domain=_DOMAIN_CLASSES)[:, 0]
+    return (u * k).long().clamp_max(k - 1)
+
+
+def generate(
+    generator: object,
+    spec: LatentSpec,
+    policy: ViewPolicy,
+    n: int,
+    num_views: int,
+    seed: int,
+    stream: int,
+    decode_batch: int,
+    out_device: torch.device,
+    views: Sequence[int] | None = None,
+) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    """Decodes ``n`` samples of the chosen ``views`` under ``policy`` (latents from
+    ``ops.resample``, one decode per chunk under ``inference_mode``); returns the images per view
+    (float32 on ``out_device``) and view 0's latents (on the CPU)."""
+    gen_device = _device_of(generator)
+    views = list(range(num_views)) if views is None else list(views)
+    classes = _classes(generator, n, seed, stream, gen_device)
+    images: list[list[torch.Tensor]] = [[] for _ in views]
+    anchors: dict[str, list[torch.Tensor]] = {g.name: [] for g in spec}
+    for step, start in enumerate(range(0, n, decode_batch)):
+        size = min(decode_batch, n - start)
+        lat = ops.resample(spec, policy, size, num_views, seed, step, gen_device, stream)
+        for g in spec:
+            anchors[g.name].append(lat[g.name][0].cpu().clone())
+        cls = None if classes is None else classes[start:start + size]
+        with torch.inference_mode():
+            for i, v in enumerate(views):
+                x = checked_decode(generator, {name: t[v] for name, t in lat.items()}, cls)
+                images[i].append(x.to(out_device, torch.float32))
+    return [torch.cat(chunks) for chunks in images], {k: torch.cat(v) for k, v in anchors.items()}
+
+
+def _rule_name(rule: Rule) -> str:
+    if isinstance(rule, Perturb):
+        return f"perturb σ={rule.sigma:g}"
+    return "resample" if isinstance(rule, Resample) else "keep"
+
+
+def candidate_policies(
+    informative: Sequence[str],
+    underused: Sequence[str],
+    anchor_trunc: float | None,
+    sigmas: Sequence[float],
+) -> list[tuple[ViewPolicy, tuple[str, ...], str]]:
+    """Policies that keep the top-k informative groups (k ≥ 1 when there are two or more) and
+    apply one rule (Perturb(σ) for each σ, or Resample) to the other informative groups;
+    under-used groups are resampled (they barely change the image either way)."""
+    rules: list[Rule] = [Perturb(s, trunc=PERTURB_TRUNC) for s in sigmas] + [Resample(anchor_trunc)]
+    ks = range(1, len(informative)) if len(informative) > 1 else range(0, 1)
+    out = []
+    for k in ks:
+        kept, changed = tuple(informative[:k]), list(informative[k:])
+        for rule in rules:
+            policy_rules = {g: rule for g in changed}
+            policy_rules.update({g: Resample(anchor_trunc) for g in underused})
+            parts = [f"keep {', '.join(kept)}" if kept else "keep nothing",
+                     f"{_rule_name(rule)}: {', '.join(changed)}"]
+            if underused:
+                parts.append(f"resample (under-used): {', '.join(underused)}")
+            out.append((ViewPolicy(policy_rules, anchor_trunc=anchor_trunc), kept, "; ".join(parts)))
+    return out
+
+
+def analyze(
+    generator: object,
+    groups: Sequence[str] | None = None,
+    *,
+    samples: int = 2048,
+    steps: int = 300,
+    batch_size: int = 128,
+    seed: int = 0,
+    budget: float | None = None,
+    anchor_trunc: float | None = None,
+    threshold: float = 0.05,
+    candidates: bool = True,
+    sigmas: Sequence[float] = (0.5, 1.0),
+    eval_batch: int = 1024,
+    width: int = 16,
+    image_res: int = 16,
+    decode_batch: int = 256,
+    device: torch.device | str | None = None,
+    name: str | None = None,
+    progress: bool = True,
+) -> MIReport:
+    """Measures each latent group's information in a generator's images.
+
+    ``generator``: an MLVGM (``latent_spec`` + ``decode``). ``groups``: the groups to analyse
+    (default all; the others are kept fixed). ``samples`` paired samples per estimate (two
+    thirds train the critic, a third is held out), ``steps`` critic steps, ``budget`` an optional
+    cap in seconds for the whole analysis (split over the estimates; reaching it makes the numbers
+    depend on machine speed, which the report says). ``anchor_trunc`` truncates the latents as in
+    the truncation trick (H(z_g) then uses the truncated normal). Groups whose I(z_g; x) is below
+    ``threshold`` × the largest are flagged as under-used. With ``candidates`` the policies of
+    :func:`candidate_policies` are measured now (``sigmas`` for the perturbations), otherwise when
+    ``recommend_policy`` first needs them. Critics (``width`` channels, images pooled to at most
+    ``image_res`` pixels a side) train on ``device`` (default: the generator's).
+    """
+    spec = getattr(generator, "latent_spec", None)
+    if not isinstance(spec, LatentSpec) or not callable(getattr(generator, "decode", None)):
+        raise ValueError("generator must be an MLVGM: a latent_spec (LatentSpec) and a decode(latents) method")
+    names = list(spec.names) if groups is None else list(groups)
+    if not names:
+        raise ValueError("groups must name at least one latent group")
+    for g in names:
+        spec.index(g)
+    if len(set(names)) != len(names):
+        raise ValueError(f"groups has duplicates: {names}")
+    _positive_int(samples, "samples", 128)
+    _positive_int(steps, "steps")
+    _positive_int(decode_batch, "decode_batch")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32 - 1000:
+        raise ValueError(f"seed must be an int in [0, 2**32 - 1000), got {seed!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}")
+    ViewPolicy({}, anchor_trunc=anchor_trunc)  # validates anchor_trunc
+    sigmas = tuple(float(s) for s in sigmas)
+    for s in sigmas:
+        Perturb(s)
+    dev = _device_of(generator) if device is None else torch.device(device)
+    clock = _Clock(budget, 1 + len(names))
+    common = dict(steps=steps, batch_size=batch_size, width=width, image_res=image_res, device=dev, progress=progress)
+    truncated = False
+    bar = tqdm(total=1 + len(names), desc="MI analysis", disable=not progress)
+
+    # One set of anchors serves every estimate: I(z_g; x), and x0 of every I(x0; x1).
+    keep_all = ViewPolicy({}, anchor_trunc=anchor_trunc)
+    (x0,), anchors = generate(generator, spec, keep_all, samples, 1, seed, _STREAM_ANCHORS, decode_batch, dev)
+    untied = any(g.tie is not None for g in spec)
+    if untied:
+        # Tied groups share their anchor; I(z_g; x) asks about each group's own copy, so those
+        # latents are drawn independently per group.
+        free = LatentSpec([LatentGroup(g.name, g.shape) for g in spec])
+        (x_lat,), z_lat = generate(generator, free, keep_all, samples, 1, seed, _STREAM_UNTIED, decode_batch, dev)
+    else:
+        x_lat, z_lat = x0, anchors
+    y_dist: object = "normal" if anchor_trunc is None else ("truncnormal", anchor_trunc)
+    latent = ba_multi(x_lat, {g: z_lat[g] for g in names}, {g: y_dist for g in names}, seed=seed, budget=clock.share(),
+                      desc="I(z; x) [ba]", **common)
+    del x_lat, z_lat
+    truncated |= any(e.truncated for e in latent.values())
+    bar.update(1)
+
+    def views_mi(policy: ViewPolicy, task: int, desc: str) -> MIEstimate:
+        (x1,), _ = generate(generator, spec, policy, samples, 2, seed, _STREAM_ANCHORS, decode_batch, dev, views=[1])
+        return _infonce(x0, x1, shared=True, eval_batch=eval_batch, seed=seed + task, budget=clock.share(),
+                        desc=desc, **common)
+
+    image: dict[str, MIEstimate] = {}
+    for i, g in enumerate(names):
+        image[g] = views_mi(ViewPolicy({g: Resample(anchor_trunc)}, anchor_trunc=anchor_trunc), 1 + i,
+                            f"I(x; x') {g} resampled [infonce]")
+        truncated |= image[g].truncated
+        bar.update(1)
+    bar.close()
+
+    top = max(max(e.value for e in latent.values()), 0.0)
+    total = sum(max(e.value, 0.0) for e in latent.values())
+    report_groups = {
+        g: GroupMI(g, spec[g].numel, latent[g], image[g],
+                   max(latent[g].value, 0.0) / total if total > 0 else 0.0,
+                   latent[g].value < threshold * top or top == 0.0)
+        for g in names
+    }
+    settings = {
+        "generator": name or type(generator).__name__,
+        "groups": names,
+        "samples": samples,
+        "steps": steps,
+        "batch_size": batch_size,
+        "seed": seed,
+        "anchor_trunc": anchor_trunc,
+        "sigmas": list(sigmas),
+        "eval_batch": eval_batch,
+        "critic_width": width,
+        "critic_image_res": image_res,
+        "device": str(dev),
+        "entropy_source": next(iter(latent.values())).entropy_source,
+        "tied_groups_sampled_independently": untied,
+        "budget_s": budget,
+        "truncated": truncated,
+    }
+    underused = [g for g in names if report_groups[g].underused]
+    informative = [g for g in sorted(names, key=lambda n: -latent[n].value) if g not in underused]
+
+    def measure() -> list[Candidate]:
+        policies = candidate_policies(informative, underused, anchor_trunc, sigmas)
+        clock.add(len(policies))
+        out = []
+        for j, (policy, kept, desc) in enumerate(tqdm(policies, desc="candidate policies", disable=not progress)):
+            mi = views_mi(policy, 1 + len(names) + j, f"I(x0; x1) candidate {j + 1} [infonce]")
+            out.append(Candidate(policy, mi, kept, desc))
+        report.settings["truncated"] = report.settings["truncated"] or any(c.mi.truncated for c in out)
+        report.settings["elapsed_s"] = clock.elapsed
+        return out
+
+    report = MIReport(report_groups, float(threshold), settings, measure=measure)
+    report.settings["elapsed_s"] = clock.elapsed
+    if candidates and informative:
+        report.measured_candidates()
+    return report
