@@ -3,8 +3,11 @@
     python benchmarks/loaders.py [--quick] [--json results.json] [--rows pipe,pil,torchvision]
 
 Same options and output as the CLI (see ``mlvgm_data/bench.py`` for what each row measures).
-torchvision and DALI rows need those packages (skipped with a note otherwise); set
-``THP_MEM_ALLOC_ENABLE=1`` in the environment to run every row with transparent huge pages.
+torchvision and DALI rows need those packages (skipped with a note otherwise). On a machine
+shared with other jobs, ``OMP_WAIT_POLICY=PASSIVE`` stops idle OpenMP threads from spinning
+(with 2 intra-op threads in the main thread that spinning cost up to 10× here) and
+``THP_MEM_ALLOC_ENABLE=1`` (transparent huge pages, set before torch is imported) cuts the
+allocation cost of every row; both are recorded in the output.
 """
 
 from __future__ import annotations

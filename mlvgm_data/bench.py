@@ -103,7 +103,8 @@ def machine_info() -> dict[str, Any]:
     return {"torch": torch.__version__, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "loadavg": [round(x, 2) for x in load], "native_op": ops.has_native("cpu"),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE")}
+            "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
 
 
 # --- generators ----------------------------------------------------------------------------------
@@ -803,7 +804,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     ctx = _Context(cfg)
     machine = machine_info()
     ctx.say(f"mlvgm-data bench: torch {machine['torch']}, {machine['cpu_count']} cores, "
-            f"load average {machine['loadavg']}, THP_MEM_ALLOC_ENABLE={machine['THP_MEM_ALLOC_ENABLE']}")
+            f"load average {machine['loadavg']}, THP_MEM_ALLOC_ENABLE={machine['THP_MEM_ALLOC_ENABLE']}, "
+            f"OMP_WAIT_POLICY={machine['OMP_WAIT_POLICY']}")
     needs_folder = {"pil", "torchvision", "dali"} & set(cfg.rows)
     gen32 = None
     for res in cfg.resolutions:
@@ -872,7 +874,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines.append(f"\ntorch {m['torch']}, {m['cpu_count']} cores, load average {m['loadavg']} → {m.get('loadavg_end')}, "
                  f"batch {result['settings']['batch_size']}, {result['settings']['repeats']} rounds of "
                  f"{result['settings']['batches']} batches after {result['settings']['warmup']} warm-up, "
-                 f"THP_MEM_ALLOC_ENABLE={m['THP_MEM_ALLOC_ENABLE']}")
+                 f"THP_MEM_ALLOC_ENABLE={m['THP_MEM_ALLOC_ENABLE']}, OMP_WAIT_POLICY={m.get('OMP_WAIT_POLICY')}")
     return "\n".join(lines)
 
 
