@@ -95,6 +95,13 @@ def test_protocol_shapes_range_dtype_and_determinism():
     assert tiny(resolution=32).decode({"content": torch.randn(1, 4), "style": torch.randn(1, 3)}).shape == (1, 3, 32, 32)
 
 
+def test_temperature_scales_the_latents():
+    m, cold = tiny(), tiny(temperature=0.5)
+    lat = {"content": torch.randn(2, 4), "style": torch.randn(2, 3)}
+    with torch.no_grad():
+        torch.testing.assert_close(cold.decode(lat), m.decode({k: v * 0.5 for k, v in lat.items()}))
+
+
 def test_keep_content_resample_style_is_a_view_policy():
     m = tiny()
     views = ops.resample(m.latent_spec, ViewPolicy({"style": Resample()}), 3, 2, seed=0, step=0)
@@ -137,7 +144,8 @@ def test_encode_pools_content_over_groups():
 
 @pytest.mark.parametrize(
     "config, message",
-    [({"resolution": 12}, "power of two"), ({"content_dim": 0}, "content_dim"), ({"depth": 3}, "unknown mlvae")],
+    [({"resolution": 12}, "power of two"), ({"content_dim": 0}, "content_dim"), ({"depth": 3}, "unknown mlvae"),
+     ({"temperature": 0}, "temperature"), ({"temperature": "1"}, "temperature")],
 )
 def test_bad_configs(config, message):
     with pytest.raises(ValueError, match=message):

@@ -33,7 +33,6 @@ from typing import Any, Mapping
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..data.shapes import FACTOR_NAMES, render_factors, sample_factors
 from ..generators.base import MLVGM
@@ -43,7 +42,8 @@ from . import common
 from .stylegan import check_resumed_options, run_options
 
 FAMILY = "mlvae"
-DEFAULT_CONFIG: dict[str, Any] = {"resolution": 32, "content_dim": 16, "style_dim": 16, "width": 32}
+DEFAULT_CONFIG: dict[str, Any] = {"resolution": 32, "content_dim": 16, "style_dim": 16, "width": 32,
+                                  "temperature": 1.0}
 _LOGVAR_RANGE = (-12.0, 8.0)
 
 
@@ -78,9 +78,12 @@ def check_config(config: Mapping[str, Any]) -> dict:
     if unknown:
         raise ValueError(f"unknown mlvae config keys {unknown}; known: {sorted(DEFAULT_CONFIG)}")
     cfg = dict(DEFAULT_CONFIG, **config)
-    for key, value in cfg.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"mlvae {key} must be a positive int, got {value!r}")
+    for key in ("resolution", "content_dim", "style_dim", "width"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f"mlvae {key} must be a positive int, got {cfg[key]!r}")
+    t = cfg["temperature"]
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 10:
+        raise ValueError(f"mlvae temperature must be a number in (0, 10], got {t!r}")
     res = cfg["resolution"]
     if res < 8 or res & (res - 1):
         raise ValueError(f"mlvae resolution must be a power of two >= 8, got {res}")
@@ -91,7 +94,8 @@ class MLVAE(MLVGM):
     """The ML-VAE: a conv encoder with content and style heads and a conv decoder of both.
 
     Latent groups ``content`` ``(content_dim,)`` and ``style`` ``(style_dim,)``; ``decode``
-    returns the decoder's mean image in [0, 1].
+    returns the decoder's mean image in [0, 1] of the latents scaled by ``temperature``
+    (below 1 keeps prior samples nearer the posteriors' bulk, as NVAE's sampling temperature).
     """
 
     def __init__(self, **config: Any) -> None:
@@ -148,7 +152,8 @@ class MLVAE(MLVGM):
         return {"content": (cm, cl), "style": (sm, sl)}
 
     def _decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None) -> torch.Tensor:
-        return torch.sigmoid(self.decoder(torch.cat([latents["content"], latents["style"]], dim=1)))
+        z = torch.cat([latents["content"], latents["style"]], dim=1) * self.config["temperature"]
+        return torch.sigmoid(self.decoder(z))
 
     def loss(self, x: torch.Tensor, groups: torch.Tensor, sigma: float, beta: float = 1.0) -> dict[str, torch.Tensor]:
         """The negative ML-VAE ELBO per image (``loss``) and its parts, for images ``x`` in
@@ -255,6 +260,8 @@ def add_arguments(parser: Any) -> None:
                         help="Shapes factors a group shares, comma-separated (from " + ", ".join(FACTOR_NAMES) + ")")
     parser.add_argument("--sigma", type=float, default=0.1, help="std of the Gaussian pixel likelihood")
     parser.add_argument("--kl-warmup", type=int, default=1000, help="steps of linear KL warm-up")
+    parser.add_argument("--temperature", type=float, default=DEFAULT_CONFIG["temperature"],
+                        help="sampling temperature stored in the saved generator (training ignores it)")
 
 
 def train(opts: argparse.Namespace) -> dict:
@@ -264,7 +271,7 @@ def train(opts: argparse.Namespace) -> dict:
     if not opts.sigma > 0 or opts.kl_warmup < 0:
         raise ValueError("--sigma must be > 0 and --kl-warmup >= 0")
     config = check_config({"resolution": opts.resolution, "content_dim": opts.content_dim,
-                           "style_dim": opts.style_dim, "width": opts.width})
+                           "style_dim": opts.style_dim, "width": opts.width, "temperature": opts.temperature})
     if opts.data == "shapes":
         data: ShapesGroups | FolderGroups = ShapesGroups(
             opts.resolution, opts.seed, [f.strip() for f in opts.group_factors.split(",") if f.strip()])

@@ -21,7 +21,7 @@ import copy
 import json
 import math
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -330,8 +330,10 @@ def sample_grid(generator: StyleGANAdapter, path: str, rows: int = 8, seed: int 
 
 def run_options(opts: argparse.Namespace) -> str:
     """The options that define a run, as JSON: a resumed run must use the same ones (it may
-    change ``--steps`` and the bookkeeping options)."""
-    skip = {"out", "resume", "checkpoint_every", "export", "threads", "model", "steps"}
+    change ``--steps``, the bookkeeping options and the sampling options ``--truncation-psi`` /
+    ``--temperature``, so a finished run can be re-exported with another one)."""
+    skip = {"out", "resume", "checkpoint_every", "export", "threads", "model", "steps", "truncation_psi",
+            "temperature"}
     return json.dumps({k: v for k, v in sorted(vars(opts).items()) if k not in skip})
 
 
@@ -351,6 +353,8 @@ def add_arguments(parser: Any) -> None:
                         help="channels at resolution r: min(base / r, max)")
     parser.add_argument("--layer-groups", type=int, default=DEFAULT_CONFIG["layer_groups"],
                         help="number of contiguous W+ layer groups (latent groups)")
+    parser.add_argument("--truncation-psi", type=float, default=DEFAULT_CONFIG["truncation_psi"],
+                        help="truncation ψ stored in the saved generator (training ignores it)")
     parser.add_argument("--r1-gamma", type=float, default=0.1, help="R1 penalty weight on reals")
     parser.add_argument("--r1-every", type=int, default=16, help="lazy R1: steps between penalties")
     parser.add_argument("--mixing-prob", type=float, default=0.9, help="style-mixing regularisation probability")
@@ -373,6 +377,7 @@ def train(opts: argparse.Namespace) -> dict:
     config = check_config({
         "resolution": opts.resolution, "z_dim": opts.z_dim, "w_dim": opts.w_dim,
         "channel_base": opts.channel_base, "channel_max": opts.channel_max, "layer_groups": opts.layer_groups,
+        "truncation_psi": opts.truncation_psi,
     })
     source = common.image_source(opts.data, opts.resolution, opts.seed)
     with common.seeded(opts.seed):
@@ -434,5 +439,5 @@ def _recognizability(model: StyleGANGenerator, opts: argparse.Namespace) -> dict
 common.register_trainer(
     "stylegan", add_arguments, train,
     help="StyleGAN2-like GAN (mapping + modulated convs, W+ layer groups as latent groups)",
-    defaults={"lr": 2e-3, "batch_size": 32, "steps": 20000, "checkpoint_every": 500},
+    defaults={"lr": 2e-3, "batch_size": 16, "steps": 20000, "checkpoint_every": 500},
 )
