@@ -34,7 +34,8 @@ def _extensions() -> tuple[list, dict]:
     sources = ["csrc/resample.cpp", "csrc/cpu/resample_kernel.cpp"]
     # -ffp-contract=off: no FMA contraction, so the CPU bits equal the GPU's and the reference's.
     # -fno-math-errno/-fno-trapping-math change no value; they let GCC if-convert and vectorise.
-    cxx = ["-O3", "-std=c++17", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
+    # The C++ standard is left to torch's build helpers (C++17 up to torch 2.13, C++20 after).
+    cxx = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
     # at::parallel_for expands to `#pragma omp parallel` in the header: without -fopenmp the kernel
     # runs on one thread. The libgomp it links to is the one torch already loaded (same soname).
     link = []
@@ -47,7 +48,7 @@ def _extensions() -> tuple[list, dict]:
             sources + ["csrc/cuda/resample.cu", "csrc/cuda/resample_cuda.cpp"],
             include_dirs=[str(ROOT / "csrc")],
             define_macros=[("WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "--fmad=false"]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--fmad=false"]},
             extra_link_args=link,
         )
     else:
