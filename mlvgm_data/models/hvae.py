@@ -45,9 +45,11 @@ DEFAULT_CONFIG: dict = {
     "blocks": [1, 1, 0],
     # per-pixel (1×1) residual blocks after them: a cheap spatial-broadcast-style renderer
     "point_blocks": [0, 0, 1],
+    # the top group is mapped densely onto every stage up to this resolution
+    "sketch_res": 8,
     "groups": [["z1", 32, 1], ["z2", 8, 4], ["z3", 4, 8]],
     # encoder widths at full resolution, /2, … down to 4²
-    "enc_channels": [16, 32, 64, 96],
+    "enc_channels": [16, 32, 48, 64],
     "skip": True,
     "sigma": 0.1,
     "temperature": 0.8,
@@ -231,8 +233,12 @@ class HierarchicalVAE(MLVGM):
         self.skip = bool(cfg["skip"])
 
         top_name, top_ch, _ = self.groups[0]
-        self.h0 = nn.Parameter(torch.zeros(1, widths[0], 4, 4))
-        self.top_in = nn.Sequential(nn.Linear(top_ch, 256), nn.SiLU(), nn.Linear(256, widths[0] * 16))
+        # The top group paints each stage up to sketch_res² directly, through an MLP and one
+        # dense layer per stage: a vector → layout map that convolutions alone learn slowly.
+        self.top_mlp = nn.Sequential(nn.Linear(top_ch, 128), nn.SiLU(), nn.Linear(128, 128), nn.SiLU())
+        self.sketch = nn.ModuleList(
+            [nn.Linear(128, w * r * r) for r, w in zip(self.stage_res, widths) if r <= cfg["sketch_res"]]
+        )
         # Learned position features per stage: with the latents added per channel (skip
         # connections), blocks compute functions of (position, z) as a spatial broadcast decoder.
         self.pos = nn.ParameterList(
@@ -263,7 +269,7 @@ class HierarchicalVAE(MLVGM):
         for i, (r, w) in enumerate(zip(self.stage_res, widths)):
             known = [g for g in self.groups if g[2] <= r]
             stage = nn.ModuleList()
-            # Without skip connections a group enters only at its own stage (via inject/top_in).
+            # Without skip connections a group enters only at its own stage (via inject/sketch).
             for _ in range(cfg["blocks"][i]):
                 stage.append(DecoderBlock(w, r, known if self.skip else []))
             for _ in range(cfg["point_blocks"][i]):
@@ -290,10 +296,13 @@ class HierarchicalVAE(MLVGM):
         group's z from the state ``h`` above it. Returns (mean image, {group: z})."""
         top_name = self.groups[0][0]
         zs = {top_name: first}
-        h = self.h0 + self.top_in(first).view(n, -1, 4, 4)
+        top = self.top_mlp(first)
+        h = self.pos[0]
         gi = 1
         for i, r in enumerate(self.stage_res):
-            h = h + self.pos[i]
+            h = h + self.pos[i] if i else h
+            if i < len(self.sketch):
+                h = h + self.sketch[i](top).view(n, -1, r, r)
             while gi < len(self.groups) and self.groups[gi][2] <= r:
                 name = self.groups[gi][0]
                 mu_p, logstd_p = self.prior[name](h).chunk(2, dim=1)
@@ -322,8 +331,11 @@ class HierarchicalVAE(MLVGM):
 
     # --- inference ---------------------------------------------------------------------------
 
-    def _posterior_pass(self, x: torch.Tensor, sample: bool) -> tuple[torch.Tensor, dict, dict]:
-        """Top-down pass with posterior noise (sampled, or the mean): (recon mean, {g: (m, logvar)}, {g: ε})."""
+    def _posterior_pass(
+        self, x: torch.Tensor, sample: bool, top_only: bool = False
+    ) -> tuple[torch.Tensor, dict, dict]:
+        """Top-down pass with posterior noise (sampled, or the mean): (recon mean, {g: (m, logvar)}, {g: ε}).
+        With ``top_only`` the lower groups sit at their prior means (ε = 0) and get no posterior."""
         feats, mu1, logvar1 = self.encoder(x)
         top = self.groups[0][0]
         post = {top: (mu1, logvar1)}
@@ -335,6 +347,8 @@ class HierarchicalVAE(MLVGM):
         eps[top] = draw(mu1, logvar1)
 
         def posterior_sample(name, h, mu_p, logstd_p):
+            if top_only:
+                return mu_p
             if mu_p.dim() == 2:  # a vector group
                 inp = torch.cat([h.flatten(1), feats[1]], dim=1)
             else:
@@ -365,10 +379,12 @@ class HierarchicalVAE(MLVGM):
         """Decodes the posterior means (temperature 1): the model's reconstruction of ``x``."""
         return self._posterior_pass(self._check_images(x), sample=False)[0]
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One training pass: ``{"recon": mean image, "nll": [N], "kl": {group: [N]}}``."""
+    def forward(self, x: torch.Tensor, top_only: bool = False) -> dict[str, torch.Tensor]:
+        """One training pass: ``{"recon": mean image, "nll": [N], "kl": {group: [N]}}``. With
+        ``top_only`` only the top group is inferred (the others sit at their prior means and
+        have no KL): the first phase of training, which makes the top group carry the content."""
         x = self._check_images(x)
-        recon, post, _ = self._posterior_pass(x, sample=True)
+        recon, post, _ = self._posterior_pass(x, sample=True, top_only=top_only)
         d = x[0].numel()
         nll = ((x - recon) ** 2).flatten(1).sum(1) / (2 * self.sigma**2) + 0.5 * d * (_LOG_2PI + 2 * math.log(self.sigma))
         return {"recon": recon, "nll": nll, "kl": {g: gaussian_kl(m, lv) for g, (m, lv) in post.items()}}
@@ -378,7 +394,7 @@ class HierarchicalVAE(MLVGM):
         images at temperature 1 (mean over the batch, in nats). Empty without ``vmi_groups``."""
         if self.aux is None:
             return {}
-        dev = self.h0.device
+        dev = self.pos[0].device
         eps = {g.name: torch.randn(batch_size, *g.shape, device=dev) for g in self.latent_spec}
         top = self.groups[0][0]
         x_hat = self._top_down(eps[top], lambda name, h, mu, ls: mu + ls.exp() * eps[name], batch_size)[0]
@@ -430,9 +446,9 @@ register_builtin("shapes64", "shapes64_hvae")
 # --- the trainer -----------------------------------------------------------------------------
 
 RESOLUTION_DEFAULTS = {
-    32: {"channels": [48, 32, 24], "blocks": [1, 1, 0], "point_blocks": [0, 0, 1], "enc_channels": [16, 32, 64, 96]},
+    32: {"channels": [48, 32, 24], "blocks": [1, 1, 0], "point_blocks": [0, 0, 1], "enc_channels": [16, 32, 48, 64]},
     64: {"channels": [48, 32, 24, 12], "blocks": [1, 1, 0, 0], "point_blocks": [0, 0, 0, 1],
-         "enc_channels": [8, 16, 32, 64, 96]},
+         "enc_channels": [8, 16, 32, 48, 64]},
 }
 
 
@@ -480,6 +496,8 @@ def add_arguments(p) -> None:
     p.add_argument("--temperature", type=float, default=0.8, help="default sampling temperature of decode")
     p.add_argument("--kl-weights", type=str, default="1,1,1", help="KL weight per group (after warm-up)")
     p.add_argument("--kl-warmup", type=int, default=1200, help="steps of linear KL warm-up (weight 0→1)")
+    p.add_argument("--top-only-steps", type=int, default=0,
+                   help="first steps in which only the top group is inferred (lower groups at their prior means)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average that is exported")
     p.add_argument("--eval-images", type=int, default=2000, help="held-out images for the final ELBO figures")
 
@@ -545,6 +563,8 @@ def train_hvae(opts) -> dict:
     if not 0.0 <= opts.ema < 1.0:
         raise ValueError(f"--ema must be in [0, 1), got {opts.ema}")
     source = image_source(opts.data, opts.resolution, opts.seed)
+    if opts.top_only_steps < 0:
+        raise ValueError(f"--top-only-steps must be >= 0, got {opts.top_only_steps}")
     if opts.kl_warmup < 0:
         raise ValueError(f"--kl-warmup must be >= 0 steps, got {opts.kl_warmup}")
     warmup = max(1, opts.kl_warmup)
@@ -572,9 +592,10 @@ def train_hvae(opts) -> dict:
                 for group in optim.param_groups:
                     group["lr"] = lr
                 beta = min(1.0, (step + 1) / warmup)
-                out = model(x)
-                kls = {g: out["kl"][g].mean() for g in names}
-                loss = out["nll"].mean() + beta * sum(w * kls[g] for w, g in zip(weights, names))
+                top_only = step < opts.top_only_steps
+                out = model(x, top_only=top_only)
+                kls = {g: out["kl"][g].mean() for g in names if g in out["kl"]}
+                loss = out["nll"].mean() + beta * sum(w * kls[g] for w, g in zip(weights, names) if g in kls)
                 vmi = model.vmi_terms(opts.batch_size) if model.vmi_weight > 0 else {}
                 if vmi:
                     loss = loss + model.vmi_weight * sum(vmi.values())
