@@ -53,17 +53,18 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         flat = torch.cat([z[0].flatten(1) for z in latents.values()], dim=1).cpu()
         anchors += [hashlib.sha1(row.numpy().tobytes()).hexdigest() for row in flat]
 
     gathered: list = [None] * world
     dist.all_gather_object(gathered, {"rank": rank, "losses": losses, "anchors": anchors})
+    in_sync = _weights_in_sync(model)  # a collective: every rank takes part
     if rank == 0:
         all_anchors = [a for g in gathered for a in g["anchors"]]
         summary = {"world_size": world, "steps": args.steps, "losses": gathered[0]["losses"],
                    "anchors": len(all_anchors), "unique_anchors": len(set(all_anchors)),
-                   "weights_in_sync": _weights_in_sync(model)}
+                   "weights_in_sync": in_sync}
         print(json.dumps({k: v for k, v in summary.items() if k != "losses"} | {"final_loss": losses[-1]}))
         if args.report:
             with open(args.report, "w") as f:
