@@ -280,3 +280,22 @@ def test_cuda_producer_matches_cpu() -> None:
     for p, q in zip(cpu, gpu):
         for x, y in zip(p.views, q.views):
             assert torch.allclose(x, y, atol=1e-5)
+
+
+def test_ctrl_c_while_waiting_for_a_slow_producer() -> None:
+    import _thread
+
+    def slow(step: int) -> ViewBatch:
+        time.sleep(0.5)
+        return ViewBatch((torch.zeros(1),), torch.zeros(1))
+
+    producer = ThreadProducer(slow, iter(range(100)), prefetch=1)
+    timer = threading.Timer(0.1, _thread.interrupt_main)
+    timer.start()
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        producer.get()
+    assert time.perf_counter() - t0 < 0.45  # raised while waiting, not after the batch arrived
+    producer.close()  # returns once the step in progress ends
+    assert time.perf_counter() - t0 < 1.5
+    assert not producer_threads()
