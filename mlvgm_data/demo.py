@@ -142,7 +142,7 @@ def train_encoder(batches: Iterable[ViewBatch], cfg: DemoConfig, seed: int, desc
         opt.step()
         if hasattr(model, "update_target"):
             model.update_target()
-        losses.append(float(loss))
+        losses.append(loss.item())
         pairs += len(x0)
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
