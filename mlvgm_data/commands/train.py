@@ -33,20 +33,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=dest, type=_TYPES[dest], default=argparse.SUPPRESS, help=text + shown)
     parser.add_argument("--resume", action="store_true", default=argparse.SUPPRESS,
                         help="continue from OUT/checkpoint.pt if it exists")
-    seen: dict[str, tuple[tuple[str, ...], dict]] = {}
+    # Options declared by several trainers are added once, in the first one's group, with each
+    # trainer's default in the help.
+    declared: dict[tuple[str, ...], list[tuple[str, dict]]] = {}
     for name, trainer in sorted(found.items()):
-        group = parser.add_argument_group(f"--model {name}", trainer.help or None)
         for flags, kw in trainer.options():
-            key = flags
-            same = {k: v for k, v in kw.items() if k not in ("default", "help")}
-            if key in seen:
-                if seen[key][1] != same:
-                    raise ValueError(f"trainers declare option {flags} differently")
-                continue
-            seen[key] = (flags, same)
-            default = kw.get("default")
-            text = kw.get("help", "") + ("" if default is None else f" (default: {default})")
-            group.add_argument(*flags, **dict(same, default=argparse.SUPPRESS, help=text))
+            declared.setdefault(flags, []).append((name, kw))
+    groups = {name: parser.add_argument_group(f"--model {name}", t.help or None) for name, t in sorted(found.items())}
+    for flags, uses in declared.items():
+        same = [{k: v for k, v in kw.items() if k not in ("default", "help")} for _, kw in uses]
+        if any(s != same[0] for s in same[1:]):
+            raise ValueError(f"trainers {[n for n, _ in uses]} declare option {flags} differently")
+        first_name, first_kw = uses[0]
+        if len(uses) == 1:
+            default = first_kw.get("default")
+            shown = "" if default is None else f" (default: {default})"
+        else:
+            shown = " (defaults: " + ", ".join(f"{n} {kw.get('default')}" for n, kw in uses) + ")"
+        groups[first_name].add_argument(
+            *flags, **dict(same[0], default=argparse.SUPPRESS, help=first_kw.get("help", "") + shown)
+        )
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -42,7 +42,7 @@ DEFAULT_CONFIG: dict = {
     # decoder widths and residual blocks at 4², 8², … up to resolution/2 (the last stage's output
     # is pixel-shuffled to full size, so no layer runs at full resolution)
     "channels": [48, 32, 24],
-    "blocks": [1, 1, 0],
+    "blocks": [1, 1, 1],
     # per-pixel (1×1) residual blocks after them: a cheap spatial-broadcast-style renderer
     "point_blocks": [0, 0, 1],
     # the top group is mapped densely onto every stage up to this resolution
@@ -233,6 +233,9 @@ class HierarchicalVAE(MLVGM):
         self.skip = bool(cfg["skip"])
 
         top_name, top_ch, _ = self.groups[0]
+        # The top group's prior N(top_mu, exp(top_logstd)²) is learned (diagonal): z₁ = μ₀ + σ₀·ε₁.
+        self.top_mu = nn.Parameter(torch.zeros(top_ch))
+        self.top_logstd = nn.Parameter(torch.zeros(top_ch))
         # The top group paints each stage up to sketch_res² directly, through an MLP and one
         # dense layer per stage: a vector → layout map that convolutions alone learn slowly.
         self.top_mlp = nn.Sequential(nn.Linear(top_ch, 128), nn.SiLU(), nn.Linear(128, 128), nn.SiLU())
@@ -292,11 +295,13 @@ class HierarchicalVAE(MLVGM):
     def _top_down(
         self, first: torch.Tensor, sample_group, n: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Runs the decoder; ``sample_group(name, h, prior_mu, prior_logstd) -> z`` picks each lower
+        """Runs the decoder from the top group's noise ``first`` (ε₁, already scaled by any
+        temperature); ``sample_group(name, h, prior_mu, prior_logstd) -> z`` picks each lower
         group's z from the state ``h`` above it. Returns (mean image, {group: z})."""
         top_name = self.groups[0][0]
-        zs = {top_name: first}
-        top = self.top_mlp(first)
+        z1 = self.top_mu + self.top_logstd.exp() * first
+        zs = {top_name: z1}
+        top = self.top_mlp(z1)
         h = self.pos[0]
         gi = 1
         for i, r in enumerate(self.stage_res):
@@ -337,6 +342,9 @@ class HierarchicalVAE(MLVGM):
         """Top-down pass with posterior noise (sampled, or the mean): (recon mean, {g: (m, logvar)}, {g: ε}).
         With ``top_only`` the lower groups sit at their prior means (ε = 0) and get no posterior."""
         feats, mu1, logvar1 = self.encoder(x)
+        # The encoder's Gaussian in z₁, expressed in the noise space of the learned top prior.
+        mu1 = (mu1 - self.top_mu) * torch.exp(-self.top_logstd)
+        logvar1 = logvar1 - 2.0 * self.top_logstd
         top = self.groups[0][0]
         post = {top: (mu1, logvar1)}
         eps = {}
@@ -446,8 +454,8 @@ register_builtin("shapes64", "shapes64_hvae")
 # --- the trainer -----------------------------------------------------------------------------
 
 RESOLUTION_DEFAULTS = {
-    32: {"channels": [48, 32, 24], "blocks": [1, 1, 0], "point_blocks": [0, 0, 1], "enc_channels": [16, 32, 48, 64]},
-    64: {"channels": [48, 32, 24, 12], "blocks": [1, 1, 0, 0], "point_blocks": [0, 0, 0, 1],
+    32: {"channels": [48, 32, 24], "blocks": [1, 1, 1], "point_blocks": [0, 0, 1], "enc_channels": [16, 32, 48, 64]},
+    64: {"channels": [48, 32, 24, 12], "blocks": [1, 1, 1, 0], "point_blocks": [0, 0, 0, 1],
          "enc_channels": [8, 16, 32, 48, 64]},
 }
 
@@ -485,7 +493,7 @@ def add_arguments(p) -> None:
                    help="latent groups coarse→fine as name:channels:resolution (resolution 1 = vector)")
     p.add_argument("--channels", type=str, default=None,
                    help="decoder widths at 4², 8², … resolution/2 (default by resolution: 48,32,24 at 32²)")
-    p.add_argument("--blocks", type=str, default=None, help="residual blocks per decoder stage (default 1,1,0 at 32²)")
+    p.add_argument("--blocks", type=str, default=None, help="residual blocks per decoder stage (default 1,1,1 at 32²)")
     p.add_argument("--point-blocks", type=str, default=None, help="per-pixel residual blocks per decoder stage (default 0,0,1 at 32²)")
     p.add_argument("--enc-channels", type=str, default=None, help="encoder widths, full resolution down to 4²")
     p.add_argument("--skip", action=argparse.BooleanOptionalAction, default=True,
