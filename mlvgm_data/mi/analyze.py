@@ -7,8 +7,9 @@ For each latent group g (the paper's protocol, with held-out critics and interva
 - I(x; x′): x′ decoded from the same latents with only g resampled, an InfoNCE bound with a
   shared conv critic. A low value means g changes the image a lot.
 
-Candidate policies keep the most informative groups and perturb or resample the rest; each is
-measured (I(x0; x1) of its views) and ``MIReport.recommend_policy`` picks the one nearest a target.
+Candidate policies keep the groups that matter most to the image (resampling them lowers I(x; x′)
+most: the paper's criterion) and perturb or resample the rest; each is measured (I(x0; x1) of its
+views) and ``MIReport.recommend_policy`` picks the one nearest a target.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .. import ops
 from ..generators.base import checked_decode
 from ..latents import LatentGroup, LatentSpec
 from ..views import Perturb, Resample, Rule, ViewPolicy
-from .estimators import MIEstimate, _infonce, _positive_int, ba_multi
+from .estimators import MIEstimate, _positive_int, ba_multi, infonce
 from .report import Candidate, GroupMI, MIReport
 
 _STREAM_ANCHORS = 0
@@ -106,6 +107,11 @@ def generate(
     return [torch.cat(chunks) for chunks in images], {k: torch.cat(v) for k, v in anchors.items()}
 
 
+def _sq_change(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean squared pixel difference per image between paired images."""
+    return float((a - b).flatten(1).pow(2).sum(1).mean())
+
+
 def _rule_name(rule: Rule) -> str:
     if isinstance(rule, Perturb):
         return f"perturb σ={rule.sigma:g}"
@@ -118,9 +124,9 @@ def candidate_policies(
     anchor_trunc: float | None,
     sigmas: Sequence[float],
 ) -> list[tuple[ViewPolicy, tuple[str, ...], str]]:
-    """Policies that keep the top-k informative groups (k ≥ 1 when there are two or more) and
-    apply one rule (Perturb(σ) for each σ, or Resample) to the other informative groups;
-    under-used groups are resampled (they barely change the image either way)."""
+    """Policies that keep the first k of the ``informative`` groups (ordered content first; k ≥ 1
+    when there are two or more) and apply one rule (Perturb(σ) for each σ, or Resample) to the
+    other informative groups; under-used groups are resampled (they barely change the image)."""
     rules: list[Rule] = [Perturb(s, trunc=PERTURB_TRUNC) for s in sigmas] + [Resample(anchor_trunc)]
     ks = range(1, len(informative)) if len(informative) > 1 else range(0, 1)
     out = []
@@ -165,8 +171,9 @@ def analyze(
     thirds train the critic, a third is held out), ``steps`` critic steps, ``budget`` an optional
     cap in seconds for the whole analysis (split over the estimates; reaching it makes the numbers
     depend on machine speed, which the report says). ``anchor_trunc`` truncates the latents as in
-    the truncation trick (H(z_g) then uses the truncated normal). Groups whose I(z_g; x) is below
-    ``threshold`` × the largest are flagged as under-used. With ``candidates`` the policies of
+    the truncation trick (H(z_g) then uses the truncated normal). A group is under-used when its I(z_g; x) is below
+    ``threshold`` × the largest and resampling it moves the pixels by at most ``threshold`` × the
+    largest group's move (above the decoder's own noise floor). With ``candidates`` the policies of
     :func:`candidate_policies` are measured now (``sigmas`` for the perturbations), otherwise when
     ``recommend_policy`` first needs them. Critics (``width`` channels, images pooled to at most
     ``image_res`` pixels a side) train on ``device`` (default: the generator's).
@@ -196,7 +203,7 @@ def analyze(
     clock = _Clock(budget, 1 + len(names))
     common = dict(steps=steps, batch_size=batch_size, width=width, image_res=image_res, device=dev, progress=progress)
     truncated = False
-    bar = tqdm(total=1 + len(names), desc="MI analysis", disable=not progress)
+    bar = tqdm(total=2 + len(names), desc="MI analysis", disable=not progress)
 
     # One set of anchors serves every estimate: I(z_g; x), and x0 of every I(x0; x1).
     keep_all = ViewPolicy({}, anchor_trunc=anchor_trunc)
@@ -216,25 +223,44 @@ def analyze(
     truncated |= any(e.truncated for e in latent.values())
     bar.update(1)
 
-    def views_mi(policy: ViewPolicy, task: int, desc: str) -> MIEstimate:
+    # Every critic splits the anchors the same way (one seed): no critic ever trains on an anchor
+    # that another estimate holds out.
+    def views_mi(policy: ViewPolicy, desc: str) -> tuple[MIEstimate, float]:
         (x1,), _ = generate(generator, spec, policy, samples, 2, seed, _STREAM_ANCHORS, decode_batch, dev, views=[1])
-        return _infonce(x0, x1, shared=True, eval_batch=eval_batch, seed=seed + task, budget=clock.share(),
-                        desc=desc, **common)
+        est = infonce(x0, x1, shared=True, eval_batch=eval_batch, seed=seed, budget=clock.share(), desc=desc,
+                      **common)
+        return est, _sq_change(x0, x1)
 
     image: dict[str, MIEstimate] = {}
-    for i, g in enumerate(names):
-        image[g] = views_mi(ViewPolicy({g: Resample(anchor_trunc)}, anchor_trunc=anchor_trunc), 1 + i,
-                            f"I(x; x') {g} resampled [infonce]")
+    change: dict[str, float] = {}
+    for g in names:
+        image[g], change[g] = views_mi(ViewPolicy({g: Resample(anchor_trunc)}, anchor_trunc=anchor_trunc),
+                                       f"I(x; x') {g} resampled [infonce]")
         truncated |= image[g].truncated
         bar.update(1)
+    # The decoder's own noise floor: the same latents decoded twice. A decoder that repeats its
+    # first chunk bit for bit is taken as deterministic (floor 0) without decoding the rest.
+    first = min(samples, decode_batch)
+    (again,), _ = generate(generator, spec, keep_all, first, 1, seed, _STREAM_ANCHORS, decode_batch, dev)
+    if not torch.equal(again, x0[:first]):
+        (again,), _ = generate(generator, spec, keep_all, samples, 1, seed, _STREAM_ANCHORS, decode_batch, dev)
+    floor = _sq_change(x0[: again.shape[0]], again)
+    del again
+    bar.update(1)
     bar.close()
 
+    excess = {g: max(change[g] - floor, 0.0) for g in names}
+    top_change = max(excess.values())
     top = max(max(e.value for e in latent.values()), 0.0)
     total = sum(max(e.value, 0.0) for e in latent.values())
+    # Under-used needs two signs to agree: the image reveals little of g (BA), and resampling g
+    # barely moves the pixels. The second guards against a Gaussian q(z_g|x) that misses a
+    # multimodal posterior (a latent symmetry) and so under-reads a group that matters.
     report_groups = {
         g: GroupMI(g, spec[g].numel, latent[g], image[g],
                    max(latent[g].value, 0.0) / total if total > 0 else 0.0,
-                   latent[g].value < threshold * top or top == 0.0)
+                   latent[g].value <= threshold * top and excess[g] <= threshold * top_change,
+                   excess[g] / top_change if top_change > 0 else 0.0)
         for g in names
     }
     settings = {
@@ -252,18 +278,22 @@ def analyze(
         "device": str(dev),
         "entropy_source": next(iter(latent.values())).entropy_source,
         "tied_groups_sampled_independently": untied,
+        "pixel_noise_floor": floor,
         "budget_s": budget,
         "truncated": truncated,
     }
     underused = [g for g in names if report_groups[g].underused]
-    informative = [g for g in sorted(names, key=lambda n: -latent[n].value) if g not in underused]
+    # Content first: the groups whose resampling changes the image most (lowest I(x; x′)).
+    informative = [g for g in sorted(names, key=lambda n: (image[n].value, -excess[n])) if g not in underused]
 
     def measure() -> list[Candidate]:
+        if not informative:
+            raise ValueError("every analysed group is under-used: no group carries information to keep or change")
         policies = candidate_policies(informative, underused, anchor_trunc, sigmas)
         clock.add(len(policies))
         out = []
         for j, (policy, kept, desc) in enumerate(tqdm(policies, desc="candidate policies", disable=not progress)):
-            mi = views_mi(policy, 1 + len(names) + j, f"I(x0; x1) candidate {j + 1} [infonce]")
+            mi, _ = views_mi(policy, f"I(x0; x1) candidate {j + 1} [infonce]")
             out.append(Candidate(policy, mi, kept, desc))
         report.settings["truncated"] = report.settings["truncated"] or any(c.mi.truncated for c in out)
         report.settings["elapsed_s"] = clock.elapsed

@@ -20,7 +20,9 @@ class GroupMI:
 
     ``latent_mi`` = I(z_g; x) (how much of the group the image reveals), ``image_mi`` =
     I(x; x′) with only g resampled (what an image keeps when g changes: low when g matters),
-    ``fraction`` = the group's share of the summed I(z_g; x) (negative values count as 0).
+    ``fraction`` = the group's share of the summed I(z_g; x) (negative values count as 0);
+    ``pixel_change`` = the mean squared pixel change when g alone is resampled (above the
+    decoder's noise floor), relative to the group that changes the image most.
     """
 
     name: str
@@ -29,17 +31,20 @@ class GroupMI:
     image_mi: MIEstimate
     fraction: float
     underused: bool
+    pixel_change: float
 
     def to_dict(self) -> dict:
         return {
             "name": self.name, "dims": self.dims, "latent_mi": self.latent_mi.to_dict(),
             "image_mi": self.image_mi.to_dict(), "fraction": self.fraction, "underused": self.underused,
+            "pixel_change": self.pixel_change,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "GroupMI":
         return cls(d["name"], int(d["dims"]), MIEstimate.from_dict(d["latent_mi"]),
-                   MIEstimate.from_dict(d["image_mi"]), float(d["fraction"]), bool(d["underused"]))
+                   MIEstimate.from_dict(d["image_mi"]), float(d["fraction"]), bool(d["underused"]),
+                   float(d["pixel_change"]))
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,10 @@ def _fmt(e: MIEstimate) -> str:
 class MIReport:
     """What ``analyze`` measured for each latent group of a generator.
 
-    ``groups[name]`` → :class:`GroupMI`; ``underused`` lists groups whose I(z_g; x) is below
-    ``threshold`` × the largest group's; ``ranking`` orders groups by I(z_g; x).
-    ``recommend_policy(target)`` picks among measured candidate policies the one whose views'
+    ``groups[name]`` → :class:`GroupMI`; ``underused`` lists groups whose I(z_g; x) and pixel
+    change are both at most ``threshold`` × the largest group's; ``ranking`` orders groups by I(z_g; x), ``impact`` by
+    how much resampling them changes the image. ``recommend_policy(target)`` picks among measured
+    candidate policies (keep the high-impact groups, change the rest) the one whose views'
     I(x0; x1) is nearest ``target``.
     """
 
@@ -97,6 +103,13 @@ class MIReport:
     def ranking(self) -> list[str]:
         """Group names by I(z_g; x), most informative first."""
         return sorted(self.groups, key=lambda n: -self.groups[n].latent_mi.value)
+
+    @property
+    def impact(self) -> list[str]:
+        """Group names by I(x; x′ with g resampled), lowest first (ties by pixel change): the
+        groups whose resampling changes the image most (the paper's criterion; the candidates
+        keep these)."""
+        return sorted(self.groups, key=lambda n: (self.groups[n].image_mi.value, -self.groups[n].pixel_change))
 
     # --- the recommendation ---------------------------------------------------------------------
 
@@ -180,20 +193,21 @@ class MIReport:
     def to_markdown(self) -> str:
         s = self.settings
         lines = [
-            "| group | dims | I(z_g; x) nats [95% CI] | share | I(x; x′), g resampled [95% CI] | under-used |",
-            "|---|---:|---|---:|---|:---:|",
+            "| group | dims | I(z_g; x) nats [95% CI] | share | I(x; x′), g resampled [95% CI] | pixel change | under-used |",
+            "|---|---:|---|---:|---|---:|:---:|",
         ]
         for name in self.ranking:
             g = self.groups[name]
             lines.append(f"| {name} | {g.dims} | {_fmt(g.latent_mi)} | {100 * g.fraction:.1f} % | "
-                         f"{_fmt(g.image_mi)} | {'yes' if g.underused else ''} |")
+                         f"{_fmt(g.image_mi)} | {100 * g.pixel_change:.0f} % | {'yes' if g.underused else ''} |")
         ceiling = next(iter(self.groups.values())).image_mi.ceiling
         lines += [
             "",
             f"I(z_g; x): Barber–Agakov lower bound, H(z_g) {s.get('entropy_source', 'closed form')}; "
             f"I(x; x′): InfoNCE lower bound (raw, ceiling log B = {ceiling:.2f} nats; ≥ceil = within "
             f"1 nat of it, the true value may be higher). Held-out evaluation, 95 % bootstrap intervals.",
-            f"Under-used: I(z_g; x) below {100 * self.threshold:g} % of the largest group's"
+            f"Pixel change: mean squared change when only g is resampled, relative to the largest. "
+            f"Under-used: I(z_g; x) and pixel change both at most {100 * self.threshold:g} % of the largest group's"
             + (f" → {', '.join(self.underused)}." if self.underused else " → none."),
             f"{s.get('samples')} samples per estimate, {s.get('steps')} critic steps, seed {s.get('seed')}, "
             f"{s.get('elapsed_s', float('nan')):.0f} s"

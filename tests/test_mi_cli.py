@@ -1,0 +1,92 @@
+"""``mlvgm-data mi``: table, chart, JSON, recommended policy, --save-policy, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlvgm_data import LatentGroup, LatentSpec, ViewPolicy
+from mlvgm_data.cli import build_parser, main
+from mlvgm_data.generators import MLVGM, recommended_policy
+from mlvgm_data.generators.registry import register_family, save_generator
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Critic training is deterministic for a fixed thread count; one thread also keeps these
+    tests from oversubscribing a small shared runner. The caller's setting is restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Stripes(MLVGM):
+    """An 8×8 image: ``freq`` sets stripe phases, ``tint`` the colour, ``unused`` nothing."""
+
+    def __init__(self, config: dict | None = None) -> None:
+        super().__init__()
+        self.latent_spec = LatentSpec([LatentGroup("freq", (2,)), LatentGroup("tint", (3,)), LatentGroup("unused", (2,))])
+        self.image_shape = (3, 8, 8)
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+    def _decode(self, latents, classes):
+        grid = torch.linspace(0, 3.14, 8)
+        a, b = latents["freq"].unbind(1)
+        pattern = torch.sin(grid[None, :, None] * (1 + a[:, None, None]) + grid[None, None, :] * b[:, None, None])
+        return torch.sigmoid(self.scale * pattern[:, None] * torch.tanh(latents["tint"])[:, :, None, None])
+
+
+register_family("mi-test-stripes", Stripes)
+
+
+@pytest.fixture()
+def saved(tmp_path: Path) -> Path:
+    path = tmp_path / "stripes"
+    save_generator(Stripes(), path, "mi-test-stripes", {})
+    return path
+
+
+def test_mi_command_prints_table_writes_chart_json_and_policy(saved: Path, tmp_path: Path, capsys) -> None:
+    out_json, out_png = tmp_path / "out.json", tmp_path / "mi.png"
+    code = main(["mi", str(saved), "--samples", "256", "--steps", "30", "--plot", str(out_png),
+                 "--json", str(out_json), "--no-progress", "--save-policy"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "| freq |" in text and "| unused |" in text and "Recommended policy" in text
+    doc = json.loads(out_json.read_text())
+    assert doc["underused"] == ["unused"]
+    assert set(doc["groups"]) == {"freq", "tint", "unused"}
+    policy = ViewPolicy.from_dict(doc["recommended"]["policy"])
+    assert policy == recommended_policy(saved)
+    stored = json.loads(saved.with_suffix(".json").read_text())
+    assert stored["policy_source"]["command"].startswith(f"mlvgm-data mi {saved} --samples 256")
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
+    assert doc["plot"] == str(out_png)
+
+
+def test_mi_command_groups_and_target(saved: Path, capsys) -> None:
+    assert main(["mi", str(saved), "--groups", "freq,tint", "--samples", "128", "--steps", "10",
+                 "--target", "0", "--no-progress", "--json", "-"]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(out[out.index("{\n  \"candidates\""):])
+    assert doc["settings"]["groups"] == ["freq", "tint"]
+    values = [c["mi"]["value"] for c in doc["candidates"]]
+    assert doc["recommended"]["mi"]["value"] == min(values, key=abs)
+
+
+def test_mi_command_errors(saved: Path, capsys) -> None:
+    assert main(["mi", str(saved), "--groups", "nope", "--no-progress"]) == 2
+    assert "unknown latent group 'nope'" in capsys.readouterr().err
+    assert main(["mi", str(saved.parent / "missing"), "--no-progress"]) == 2
+    assert main(["mi", str(saved), "--samples", "10", "--no-progress"]) == 2
+    assert "samples must be" in capsys.readouterr().err
+
+
+def test_mi_help_lists_the_options() -> None:
+    help_text = build_parser()._subparsers._group_actions[0].choices["mi"].format_help()
+    for flag in ("--groups", "--budget", "--json", "--plot", "--device", "--target", "--save-policy"):
+        assert flag in help_text
