@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlvgm_data import LatentGroup, LatentSpec, Perturb, Resample, ViewPolicy
+from mlvgm_data import LatentGroup, LatentSpec, Perturb, Resample
 from mlvgm_data.generators import MLVGM
 from mlvgm_data.generators.registry import ASSETS
 from mlvgm_data.mi import MIEstimate, MIReport, analyze

@@ -287,20 +287,25 @@ def analyze(
     informative = [g for g in sorted(names, key=lambda n: (image[n].value, -excess[n])) if g not in underused]
 
     def measure() -> list[Candidate]:
+        nonlocal clock
         if not informative:
             raise ValueError("every analysed group is under-used: no group carries information to keep or change")
         policies = candidate_policies(informative, underused, anchor_trunc, sigmas)
+        if done:  # measured later, on demand: with a budget of its own
+            clock = _Clock(budget, 0)
         clock.add(len(policies))
         out = []
         for j, (policy, kept, desc) in enumerate(tqdm(policies, desc="candidate policies", disable=not progress)):
             mi, _ = views_mi(policy, f"I(x0; x1) candidate {j + 1} [infonce]")
             out.append(Candidate(policy, mi, kept, desc))
         report.settings["truncated"] = report.settings["truncated"] or any(c.mi.truncated for c in out)
-        report.settings["elapsed_s"] = clock.elapsed
+        report.settings["candidates_elapsed_s" if done else "elapsed_s"] = clock.elapsed
         return out
 
+    done = False
     report = MIReport(report_groups, float(threshold), settings, measure=measure)
     report.settings["elapsed_s"] = clock.elapsed
     if candidates and informative:
         report.measured_candidates()
+    done = True
     return report

@@ -170,6 +170,7 @@ def reference_of(y: torch.Tensor, y_dist: object) -> Reference:
     to y: exact for Gaussian y, otherwise its entropy over-estimates H(y), so the BA value is then
     no longer a guaranteed lower bound).
     """
+    y = y.detach().cpu()
     d = y[0].numel()
     log_norm = 0.5 * math.log(2 * math.pi)
     if y_dist == "normal":
@@ -397,13 +398,12 @@ def _train(
     deadline: float | None,
     progress: bool,
     desc: str,
-    weight_decay: float = 0.0,
 ) -> tuple[int, bool]:
     """Adam with cosine decay; keeps the weights with the best validation loss.
 
     Returns the steps run and whether the deadline stopped training early.
     """
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     n_train = split.train.numel()
     batch = min(batch_size, n_train)
     check_every = max(steps // 10, 20)
@@ -456,10 +456,6 @@ def _bootstrap(terms: torch.Tensor, gen: torch.Generator, n_boot: int = 1000, le
     return low, high
 
 
-def _batched(fn: Callable[[torch.Tensor], torch.Tensor], idx: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    return torch.cat([fn(idx[i:i + chunk]) for i in range(0, idx.numel(), chunk)])
-
-
 def _device_of(x: torch.Tensor, device: object) -> torch.device:
     return x.device if device is None else torch.device(device)
 
@@ -478,7 +474,6 @@ def ba_multi(
     hidden: int = 128,
     image_res: int = 16,
     full_cov_max: int = 32,
-    weight_decay: float = 0.0,
     eval_fraction: float = 1 / 3,
     seed: int = 0,
     budget: float | None = None,
@@ -497,11 +492,11 @@ def ba_multi(
         raise ValueError("ba needs at least one target y")
     checked = {k: _check_pairs(x, y, "ba", MIN_SAMPLES["ba"]) for k, y in ys.items()}
     xt = next(iter(checked.values()))[0]
-    targets = {k: xy[1].reshape(xy[1].shape[0], -1) for k, xy in checked.items()}
+    targets = {k: xy[1].reshape(xy[1].shape[0], -1).cpu() for k, xy in checked.items()}
     _positive_int(steps, "steps")
     _positive_int(batch_size, "batch_size", 2)
     budget = _budget(budget)
-    refs = {k: reference_of(checked[k][1], y_dists.get(k, "gaussian")) for k in checked}
+    refs = {k: reference_of(targets[k], y_dists.get(k, "gaussian")) for k in checked}
     n = xt.shape[0]
     gen = torch.Generator().manual_seed(seed)
     split = _split(n, eval_fraction, gen)
@@ -524,7 +519,7 @@ def ba_multi(
         return -sum(s.mean() for s in scores(idx).values())
 
     deadline = None if budget is None else start + budget
-    done, truncated = _train(model, loss_on, split, steps, batch_size, lr, gen, deadline, progress, desc, weight_decay)
+    done, truncated = _train(model, loss_on, split, steps, batch_size, lr, gen, deadline, progress, desc)
     with torch.no_grad():
         test = {k: [] for k in ty}
         for i in range(0, split.test.numel(), 1024):
