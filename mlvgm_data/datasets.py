@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from . import ops
 from .augment import ViewAugment
-from .generators.base import checked_decode
+from .generators.base import check_generator, checked_decode, draw_classes
 from .pipe import generator_device
 from .views import ViewPolicy
 
@@ -31,11 +31,7 @@ class GeneratedViews(Dataset):
     def __init__(self, generator: torch.nn.Module, policy: ViewPolicy, length: int, seed: int = 0,
                  transform: Callable[[torch.Tensor], Any] | ViewAugment | None = None,
                  target_transform: Callable[[int], Any] | None = None, num_views: int = 2, stream: int = 0) -> None:
-        if not hasattr(generator, "latent_spec") or not callable(getattr(generator, "decode", None)):
-            raise ValueError("generator must have a latent_spec and a decode(latents) method (see MLVGMProtocol)")
-        if not isinstance(policy, ViewPolicy):
-            raise ValueError(f"policy must be a ViewPolicy, got {type(policy).__name__}")
-        policy.check(generator.latent_spec)
+        check_generator(generator, policy)
         for value, name, low, high in ((length, "length", 1, 1 << 32), (num_views, "num_views", 1, 256),
                                        (seed, "seed", 0, 1 << 32), (stream, "stream", 0, 1 << 32)):
             ops._int_in(value, name, low, high)
@@ -84,11 +80,7 @@ class GeneratedViews(Dataset):
         # The counter's step is the epoch and its sample id the dataset index.
         latents = ops.resample(self.generator.latent_spec, self.policy, n, v, self.seed, self.epoch, device,
                                self.stream, sample_ids=ids)
-        classes = None
-        num_classes = getattr(self.generator, "num_classes", None)
-        if num_classes:
-            u = ops.uniform(n, 1, self.seed, self.epoch, device, self.stream, domain=ops.DOMAIN_CLASS, sample_ids=ids)
-            classes = (u[:, 0] * num_classes).long().clamp_(max=num_classes - 1)
+        classes = draw_classes(self.generator, n, self.seed, self.epoch, device, self.stream, sample_ids=ids)
         with torch.no_grad():
             # no_grad rather than inference_mode: items may be transformed in place by users.
             flat = {name: z.reshape(v * n, *z.shape[2:]) for name, z in latents.items()}

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import IterDataPipe, get_worker_info
 
 from . import ops
-from .generators.base import checked_decode
+from .generators.base import check_generator, checked_decode, draw_classes
 from .views import ViewPolicy
 
 Augment = Callable[..., torch.Tensor]
@@ -116,22 +116,15 @@ class StepWork:
         self.return_latents = return_latents
         self.autocast = autocast
         self.stream = stream
-        self.num_classes = getattr(generator, "num_classes", None) or 0
-
-    def classes(self, step: int) -> torch.Tensor | None:
-        """One class per anchor (shared by its views) for class-conditional generators."""
-        if not self.num_classes:
-            return None
-        u = ops.uniform(self.batch_size, 1, self.seed, step, self.device, self.stream, domain=ops.DOMAIN_CLASS,
-                        sample_offset=self.sample_offset)
-        return (u[:, 0] * self.num_classes).long().clamp_(max=self.num_classes - 1)
 
     def __call__(self, step: int, latent_out: torch.Tensor | None = None) -> ViewBatch:
         b, v = self.batch_size, self.num_views
         latents = ops.resample(self.spec, self.policy, b, v, self.seed, step, self.device, self.stream,
                                sample_offset=self.sample_offset, out=latent_out)
         flat = {name: z.reshape(v * b, *z.shape[2:]) for name, z in latents.items()}
-        classes = self.classes(step)
+        # One class per anchor, shared by its views (class-conditional generators only).
+        classes = draw_classes(self.generator, b, self.seed, step, self.device, self.stream,
+                               sample_offset=self.sample_offset)
         autocast = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
                     else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
@@ -438,11 +431,7 @@ class ViewPairPipe(IterDataPipe):
                  prefetch: int = 2, rank: int | None = None, world_size: int | None = None, steps: int | None = None,
                  return_latents: bool = False, autocast: torch.dtype | None = None, stream: int = 0) -> None:
         super().__init__()
-        if not hasattr(generator, "latent_spec") or not callable(getattr(generator, "decode", None)):
-            raise ValueError("generator must have a latent_spec and a decode(latents) method (see MLVGMProtocol)")
-        if not isinstance(policy, ViewPolicy):
-            raise ValueError(f"policy must be a ViewPolicy, got {type(policy).__name__}")
-        policy.check(generator.latent_spec)
+        check_generator(generator, policy)
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.num_views = _positive_int(num_views, "num_views")
         if self.num_views > 255:

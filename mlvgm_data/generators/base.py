@@ -7,7 +7,9 @@ from typing import Mapping, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from .. import ops
 from ..latents import LatentSpec
+from ..views import ViewPolicy
 
 
 @runtime_checkable
@@ -45,6 +47,29 @@ def _wants_finite_check(latents: Mapping[str, torch.Tensor]) -> bool:
     # A finiteness check is a host sync on a GPU: do it on the CPU only (the CUDA producer
     # checks its outputs asynchronously, see pipe.py).
     return all(t.device.type == "cpu" for t in latents.values() if isinstance(t, torch.Tensor))
+
+
+def check_generator(generator: object, policy: ViewPolicy | None = None) -> None:
+    """Raises ``ValueError`` unless ``generator`` follows the protocol (and ``policy`` fits it)."""
+    if not isinstance(getattr(generator, "latent_spec", None), LatentSpec) or not callable(getattr(generator, "decode", None)):
+        raise ValueError("generator must have a latent_spec (LatentSpec) and a decode(latents) method (see MLVGMProtocol)")
+    if policy is not None:
+        if not isinstance(policy, ViewPolicy):
+            raise ValueError(f"policy must be a ViewPolicy, got {type(policy).__name__}")
+        policy.check(generator.latent_spec)
+
+
+def draw_classes(generator: object, n: int, seed: int, step: int, device: torch.device | str | None = None,
+                 stream: int = 0, *, sample_offset: int = 0,
+                 sample_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+    """One class per anchor, uniform over ``generator.num_classes``, from the counter streams
+    (domain ``ops.DOMAIN_CLASS``); ``None`` for an unconditional generator."""
+    k = getattr(generator, "num_classes", None)
+    if not k:
+        return None
+    u = ops.uniform(n, 1, seed, step, device, stream, domain=ops.DOMAIN_CLASS, sample_offset=sample_offset,
+                    sample_ids=sample_ids)
+    return (u[:, 0] * k).long().clamp_(max=k - 1)
 
 
 def check_classes(generator: MLVGMProtocol, classes: torch.Tensor | None, n: int) -> None:
