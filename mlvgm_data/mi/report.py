@@ -224,7 +224,8 @@ class MIReport:
         return "\n".join(lines)
 
     def plot(self, path: str | Path) -> Path:
-        """A bar chart (PNG) of I(z_g; x) and I(x; x′) per group with 95 % intervals."""
+        """A bar chart (PNG) of I(z_g; x) and I(x; x′) per group with 95 % intervals, and the
+        relative pixel change."""
         try:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
@@ -233,16 +234,17 @@ class MIReport:
                 "MIReport.plot needs matplotlib: pip install 'mlvgm-data[plot]' (or pip install matplotlib)"
             ) from None
         names = self.ranking
-        fig = Figure(figsize=(4 + 0.9 * len(names), 3.6), dpi=120)
+        fig = Figure(figsize=(5 + 1.3 * len(names), 3.6), dpi=120)
         FigureCanvasAgg(fig)
-        panels = (("latent_mi", "I(z_g; x)  [nats]", "how much of g the image reveals"),
-                  ("image_mi", "I(x; x′), g resampled  [nats]", "what survives resampling g"))
-        for i, (field, ylabel, title) in enumerate(panels):
-            ax = fig.add_subplot(1, 2, i + 1)
+        grid = fig.add_gridspec(1, 3, width_ratios=[2, 2, 1.3])
+        panels = (("latent_mi", "I(z_g; x)  [nats]", "how much of g the image reveals", "#4c72b0"),
+                  ("image_mi", "I(x; x′), g resampled  [nats]", "what survives resampling g", "#dd8452"))
+        for i, (field, ylabel, title, color) in enumerate(panels):
+            ax = fig.add_subplot(grid[0, i])
             est = [getattr(self.groups[n], field) for n in names]
             vals = [e.value for e in est]
             err = [[max(e.value - e.low, 0.0) for e in est], [max(e.high - e.value, 0.0) for e in est]]
-            colors = ["#bbbbbb" if self.groups[n].underused else ("#4c72b0" if i == 0 else "#dd8452") for n in names]
+            colors = ["#bbbbbb" if self.groups[n].underused else color for n in names]
             ax.bar(range(len(names)), vals, yerr=err, color=colors, capsize=4)
             ax.set_xticks(range(len(names)))
             ax.set_xticklabels(names, rotation=30 if len(names) > 4 else 0)
@@ -254,6 +256,13 @@ class MIReport:
             if i == 1 and est and est[0].ceiling is not None:
                 ax.axhline(est[0].ceiling, color="grey", ls="--", lw=0.8)
                 ax.text(len(names) - 0.5, est[0].ceiling, "log B", va="bottom", ha="right", fontsize=8, color="grey")
+        ax = fig.add_subplot(grid[0, 2])
+        ax.bar(range(len(names)), [100 * self.groups[n].pixel_change for n in names],
+               color=["#bbbbbb" if self.groups[n].underused else "#55a868" for n in names])
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=30 if len(names) > 2 else 0)
+        ax.set_ylabel("pixel change  [% of largest]")
+        ax.set_title("pixels moved by resampling g", fontsize=9)
         fig.suptitle(f"Per-group MI: {self.settings.get('generator', 'generator')}", fontsize=10)
         fig.tight_layout()
         path = Path(path)
