@@ -39,8 +39,19 @@ class Stripes(MLVGM):
         pattern = torch.sin(grid[None, :, None] * (1 + a[:, None, None]) + grid[None, None, :] * b[:, None, None])
         return torch.sigmoid(self.scale * pattern[:, None] * torch.tanh(latents["tint"])[:, :, None, None])
 
+    def encode(self, x):
+        """A crude encoder following the protocol: posterior means from channel means."""
+        n, zeros = x.shape[0], torch.zeros(x.shape[0], 2)
+        tint = 4 * (x.mean((2, 3)) - 0.5)
+        return {"freq": (zeros, zeros), "tint": (tint, torch.full_like(tint, -2.0)), "unused": (zeros, zeros)}
+
+
+class PlainStripes(Stripes):
+    encode = None  # a generator without an encoder
+
 
 register_family("mi-test-stripes", Stripes)
+register_family("mi-test-plain-stripes", PlainStripes)
 
 
 @pytest.fixture()
@@ -78,12 +89,32 @@ def test_mi_command_groups_and_target(saved: Path, capsys) -> None:
     assert doc["recommended"]["mi"]["value"] == min(values, key=abs)
 
 
+def test_mi_command_encoder_metrics(saved: Path, capsys) -> None:
+    assert main(["mi", str(saved), "--samples", "128", "--steps", "5", "--no-progress", "--encoder-data", "shapes",
+                 "--encoder-samples", "300", "--json", "-"]) == 0
+    out = capsys.readouterr().out
+    assert "Encoder metrics on 300 images (shapes)" in out
+    doc = json.loads(out[out.index("{\n  \"candidates\""):])
+    enc = doc["encoder"]
+    assert enc["n"] == 300 and enc["data"] == "shapes"
+    assert abs(enc["groups"]["freq"]["mi"]) < 1e-12 and enc["groups"]["freq"]["active"] == 0
+    assert enc["groups"]["tint"]["mi"] > 0.5 and enc["groups"]["tint"]["active"] == 3
+
+
 def test_mi_command_errors(saved: Path, capsys) -> None:
     assert main(["mi", str(saved), "--groups", "nope", "--no-progress"]) == 2
     assert "unknown latent group 'nope'" in capsys.readouterr().err
     assert main(["mi", str(saved.parent / "missing"), "--no-progress"]) == 2
     assert main(["mi", str(saved), "--samples", "10", "--no-progress"]) == 2
     assert "samples must be" in capsys.readouterr().err
+    assert main(["mi", str(saved), "--samples", "128", "--steps", "2", "--no-progress",
+                 "--encoder-data", str(saved.parent / "no-images-here")]) == 2
+    err = capsys.readouterr()
+    assert "image folder" in err.err and "| freq |" not in err.out  # checked before the analysis runs
+    plain = saved.parent / "plain"
+    save_generator(PlainStripes(), plain, "mi-test-plain-stripes", {})
+    assert main(["mi", str(plain), "--encoder-data", "shapes", "--no-progress"]) == 2
+    assert "has no encode(x)" in capsys.readouterr().err
 
 
 def test_mi_help_lists_the_options() -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Iterator
+
+import torch
 
 from ..generators import load_generator
 from ..generators.registry import _resolve, read_config
@@ -28,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", default=None, metavar="PATH", help="write the bar chart PNG here (needs matplotlib)")
     p.add_argument("--save-policy", action="store_true",
                    help="store the recommended policy in the generator's JSON (read by mlvgm_data.recommended_policy)")
+    p.add_argument("--encoder-data", default=None, metavar="shapes|PATH",
+                   help="also report the encoder metrics (KL, I_q(x; z), active units per group) on real images: "
+                        "'shapes' (held-out procedural Shapes) or an image folder; needs a generator with encode(x)")
+    p.add_argument("--encoder-samples", type=int, default=2000, help="images for --encoder-data (default 2000)")
     p.add_argument("--device", default=None, help="device for the generator and the critics (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -42,6 +49,22 @@ def _save_policy(name: str, recommended: dict, command: str) -> str:
     return str(config_path)
 
 
+ENCODER_SHAPES_SEED = 7
+"""Shapes seed for --encoder-data shapes: images the shipped generators were not trained on."""
+
+
+def _image_batches(source: str, resolution: int, n: int, batch: int = 250) -> Iterator[torch.Tensor]:
+    """Batches of ``n`` real images; the dataset is opened now, so a bad folder fails early."""
+    from ..data import FolderImages, Shapes
+
+    if source == "shapes":
+        shapes = Shapes(n, resolution, seed=ENCODER_SHAPES_SEED)
+        return (shapes.render(range(i, min(i + batch, n)))[0] for i in range(0, n, batch))
+    folder = FolderImages(source, resolution)
+    count = min(n, len(folder))
+    return (folder.load(list(range(i, min(i + batch, count)))) for i in range(0, count, batch))
+
+
 def _command(args: argparse.Namespace) -> str:
     parts = ["mlvgm-data mi", args.generator, f"--samples {args.samples}", f"--steps {args.steps}",
              f"--seed {args.seed}", f"--budget {args.budget:g}"]
@@ -52,9 +75,14 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from ..mi import analyze
+    from ..mi import analyze, encoder_metrics
 
     generator = load_generator(args.generator, args.device)
+    batches = None
+    if args.encoder_data:
+        if not callable(getattr(generator, "encode", None)):
+            raise ValueError(f"{args.generator} has no encode(x): --encoder-data needs a model with an encoder")
+        batches = _image_batches(args.encoder_data, generator.image_shape[-1], args.encoder_samples)
     groups = None if args.groups is None else [g.strip() for g in args.groups.split(",") if g.strip()]
     report = analyze(
         generator, groups, samples=args.samples, steps=args.steps, seed=args.seed, budget=args.budget,
@@ -72,6 +100,13 @@ def run(args: argparse.Namespace) -> dict:
     if args.plot:
         result["plot"] = str(report.plot(args.plot))
         print(f"chart: {result['plot']}")
+    if batches is not None:
+        enc = encoder_metrics(generator, batches, max_samples=args.encoder_samples, seed=args.seed,
+                              progress=not args.no_progress)
+        result["encoder"] = dict(enc.to_dict(), data=args.encoder_data)
+        print()
+        print(f"Encoder metrics on {enc.n} images ({args.encoder_data}):")
+        print(enc.to_markdown())
     if args.save_policy:
         result["saved_policy_to"] = _save_policy(args.generator, result["recommended"], _command(args))
         print(f"policy stored in {result['saved_policy_to']}")
