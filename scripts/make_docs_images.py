@@ -16,7 +16,7 @@ import torch
 
 from mlvgm_data import Resample, ViewPolicy, load_generator, ops
 from mlvgm_data.data import Shapes
-from mlvgm_data.models.common import save_image_grid
+from mlvgm_data.viz import save_image_grid
 
 
 def main() -> None:

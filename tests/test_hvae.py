@@ -230,3 +230,53 @@ def test_save_load_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(m.decode(eps), loaded.decode(eps))
     assert loaded.latent_spec == m.latent_spec and not loaded.training
+
+
+def test_class_conditional_model():
+    from mlvgm_data.data import Shapes
+
+    m = tiny(num_classes=6).eval()
+    assert m.num_classes == 6
+    eps = noise(m, 4)
+    with pytest.raises(ValueError, match="class-conditional"):
+        m.decode(eps)
+    with torch.no_grad():
+        a = m.decode(eps, torch.tensor([0, 1, 2, 3]))
+        b = m.decode(eps, torch.tensor([0, 1, 2, 4]))
+    # the class code reaches the decoder: only the changed sample differs
+    assert torch.equal(a[:3], b[:3]) and not torch.equal(a[3], b[3])
+    x, classes, _ = Shapes(8).render(range(8))
+    with torch.no_grad():
+        given = m.encode(x, classes)
+        predicted = m.encode(x)  # the encoder's class head stands in for the labels
+    assert set(given) == {"z1", "z2", "z3"} and set(predicted) == set(given)
+    out = m.train()(x, classes=classes)
+    assert out["class_nll"].shape == (8,)
+    with pytest.raises(ValueError, match="training needs classes"):
+        m(x)
+    with pytest.raises(ValueError, match="int64 tensor of shape"):
+        m.encode(x, classes.float())
+    with pytest.raises(ValueError, match="not class-conditional"):
+        tiny().encode(x, classes)
+    with pytest.raises(ValueError, match="num_classes"):
+        tiny(num_classes=1)
+
+
+def test_class_head_trains_on_detached_encoder_features():
+    from mlvgm_data.data import Shapes
+
+    m = tiny(num_classes=6)
+    x, classes, _ = Shapes(12).render(range(12))
+    m(x, classes=classes)["class_nll"].mean().backward()
+    # q(class | x) reads the encoder but must not shape it
+    assert m.class_head.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in m.encoder.parameters())
+    opt = torch.optim.Adam(m.class_head.parameters(), lr=5e-2)
+    losses = []
+    for _ in range(30):
+        loss = m(x, classes=classes)["class_nll"].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0]

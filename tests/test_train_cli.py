@@ -40,9 +40,11 @@ def test_tiny_run_writes_and_exports_a_loadable_generator(tmp_path, capsys):
     assert summary["elbo"] == pytest.approx(-(summary["nll"] + summary["kl_total"]))
     gen = load_generator(out)
     exported = load_generator(tmp_path / "exported")
+    assert gen.num_classes == 6  # Shapes has labels: class-conditional by default
     eps = {g.name: torch.randn(2, *g.shape) for g in gen.latent_spec}
+    classes = torch.tensor([0, 5])
     with torch.no_grad():
-        assert torch.equal(gen.decode(eps), exported.decode(eps))
+        assert torch.equal(gen.decode(eps, classes), exported.decode(eps, classes))
     assert json.loads((out / "summary.json").read_text())["steps"] == 3
     assert (out / "samples.png").exists() and (out / "checkpoint.pt").exists()
 
@@ -87,6 +89,9 @@ def test_train_on_an_image_folder(tmp_path):
                            channels="8,8,8", blocks="1,0,0", enc_channels="4,4,8,8", groups="z1:4:1,z2:2:4",
                            kl_weights="1,1", batch_size=5, eval_images=6, threads=1)
     assert summary["eval_data"] == "first 6 training images"
+    assert "encoder_class_accuracy" not in summary  # a folder has no labels: unconditional
+    with pytest.raises(ValueError, match="--conditional needs labelled data"):
+        common.train("hvae", data=str(tmp_path / "imgs"), out=str(tmp_path / "run2"), steps=1, conditional=True)
 
 
 def test_batches_are_a_pure_function_of_the_step(tmp_path):

@@ -42,7 +42,6 @@ num_classes = len(SHAPE_NAMES)
 
 HUE_RANGE = 0.85
 ROTATION_RANGE = 60.0
-DOMAIN_SHAPES = 3
 _MAX_INDEX = 1 << 32
 
 
@@ -92,7 +91,7 @@ def factors_to_dict(factors: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def sample_factors(indices: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """The ``[N, 8]`` factors (see the module docstring) of the given indices."""
-    u = ops.uniform(len(indices), len(FACTOR_NAMES), seed, 0, domain=DOMAIN_SHAPES, sample_ids=indices)
+    u = ops.uniform(len(indices), len(FACTOR_NAMES), seed, 0, domain=ops.DOMAIN_DATA, sample_ids=indices)
     f = u.clone()
     f[:, 0] = torch.clamp(torch.floor(u[:, 0] * num_classes), max=num_classes - 1)
     f[:, 1] = HUE_RANGE * u[:, 1]

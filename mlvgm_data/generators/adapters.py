@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from ..latents import LatentGroup, LatentSpec
 from .base import MLVGM
 
+
 def _check_range(output_range: Sequence[float] | None) -> tuple[float, float] | None:
     if output_range is None:
         return None

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import ops
-from ..generators.base import checked_decode
+from ..generators.base import checked_decode, draw_classes
 from ..latents import LatentGroup, LatentSpec
 from ..views import Perturb, Resample, Rule, ViewPolicy
 from .estimators import MIEstimate, _positive_int, ba_multi, infonce
@@ -29,7 +29,6 @@ from .report import Candidate, GroupMI, MIReport
 
 _STREAM_ANCHORS = 0
 _STREAM_UNTIED = 1
-_DOMAIN_CLASSES = 3
 PERTURB_TRUNC = 2.0
 """Candidate perturbations are truncated at ±2σ (GenRep's setting)."""
 
@@ -66,14 +65,6 @@ def _device_of(generator: object) -> torch.device:
     return torch.device("cpu")
 
 
-def _classes(generator: object, n: int, seed: int, stream: int, device: torch.device) -> torch.Tensor | None:
-    k = getattr(generator, "num_classes", None)
-    if not k:
-        return None
-    u = ops.uniform(n, 1, seed, 0, device, stream, domain=_DOMAIN_CLASSES)[:, 0]
-    return (u * k).long().clamp_max(k - 1)
-
-
 def generate(
     generator: object,
     spec: LatentSpec,
@@ -91,7 +82,6 @@ def generate(
     (float32 on ``out_device``) and view 0's latents (on the CPU)."""
     gen_device = _device_of(generator)
     views = list(range(num_views)) if views is None else list(views)
-    classes = _classes(generator, n, seed, stream, gen_device)
     images: list[list[torch.Tensor]] = [[] for _ in views]
     anchors: dict[str, list[torch.Tensor]] = {g.name: [] for g in spec}
     for step, start in enumerate(range(0, n, decode_batch)):
@@ -99,7 +89,7 @@ def generate(
         lat = ops.resample(spec, policy, size, num_views, seed, step, gen_device, stream)
         for g in spec:
             anchors[g.name].append(lat[g.name][0].cpu().clone())
-        cls = None if classes is None else classes[start:start + size]
+        cls = draw_classes(generator, size, seed, step, gen_device, stream)
         with torch.inference_mode():
             for i, v in enumerate(views):
                 x = checked_decode(generator, {name: t[v] for name, t in lat.items()}, cls)

@@ -48,8 +48,9 @@ import torch
 from torch import nn
 
 from ..data.folder import FolderImages
-from ..data.shapes import Shapes
+from ..data.shapes import SHAPE_NAMES, Shapes
 from ..generators.registry import load_state, save_generator
+from ..viz import save_image_grid  # noqa: F401  (re-exported for the trainers)
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "data": "shapes",
@@ -71,16 +72,21 @@ COMMON_DEFAULTS: dict[str, Any] = {
 class ImageSource:
     """Training images addressed by an integer index: ``batch(indices) -> [N, 3, R, R]`` in [0, 1].
 
-    ``length`` is ``None`` for an unbounded procedural source.
+    ``length`` is ``None`` for an unbounded procedural source; ``num_classes`` is set for a
+    labelled one, which also gives ``labelled_batch(indices) -> (images, classes)``.
     """
 
     name: str
     resolution: int
     seed: int
     length: int | None
+    num_classes: int | None = None
 
     def batch(self, indices: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def labelled_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise ValueError(f"{self.name} has no class labels (class-conditional training needs --data shapes)")
 
 
 class ShapesSource(ImageSource):
@@ -89,9 +95,14 @@ class ShapesSource(ImageSource):
     def __init__(self, resolution: int, seed: int) -> None:
         self.name, self.resolution, self.seed, self.length = "shapes", resolution, seed, None
         self.dataset = Shapes(1 << 32, resolution, seed)
+        self.num_classes = len(SHAPE_NAMES)
 
     def batch(self, indices: torch.Tensor) -> torch.Tensor:
         return self.dataset.render(indices % (1 << 32))[0]
+
+    def labelled_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images, classes, _ = self.dataset.render(indices % (1 << 32))
+        return images, classes
 
 
 class FolderSource(ImageSource):
@@ -150,6 +161,14 @@ def batches(source: ImageSource, batch_size: int, start_step: int = 0) -> Iterat
     step = start_step
     while True:
         yield source.batch(step_indices(source, batch_size, step))
+        step += 1
+
+
+def labelled_batches(source: ImageSource, batch_size: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``batches`` with the class labels: endless ``([B, 3, R, R], [B])`` pairs."""
+    step = start_step
+    while True:
+        yield source.labelled_batch(step_indices(source, batch_size, step))
         step += 1
 
 
@@ -229,23 +248,6 @@ def progress(opts: argparse.Namespace, start_step: int, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=opts.steps, initial=start_step, desc=desc, unit="step", dynamic_ncols=True)
-
-
-def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, pad: int = 2) -> Path:
-    """Writes ``[N, 3, H, W]`` images in [0, 1] as a PNG grid with ``nrow`` images per row."""
-    from PIL import Image
-
-    n, c, h, w = images.shape
-    rows = math.ceil(n / nrow)
-    grid = torch.ones(3, rows * (h + pad) + pad, nrow * (w + pad) + pad)
-    for k in range(n):
-        r, q = divmod(k, nrow)
-        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = images[k]
-    pixels = (grid.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-    return path
 
 
 def save_outputs(model: nn.Module, opts: argparse.Namespace, family: str, config: dict, summary: dict) -> dict:

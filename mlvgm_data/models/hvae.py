@@ -55,6 +55,9 @@ DEFAULT_CONFIG: dict = {
     "temperature": 0.8,
     "vmi_weight": 0.0,
     "vmi_groups": [],
+    # > 0: a class-conditional model (a CVAE): class-dependent top prior, class input to the
+    # decoder, and a class head on the encoder so ``encode(x)`` works without labels
+    "num_classes": 0,
 }
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -95,6 +98,8 @@ def make_config(overrides: Mapping | None = None) -> dict:
         raise ValueError(f"hvae: vmi_weight must be >= 0, got {cfg['vmi_weight']}")
     if cfg["temperature"] <= 0 or cfg["sigma"] <= 0:
         raise ValueError("hvae: temperature and sigma must be > 0")
+    if not isinstance(cfg["num_classes"], int) or cfg["num_classes"] < 0 or cfg["num_classes"] == 1:
+        raise ValueError(f"hvae: num_classes must be 0 (unconditional) or >= 2, got {cfg['num_classes']!r}")
     return cfg
 
 
@@ -239,6 +244,13 @@ class HierarchicalVAE(MLVGM):
         # The top group paints each stage up to sketch_res² directly, through an MLP and one
         # dense layer per stage: a vector → layout map that convolutions alone learn slowly.
         self.top_mlp = nn.Sequential(nn.Linear(top_ch, 128), nn.SiLU(), nn.Linear(128, 128), nn.SiLU())
+        self.num_classes = int(cfg["num_classes"]) or None
+        if self.num_classes:
+            # Per-class offsets of the top prior (zero at init: the shared prior) and a class
+            # code added to the top features, so the class need not be carried by z₁.
+            self.class_prior = nn.Embedding(self.num_classes, 2 * top_ch)
+            nn.init.zeros_(self.class_prior.weight)
+            self.class_embed = nn.Embedding(self.num_classes, 128)
         self.sketch = nn.ModuleList(
             [nn.Linear(128, w * r * r) for r, w in zip(self.stage_res, widths) if r <= cfg["sketch_res"]]
         )
@@ -284,6 +296,7 @@ class HierarchicalVAE(MLVGM):
         self.out_skip = nn.ModuleDict({n: LatentSkip(c, r, widths[-1]) for n, c, r in self.groups} if self.skip else {})
         self.to_rgb = _conv(widths[-1], 12)
         self.encoder = Encoder(cfg)
+        self.class_head = nn.Linear(VECTOR_FEATURES, self.num_classes) if self.num_classes else None
         self.vmi_groups = list(cfg["vmi_groups"])
         self.vmi_weight = float(cfg["vmi_weight"])
         self.aux = AuxEncoder(cfg, [g for g in self.groups if g[0] in self.vmi_groups]) if self.vmi_groups else None
@@ -292,16 +305,28 @@ class HierarchicalVAE(MLVGM):
 
     # --- the top-down pass -------------------------------------------------------------------
 
+    def _top_prior(self, classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ₀, log σ₀) of the top group's prior, ``[C]`` or ``[N, C]`` per class."""
+        if not self.num_classes:
+            return self.top_mu, self.top_logstd
+        if classes is None:
+            raise ValueError(f"this hvae is class-conditional ({self.num_classes} classes): pass classes")
+        mu, logstd = self.class_prior(classes).chunk(2, dim=1)
+        return self.top_mu + mu, self.top_logstd + logstd
+
     def _top_down(
-        self, first: torch.Tensor, sample_group, n: int
+        self, first: torch.Tensor, sample_group, n: int, classes: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Runs the decoder from the top group's noise ``first`` (ε₁, already scaled by any
         temperature); ``sample_group(name, h, prior_mu, prior_logstd) -> z`` picks each lower
         group's z from the state ``h`` above it. Returns (mean image, {group: z})."""
         top_name = self.groups[0][0]
-        z1 = self.top_mu + self.top_logstd.exp() * first
+        mu0, logstd0 = self._top_prior(classes)
+        z1 = mu0 + logstd0.exp() * first
         zs = {top_name: z1}
         top = self.top_mlp(z1)
+        if self.num_classes:
+            top = top + self.class_embed(classes)
         h = self.pos[0]
         gi = 1
         for i, r in enumerate(self.stage_res):
@@ -332,19 +357,24 @@ class HierarchicalVAE(MLVGM):
         def prior_sample(name, h, mu_p, logstd_p):
             return mu_p + logstd_p.exp() * (t * eps[name])
 
-        return self._top_down(t * eps[top], prior_sample, n)[0]
+        return self._top_down(t * eps[top], prior_sample, n, classes)[0]
 
     # --- inference ---------------------------------------------------------------------------
 
     def _posterior_pass(
-        self, x: torch.Tensor, sample: bool, top_only: bool = False
-    ) -> tuple[torch.Tensor, dict, dict]:
-        """Top-down pass with posterior noise (sampled, or the mean): (recon mean, {g: (m, logvar)}, {g: ε}).
-        With ``top_only`` the lower groups sit at their prior means (ε = 0) and get no posterior."""
+        self, x: torch.Tensor, sample: bool, top_only: bool = False, classes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict, dict, torch.Tensor]:
+        """Top-down pass with posterior noise (sampled, or the mean): (recon mean, {g: (m, logvar)},
+        {g: ε}, the encoder's feature vector).
+        With ``top_only`` the lower groups sit at their prior means (ε = 0) and get no posterior.
+        A class-conditional model without ``classes`` uses its encoder's class prediction."""
         feats, mu1, logvar1 = self.encoder(x)
+        if self.num_classes and classes is None:
+            classes = self.class_head(feats[1]).argmax(dim=1)
         # The encoder's Gaussian in z₁, expressed in the noise space of the learned top prior.
-        mu1 = (mu1 - self.top_mu) * torch.exp(-self.top_logstd)
-        logvar1 = logvar1 - 2.0 * self.top_logstd
+        mu0, logstd0 = self._top_prior(classes)
+        mu1 = (mu1 - mu0) * torch.exp(-logstd0)
+        logvar1 = logvar1 - 2.0 * logstd0
         top = self.groups[0][0]
         post = {top: (mu1, logvar1)}
         eps = {}
@@ -368,8 +398,8 @@ class HierarchicalVAE(MLVGM):
             eps[name] = e
             return mu_p + logstd_p.exp() * e
 
-        recon, _ = self._top_down(eps[top], posterior_sample, x.shape[0])
-        return recon, post, eps
+        recon, _ = self._top_down(eps[top], posterior_sample, x.shape[0], classes)
+        return recon, post, eps, feats[1]
 
     def _check_images(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
@@ -379,23 +409,44 @@ class HierarchicalVAE(MLVGM):
             raise ValueError(f"images must be floating point in [0, 1], got {x.dtype}")
         return x.float()
 
-    def encode(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """``{group: (mu, logvar)}`` of q(ε|x), shaped like the group's latents."""
-        return self._posterior_pass(self._check_images(x), sample=False)[1]
+    def _check_classes(self, classes: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        if classes is None:
+            return None
+        if not self.num_classes:
+            raise ValueError("this hvae is not class-conditional but classes were given")
+        if classes.dtype != torch.int64 or classes.shape != (n,):
+            raise ValueError(f"classes must be an int64 tensor of shape [{n}], got {classes.dtype} {list(classes.shape)}")
+        return classes
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Decodes the posterior means (temperature 1): the model's reconstruction of ``x``."""
-        return self._posterior_pass(self._check_images(x), sample=False)[0]
-
-    def forward(self, x: torch.Tensor, top_only: bool = False) -> dict[str, torch.Tensor]:
-        """One training pass: ``{"recon": mean image, "nll": [N], "kl": {group: [N]}}``. With
-        ``top_only`` only the top group is inferred (the others sit at their prior means and
-        have no KL): the first phase of training, which makes the top group carry the content."""
+    def encode(self, x: torch.Tensor, classes: torch.Tensor | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{group: (mu, logvar)}`` of q(ε|x), shaped like the group's latents (a
+        class-conditional model predicts the class of ``x`` when ``classes`` is not given)."""
         x = self._check_images(x)
-        recon, post, _ = self._posterior_pass(x, sample=True, top_only=top_only)
+        return self._posterior_pass(x, sample=False, classes=self._check_classes(classes, x.shape[0]))[1]
+
+    def reconstruct(self, x: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        """Decodes the posterior means (temperature 1): the model's reconstruction of ``x``."""
+        x = self._check_images(x)
+        return self._posterior_pass(x, sample=False, classes=self._check_classes(classes, x.shape[0]))[0]
+
+    def forward(self, x: torch.Tensor, top_only: bool = False, classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One training pass: ``{"recon": mean image, "nll": [N], "kl": {group: [N]}}``, and for a
+        class-conditional model (which needs ``classes`` here) ``"class_nll"``: [N], the encoder
+        class head's cross-entropy. With ``top_only`` only the top group is inferred (the others
+        sit at their prior means and have no KL): a first phase that makes z₁ carry the content."""
+        x = self._check_images(x)
+        classes = self._check_classes(classes, x.shape[0])
+        if self.num_classes and classes is None:
+            raise ValueError(f"this hvae is class-conditional ({self.num_classes} classes): training needs classes")
+        recon, post, _, feats = self._posterior_pass(x, sample=True, top_only=top_only, classes=classes)
         d = x[0].numel()
         nll = ((x - recon) ** 2).flatten(1).sum(1) / (2 * self.sigma**2) + 0.5 * d * (_LOG_2PI + 2 * math.log(self.sigma))
-        return {"recon": recon, "nll": nll, "kl": {g: gaussian_kl(m, lv) for g, (m, lv) in post.items()}}
+        out = {"recon": recon, "nll": nll, "kl": {g: gaussian_kl(m, lv) for g, (m, lv) in post.items()}}
+        if self.num_classes:
+            # The class head reads the encoder features detached: it must not shape them.
+            logits = self.class_head(feats.detach())
+            out["class_nll"] = F.cross_entropy(logits, classes, reduction="none")
+        return out
 
     def vmi_terms(self, batch_size: int) -> dict[str, torch.Tensor]:
         """The VMI-VAE term per chosen group: −E log q_aux(ε_g | x̂) on ``batch_size`` generated
@@ -404,8 +455,9 @@ class HierarchicalVAE(MLVGM):
             return {}
         dev = self.pos[0].device
         eps = {g.name: torch.randn(batch_size, *g.shape, device=dev) for g in self.latent_spec}
+        classes = torch.randint(self.num_classes, (batch_size,), device=dev) if self.num_classes else None
         top = self.groups[0][0]
-        x_hat = self._top_down(eps[top], lambda name, h, mu, ls: mu + ls.exp() * eps[name], batch_size)[0]
+        x_hat = self._top_down(eps[top], lambda name, h, mu, ls: mu + ls.exp() * eps[name], batch_size, classes)[0]
         out = {}
         for g, (m, lv) in self.aux(x_hat).items():
             nll = 0.5 * ((eps[g] - m) ** 2 * torch.exp(-lv) + lv + _LOG_2PI)
@@ -500,6 +552,9 @@ def add_arguments(p) -> None:
                    help="Skip-VAE: feed every latent group into every later decoder block")
     p.add_argument("--vmi-weight", type=float, default=0.0, help="VMI-VAE: weight λ of the MI term (0 = off)")
     p.add_argument("--vmi-groups", type=str, default="", help="VMI-VAE: comma-separated groups the term applies to")
+    p.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
+                   help="class-conditional model (a CVAE on the shape classes); default: on for --data shapes, "
+                        "off for an image folder (which has no labels)")
     p.add_argument("--sigma", type=float, default=0.1, help="std of the Gaussian likelihood")
     p.add_argument("--temperature", type=float, default=0.8, help="default sampling temperature of decode")
     p.add_argument("--kl-weights", type=str, default="1,1,1", help="KL weight per group (after warm-up)")
@@ -510,10 +565,15 @@ def add_arguments(p) -> None:
     p.add_argument("--eval-images", type=int, default=2000, help="held-out images for the final ELBO figures")
 
 
-def config_from_options(opts) -> dict:
+def config_from_options(opts, num_classes: int | None = None) -> dict:
+    """The model config of the ``train`` options; ``num_classes``: the labels the data has."""
     res = opts.resolution
     base = RESOLUTION_DEFAULTS.get(res)
+    conditional = bool(num_classes) if opts.conditional is None else opts.conditional
+    if conditional and not num_classes:
+        raise ValueError(f"--conditional needs labelled data (--data shapes); {opts.data!r} has no class labels")
     overrides = {"resolution": res, "groups": _groups(opts.groups), "skip": bool(opts.skip),
+                 "num_classes": int(num_classes) if conditional else 0,
                  "sigma": opts.sigma, "temperature": opts.temperature, "vmi_weight": opts.vmi_weight,
                  "vmi_groups": [g.strip() for g in opts.vmi_groups.split(",") if g.strip()]}
     for key, flag in (("channels", "channels"), ("blocks", "blocks"), ("point_blocks", "point_blocks"),
@@ -529,20 +589,23 @@ def config_from_options(opts) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model: HierarchicalVAE, images: torch.Tensor, batch_size: int = 250, seed: int = 0) -> dict:
+def evaluate(model: HierarchicalVAE, images: torch.Tensor, batch_size: int = 250, seed: int = 0,
+             classes: torch.Tensor | None = None) -> dict:
     """One-sample ELBO figures on ``images`` (nats per image): NLL, KL per group, ELBO, bits/dim,
-    and the reconstruction MSE of the posterior means."""
+    and the reconstruction MSE of the posterior means (given ``classes`` for a class-conditional
+    model: the conditional ELBO of log p(x | class))."""
     model.eval()
     nll, mse, kl = 0.0, 0.0, {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
-            out = model(x)
+            c = None if classes is None else classes[start:start + batch_size]
+            out = model(x, classes=c)
             nll += float(out["nll"].sum())
             for g, v in out["kl"].items():
                 kl[g] = kl.get(g, 0.0) + float(v.sum())
-            mse += float(((model.reconstruct(x) - x) ** 2).mean(dim=(1, 2, 3)).sum())
+            mse += float(((model.reconstruct(x, c) - x) ** 2).mean(dim=(1, 2, 3)).sum())
     n = len(images)
     kl = {g: v / n for g, v in kl.items()}
     elbo = -(nll / n + sum(kl.values()))
@@ -561,16 +624,17 @@ def train_hvae(opts) -> dict:
     import copy
     import time
 
-    from .common import (batches, checkpoint_path, image_source, out_dir, progress, resume, save_checkpoint,
-                         save_image_grid, save_outputs, seeded)
+    from ..generators.base import draw_classes
+    from .common import (batches, checkpoint_path, image_source, labelled_batches, out_dir, progress, resume,
+                         save_checkpoint, save_image_grid, save_outputs, seeded)
 
-    cfg = config_from_options(opts)
+    source = image_source(opts.data, opts.resolution, opts.seed)
+    cfg = config_from_options(opts, source.num_classes)
     weights = _floats(opts.kl_weights)
     if len(weights) != len(cfg["groups"]):
         raise ValueError(f"--kl-weights needs one weight per group ({len(cfg['groups'])}), got {opts.kl_weights!r}")
     if not 0.0 <= opts.ema < 1.0:
         raise ValueError(f"--ema must be in [0, 1), got {opts.ema}")
-    source = image_source(opts.data, opts.resolution, opts.seed)
     if opts.top_only_steps < 0:
         raise ValueError(f"--top-only-steps must be >= 0, got {opts.top_only_steps}")
     if opts.kl_warmup < 0:
@@ -593,17 +657,22 @@ def train_hvae(opts) -> dict:
         log_path = out_dir(opts) / "log.jsonl"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with progress(opts, step, "train hvae") as bar, open(log_path, "a") as log:
-            for x in batches(source, opts.batch_size, step):
+            conditional = bool(cfg["num_classes"])
+            data = labelled_batches(source, opts.batch_size, step) if conditional else batches(source, opts.batch_size, step)
+            for item in data:
                 if step >= opts.steps:
                     break
+                x, classes = item if conditional else (item, None)
                 lr = opts.lr * 0.5 * (1.0 + math.cos(math.pi * step / opts.steps))
                 for group in optim.param_groups:
                     group["lr"] = lr
                 beta = min(1.0, (step + 1) / warmup)
                 top_only = step < opts.top_only_steps
-                out = model(x, top_only=top_only)
+                out = model(x, top_only=top_only, classes=classes)
                 kls = {g: out["kl"][g].mean() for g in names if g in out["kl"]}
                 loss = out["nll"].mean() + beta * sum(w * kls[g] for w, g in zip(weights, names) if g in kls)
+                if conditional:
+                    loss = loss + out["class_nll"].mean()
                 vmi = model.vmi_terms(opts.batch_size) if model.vmi_weight > 0 else {}
                 if vmi:
                     loss = loss + model.vmi_weight * sum(vmi.values())
@@ -620,6 +689,8 @@ def train_hvae(opts) -> dict:
                     stats = {"step": step, "loss": float(loss.detach()), "nll": float(out["nll"].detach().mean()),
                              **{f"kl_{g}": float(v.detach()) for g, v in kls.items()}, "beta": beta, "lr": lr,
                              "grad_norm": grad_norm, **{f"vmi_{g}": float(v.detach()) for g, v in vmi.items()}}
+                    if conditional:
+                        stats["class_nll"] = float(out["class_nll"].detach().mean())
                     bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items() if k.startswith(("nll", "kl_"))})
                     if step % 100 == 0 or step == opts.steps:
                         log.write(json.dumps(stats) + "\n")
@@ -636,21 +707,30 @@ def train_hvae(opts) -> dict:
         from .common import FolderSource
 
         if opts.data == "shapes":
-            held_out = Shapes(opts.eval_images, opts.resolution, (opts.seed + 1) % (1 << 32)).render(range(opts.eval_images))[0]
+            held_out, held_classes, _ = Shapes(opts.eval_images, opts.resolution,
+                                               (opts.seed + 1) % (1 << 32)).render(range(opts.eval_images))
             summary["eval_data"] = "held-out Shapes"
+            if conditional:
+                with torch.no_grad():
+                    predicted = ema.class_head(ema.encoder(held_out)[0][1]).argmax(1)
+                summary["encoder_class_accuracy"] = float((predicted == held_classes).float().mean())
         else:
             assert isinstance(source, FolderSource)
             k = min(opts.eval_images, source.length)
             held_out = source.batch(torch.arange(k))
             summary["eval_data"] = f"first {k} training images"
-        summary.update(evaluate(ema, held_out, seed=opts.seed))
+        labels = held_classes if opts.data == "shapes" and conditional else None
+        summary.update(evaluate(ema, held_out, seed=opts.seed, classes=labels))
         with torch.no_grad():
-            recon = ema.reconstruct(held_out[:32])
+            recon = ema.reconstruct(held_out[:32], None if labels is None else labels[:32])
         save_image_grid(torch.cat([held_out[:32], recon]), out_dir(opts) / "reconstructions.png", nrow=8)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(opts.seed)
-        eps = {g.name: torch.randn(64, *g.shape) for g in ema.latent_spec}
-        save_image_grid(ema.decode(eps), out_dir(opts) / "samples.png", nrow=8)
+        # a class-conditional model: one row per class
+        n = 8 * (ema.num_classes or 8)
+        eps = {g.name: torch.randn(n, *g.shape) for g in ema.latent_spec}
+        classes = torch.arange(n) // 8 if ema.num_classes else None
+        save_image_grid(ema.decode(eps, classes), out_dir(opts) / "samples.png", nrow=8)
     if opts.data == "shapes":
         from . import recognize
 

@@ -99,6 +99,7 @@ def recognizability(generator: nn.Module, n: int = 2000, seed: int = 0, batch_si
     """Scores ``n`` prior samples of ``generator`` (anchors of ``ops.resample`` with ``seed``):
     ``{"mean_confidence", "class_fractions", "class_counts", "min_fraction", "max_fraction", "n"}``."""
     from .. import ops
+    from ..generators.base import draw_classes
     from ..views import ViewPolicy
 
     if n < 1:
@@ -109,7 +110,8 @@ def recognizability(generator: nn.Module, n: int = 2000, seed: int = 0, batch_si
     for step, start in enumerate(range(0, n, batch_size)):
         b = min(batch_size, n - start)
         latents = ops.resample(spec, policy, b, 1, seed, step)
-        images.append(generator.decode({k: v[0] for k, v in latents.items()}).float())
+        classes = draw_classes(generator, b, seed, step)
+        images.append(generator.decode({k: v[0] for k, v in latents.items()}, classes).float())
     return score_images(torch.cat(images))
 
 
