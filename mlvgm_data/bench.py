@@ -51,7 +51,7 @@ from . import ops
 from .augment import ViewAugment, default_blur_kernel, simclr
 from .datasets import GeneratedViews
 from .generators import load_generator, recommended_policy
-from .generators.base import checked_decode
+from .generators.base import checked_decode, draw_classes
 from .pipe import ViewPairPipe
 from .views import Keep, Perturb, Resample, ViewPolicy
 
@@ -155,7 +155,7 @@ def decode_cost(generator: nn.Module) -> tuple[float, int]:
     latents = ops.resample(generator.latent_spec, ViewPolicy({}), 1, 1, 0, 0)
     try:
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            generator.decode({k: v[0] for k, v in latents.items()})
+            generator.decode({k: v[0] for k, v in latents.items()}, draw_classes(generator, 1, 0, 0))
     finally:
         for h in hooks:
             h.remove()
@@ -220,7 +220,8 @@ class ResearchStep:
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
         latents = self.latents()
         with torch.no_grad():
-            images = checked_decode(self.generator, latents).float()
+            classes = draw_classes(self.generator, self.batch_size, 0, self.calls)
+            images = checked_decode(self.generator, latents, None if classes is None else classes.repeat(2)).float()
             views = self.augment(images.view(2, self.batch_size, *images.shape[1:]), 0, self.calls)
         self.calls += 1
         return views[0], views[1]
@@ -236,8 +237,10 @@ def bare_loop(generator: nn.Module, policy: ViewPolicy, batch_size: int, augment
     def step() -> torch.Tensor:
         s = next(steps)
         latents = ops.resample(spec, policy, batch_size, 2, seed, s)
+        classes = draw_classes(generator, batch_size, seed, s)
         with torch.inference_mode():
-            images = generator.decode({k: v.reshape(2 * batch_size, *v.shape[2:]) for k, v in latents.items()})
+            images = generator.decode({k: v.reshape(2 * batch_size, *v.shape[2:]) for k, v in latents.items()},
+                                      None if classes is None else classes.repeat(2))
             return augment(images.view(2, batch_size, *images.shape[1:]), seed, s)
 
     return step
@@ -617,7 +620,7 @@ def decodes_channels_last(generator: nn.Module) -> bool:
     """Whether ``generator.decode`` already returns a channels_last tensor."""
     latents = ops.resample(generator.latent_spec, ViewPolicy({}), 2, 1, 0, 0)
     with torch.inference_mode():
-        out = generator.decode({k: v[0] for k, v in latents.items()})
+        out = generator.decode({k: v[0] for k, v in latents.items()}, draw_classes(generator, 2, 0, 0))
     return out.shape[1] > 1 and out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
 
 

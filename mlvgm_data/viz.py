@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from . import ops
-from .generators.base import checked_decode
+from .generators.base import checked_decode, draw_classes
 from .pipe import generator_device
 from .views import ViewPolicy
 
@@ -41,7 +41,9 @@ def view_sets(generator: torch.nn.Module, policy: ViewPolicy, anchors: int = 8, 
     device = generator_device(generator)
     latents = ops.resample(generator.latent_spec, policy, anchors, num_views, seed, 0, device)
     flat = {k: z.reshape(num_views * anchors, *z.shape[2:]) for k, z in latents.items()}
-    images = checked_decode(generator, flat).float().reshape(num_views, anchors, *generator.image_shape)
+    classes = draw_classes(generator, anchors, seed, 0, device)  # one class per anchor, shared by its views
+    classes = None if classes is None else classes.repeat(num_views)
+    images = checked_decode(generator, flat, classes).float().reshape(num_views, anchors, *generator.image_shape)
     if augment is not None:
         images = augment(images, seed, 0)
     return images.transpose(0, 1).cpu()

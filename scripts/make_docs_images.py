@@ -3,9 +3,9 @@
     python scripts/make_docs_images.py            # writes docs/shapes_samples.png
 
 Rows: real Shapes; their reconstructions by builtin:shapes; then prior samples of
-builtin:shapes at its default temperature (the anchors of ``ops.resample``, seed 0); then
-rows where one latent group is resampled and the others kept (z1, z2, z3), each row sharing
-one anchor.
+builtin:shapes at its default temperature (the anchors of ``ops.resample``, seed 0, with
+``draw_classes`` classes for a class-conditional model); then rows where one latent group is
+resampled and the others kept (z1, z2, z3), each row sharing one anchor and its class.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 
 from mlvgm_data import Resample, ViewPolicy, load_generator, ops
 from mlvgm_data.data import Shapes
+from mlvgm_data.generators.base import draw_classes
 from mlvgm_data.viz import save_image_grid
 
 
@@ -29,15 +30,17 @@ def main() -> None:
     gen = load_generator(args.generator)
     k = args.per_row
     res = gen.image_shape[1]
-    real = Shapes(k, res, seed=1).render(range(k))[0]
+    real, labels, _ = Shapes(k, res, seed=1).render(range(k))
     rows = [real]
     with torch.no_grad():
-        rows.append(gen.reconstruct(real))
-        anchors = ops.resample(gen.latent_spec, ViewPolicy({}), k * args.sample_rows, 1, 0, 0)
-        rows.append(gen.decode({g: v[0] for g, v in anchors.items()}))
+        rows.append(gen.reconstruct(real, labels) if gen.num_classes else gen.reconstruct(real))
+        n = k * args.sample_rows
+        anchors = ops.resample(gen.latent_spec, ViewPolicy({}), n, 1, 0, 0)
+        rows.append(gen.decode({g: v[0] for g, v in anchors.items()}, draw_classes(gen, n, 0, 0)))
         for g in gen.latent_spec.names:
             views = ops.resample(gen.latent_spec, ViewPolicy({g: Resample()}), 1, k, 0, 1)
-            rows.append(gen.decode({name: v[:, 0] for name, v in views.items()}))
+            cls = draw_classes(gen, 1, 0, 1)
+            rows.append(gen.decode({name: v[:, 0] for name, v in views.items()}, None if cls is None else cls.repeat(k)))
     save_image_grid(torch.cat(rows), args.out, nrow=k)
     print(f"wrote {args.out}")
 

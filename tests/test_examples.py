@@ -38,3 +38,11 @@ def test_ddp_example_under_torchrun(untrained_generator: tuple[str, str], tmp_pa
     assert summary["anchors"] == 2 * 3 * 16 == summary["unique_anchors"]  # ranks never share an anchor
     assert summary["weights_in_sync"]
     assert all(torch.isfinite(torch.tensor(summary["losses"])))
+
+
+@pytest.mark.parametrize("script", ["simclr_real.py", "simclr_generated.py"])
+def test_simclr_examples_run(script: str) -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / script), "--steps", "2", "--batch-size", "8"],
+                         check=True, timeout=300, capture_output=True, text=True).stdout
+    losses = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.startswith("step ")]
+    assert len(losses) == 1 and torch.isfinite(torch.tensor(losses)).all()

@@ -262,21 +262,20 @@ def test_class_conditional_model():
         tiny(num_classes=1)
 
 
-def test_class_head_trains_on_detached_encoder_features():
+def test_class_head_is_a_separate_classifier_that_trains_alone():
     from mlvgm_data.data import Shapes
 
     m = tiny(num_classes=6)
     x, classes, _ = Shapes(12).render(range(12))
     m(x, classes=classes)["class_nll"].mean().backward()
-    # q(class | x) reads the encoder but must not shape it
-    assert m.class_head.weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in m.encoder.parameters())
-    opt = torch.optim.Adam(m.class_head.parameters(), lr=5e-2)
-    losses = []
-    for _ in range(30):
+    # q(class | x) must not shape the VAE: its loss reaches only the head
+    assert all(p.grad is not None for p in m.class_head.parameters())
+    assert all(p.grad is None for n, p in m.named_parameters() if not n.startswith("class_head."))
+    opt = torch.optim.Adam(m.class_head.parameters(), lr=1e-2)
+    for _ in range(60):
         loss = m(x, classes=classes)["class_nll"].mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.9 * losses[0]
+    with torch.no_grad():
+        assert torch.equal(m.class_head(x).argmax(1), classes)  # memorises 12 images

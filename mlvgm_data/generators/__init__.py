@@ -1,7 +1,7 @@
 """Generators: the MLVGM protocol, adapters for users' models, and the loader/registry."""
 
 from .adapters import BigGANAdapter, CallableGenerator, HierarchicalAdapter, StyleGANAdapter
-from .base import MLVGM, MLVGMProtocol, checked_decode
+from .base import MLVGM, MLVGMProtocol, checked_decode, draw_classes
 from .registry import (
     builtin_names,
     load_generator,
@@ -20,6 +20,7 @@ __all__ = [
     "MLVGMProtocol",
     "builtin_names",
     "checked_decode",
+    "draw_classes",
     "load_generator",
     "recommended_policy",
     "register_builtin",

@@ -296,7 +296,9 @@ class HierarchicalVAE(MLVGM):
         self.out_skip = nn.ModuleDict({n: LatentSkip(c, r, widths[-1]) for n, c, r in self.groups} if self.skip else {})
         self.to_rgb = _conv(widths[-1], 12)
         self.encoder = Encoder(cfg)
-        self.class_head = nn.Linear(VECTOR_FEATURES, self.num_classes) if self.num_classes else None
+        # q(class | x) for encode() without labels: its own small CNN, since a CVAE's encoder is
+        # trained to leave the class out of its features.
+        self.class_head = ClassHead(self.num_classes) if self.num_classes else None
         self.vmi_groups = list(cfg["vmi_groups"])
         self.vmi_weight = float(cfg["vmi_weight"])
         self.aux = AuxEncoder(cfg, [g for g in self.groups if g[0] in self.vmi_groups]) if self.vmi_groups else None
@@ -363,14 +365,13 @@ class HierarchicalVAE(MLVGM):
 
     def _posterior_pass(
         self, x: torch.Tensor, sample: bool, top_only: bool = False, classes: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, dict, dict, torch.Tensor]:
-        """Top-down pass with posterior noise (sampled, or the mean): (recon mean, {g: (m, logvar)},
-        {g: ε}, the encoder's feature vector).
+    ) -> tuple[torch.Tensor, dict, dict]:
+        """Top-down pass with posterior noise (sampled, or the mean): (recon mean, {g: (m, logvar)}, {g: ε}).
         With ``top_only`` the lower groups sit at their prior means (ε = 0) and get no posterior.
         A class-conditional model without ``classes`` uses its encoder's class prediction."""
         feats, mu1, logvar1 = self.encoder(x)
         if self.num_classes and classes is None:
-            classes = self.class_head(feats[1]).argmax(dim=1)
+            classes = self.class_head(x).argmax(dim=1)
         # The encoder's Gaussian in z₁, expressed in the noise space of the learned top prior.
         mu0, logstd0 = self._top_prior(classes)
         mu1 = (mu1 - mu0) * torch.exp(-logstd0)
@@ -399,7 +400,7 @@ class HierarchicalVAE(MLVGM):
             return mu_p + logstd_p.exp() * e
 
         recon, _ = self._top_down(eps[top], posterior_sample, x.shape[0], classes)
-        return recon, post, eps, feats[1]
+        return recon, post, eps
 
     def _check_images(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
@@ -438,13 +439,12 @@ class HierarchicalVAE(MLVGM):
         classes = self._check_classes(classes, x.shape[0])
         if self.num_classes and classes is None:
             raise ValueError(f"this hvae is class-conditional ({self.num_classes} classes): training needs classes")
-        recon, post, _, feats = self._posterior_pass(x, sample=True, top_only=top_only, classes=classes)
+        recon, post, _ = self._posterior_pass(x, sample=True, top_only=top_only, classes=classes)
         d = x[0].numel()
         nll = ((x - recon) ** 2).flatten(1).sum(1) / (2 * self.sigma**2) + 0.5 * d * (_LOG_2PI + 2 * math.log(self.sigma))
         out = {"recon": recon, "nll": nll, "kl": {g: gaussian_kl(m, lv) for g, (m, lv) in post.items()}}
         if self.num_classes:
-            # The class head reads the encoder features detached: it must not shape them.
-            logits = self.class_head(feats.detach())
+            logits = self.class_head(x)
             out["class_nll"] = F.cross_entropy(logits, classes, reduction="none")
         return out
 
@@ -463,6 +463,20 @@ class HierarchicalVAE(MLVGM):
             nll = 0.5 * ((eps[g] - m) ** 2 * torch.exp(-lv) + lv + _LOG_2PI)
             out[g] = nll.flatten(1).sum(1).mean()
         return out
+
+
+class ClassHead(nn.Module):
+    """A small CNN classifier q(class | x) of a class-conditional model."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for cin, cout in ((3, 16), (16, 32), (32, 64)):
+            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.SiLU()]
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 2.0 - 1.0)
 
 
 class AuxEncoder(nn.Module):
@@ -652,6 +666,7 @@ def train_hvae(opts) -> dict:
                 f"({extra['options']}); use the same options or another --out"
             )
         model.train()
+        vae_params = [p for n, p in model.named_parameters() if not n.startswith("class_head.")]
         d = model.image_shape[0] * model.image_shape[1] * model.image_shape[2]
         names = [g[0] for g in model.groups]
         log_path = out_dir(opts) / "log.jsonl"
@@ -671,14 +686,17 @@ def train_hvae(opts) -> dict:
                 out = model(x, top_only=top_only, classes=classes)
                 kls = {g: out["kl"][g].mean() for g in names if g in out["kl"]}
                 loss = out["nll"].mean() + beta * sum(w * kls[g] for w, g in zip(weights, names) if g in kls)
-                if conditional:
-                    loss = loss + out["class_nll"].mean()
+
                 vmi = model.vmi_terms(opts.batch_size) if model.vmi_weight > 0 else {}
                 if vmi:
                     loss = loss + model.vmi_weight * sum(vmi.values())
                 optim.zero_grad(set_to_none=True)
-                (loss / d).backward()
-                grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), 5.0))
+                # The class head's cross-entropy is not divided by d (a gradient that small would
+                # sit at Adam's ε); it is detached from the encoder and left out of the clipping,
+                # so it does not touch the VAE's updates.
+                class_loss = out["class_nll"].mean() if conditional else 0.0
+                (loss / d + class_loss).backward()
+                grad_norm = float(nn.utils.clip_grad_norm_(vae_params, 5.0))
                 optim.step()
                 with torch.no_grad():
                     for pe, pm in zip(ema.parameters(), model.parameters()):
@@ -712,7 +730,7 @@ def train_hvae(opts) -> dict:
             summary["eval_data"] = "held-out Shapes"
             if conditional:
                 with torch.no_grad():
-                    predicted = ema.class_head(ema.encoder(held_out)[0][1]).argmax(1)
+                    predicted = ema.class_head(held_out).argmax(1)
                 summary["encoder_class_accuracy"] = float((predicted == held_classes).float().mean())
         else:
             assert isinstance(source, FolderSource)
