@@ -14,14 +14,7 @@ from mlvgm_data.mi import MIEstimate, estimate
 from mlvgm_data.mi.estimators import reference_of, truncnormal_entropy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Critic training is deterministic for a fixed thread count; one thread also keeps these
-    tests from oversubscribing a small shared runner. The caller's setting is restored."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def correlated(n: int, d: int, rho: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:

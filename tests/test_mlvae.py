@@ -21,13 +21,7 @@ from mlvgm_data.models.mlvae import (
 TINY = {"resolution": 16, "content_dim": 4, "style_dim": 3, "width": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny convs are fastest single-threaded (and the test machine's cores are shared).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw) -> MLVAE:

@@ -21,13 +21,7 @@ from mlvgm_data.models.stylegan import (
 TINY = {"resolution": 16, "z_dim": 8, "w_dim": 8, "mapping_layers": 2, "channel_base": 64, "channel_max": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny convs are fastest single-threaded (and the test machine's cores are shared).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw) -> StyleGANGenerator:
