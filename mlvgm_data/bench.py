@@ -126,8 +126,12 @@ def fresh_hvae(resolution: int, channel_scale: float = 1.0, base: dict | None = 
 
 def bench_generator(name: str, resolution: int) -> tuple[nn.Module, ViewPolicy, str]:
     """``(generator, policy, note)``: the saved generator ``name`` with its recommended policy
-    (σ = 0.5 on every group if it stores none); a fresh stand-in HVAE at ``resolution`` when a
-    built-in's weights are not there yet (the note says so)."""
+    (σ = 0.5 on every group if it stores none). ``"untrained"`` (or a built-in whose weights are
+    not there) is a fresh HVAE of the shipped architecture at ``resolution``: decoding costs the
+    same whatever the weights (the note says so)."""
+    if name == "untrained":
+        gen = fresh_hvae(resolution)
+        return gen, ViewPolicy.uniform(gen.latent_spec, Perturb(0.5)), f"{resolution}²: an untrained HVAE of the shipped architecture"
     try:
         gen = load_generator(name)
     except FileNotFoundError:
@@ -526,7 +530,7 @@ class BenchConfig:
     """Settings of :func:`run_bench`; :meth:`quick` is the under-3-minutes variant."""
 
     generator: str = "builtin:shapes"
-    generator64: str = "builtin:shapes64"
+    generator64: str = "untrained"
     resolutions: tuple[int, ...] = (32, 64)
     rows: tuple[str, ...] = ROWS
     batch_size: int = 256

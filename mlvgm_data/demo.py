@@ -50,7 +50,7 @@ class DemoConfig:
     seeds: int = 1
     steps: int = 400
     batch_size: int = 128
-    width: int = 32
+    width: int = 16
     lr: float = 2e-3
     temperature: float = 0.2
     real_train: int = 20_000

@@ -88,26 +88,20 @@ def test_corrupt_and_mismatched_files_give_clear_errors(saved, tmp_path):
 
 def test_builtins_are_registered():
     names = builtin_names()
-    assert "builtin:shapes" in names and "builtin:shapes64" in names
+    assert "builtin:shapes" in names
     with pytest.raises(ValueError, match="unknown built-in"):
         load_generator("builtin:nope")
 
 
-@pytest.mark.skipif(not (ASSETS / "shapes_hvae.pt").exists(), reason="asset not built")
-def test_builtin_shapes_loads_and_decodes():
+def test_builtin_shapes_loads_decodes_and_has_a_policy():
+    from mlvgm_data import recommended_policy
+
     gen = load_generator("builtin:shapes")
-    assert gen.image_shape == (3, 32, 32)
+    assert gen.image_shape == (3, 32, 32) and gen.num_classes == 6 and not gen.training
     eps = {g.name: torch.randn(4, *g.shape) for g in gen.latent_spec}
     with torch.no_grad():
-        x = gen.decode(eps)
+        x = gen.decode(eps, torch.tensor([0, 1, 2, 3]))
     assert x.shape == (4, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
     assert (ASSETS / "shapes_hvae.pt").stat().st_size <= 5 * 2**20
-
-
-@pytest.mark.skipif(not (ASSETS / "shapes64_hvae.pt").exists(), reason="asset not built")
-def test_builtin_shapes64_loads_and_decodes():
-    gen = load_generator("builtin:shapes64")
-    eps = {g.name: torch.randn(2, *g.shape) for g in gen.latent_spec}
-    with torch.no_grad():
-        assert gen.decode(eps).shape == (2, 3, 64, 64)
-    assert (ASSETS / "shapes64_hvae.pt").stat().st_size <= 5 * 2**20
+    policy = recommended_policy("builtin:shapes")
+    assert set(policy.rules) <= set(gen.latent_spec.names)

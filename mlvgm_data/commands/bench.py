@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = BenchConfig()
     p.add_argument("--quick", action="store_true", help="smaller batches and fewer rounds (under 3 minutes on 2 cores)")
     p.add_argument("--generator", default=d.generator, help="the 32² generator (builtin:NAME or PATH)")
-    p.add_argument("--generator64", default=d.generator64, help="the 64² generator (builtin:NAME or PATH)")
+    p.add_argument("--generator64", default=d.generator64, help="the 64² generator (builtin:NAME, PATH, or 'untrained': a fresh HVAE of the shipped architecture, the default)")
     p.add_argument("--resolutions", default=None, help="comma-separated, from 32,64 (default both)")
     p.add_argument("--rows", default=None, help=f"comma-separated subset of {','.join(ROWS)}")
     p.add_argument("--batch-size", type=int, default=None, help=f"pairs per batch (default {d.batch_size}; quick 128)")

@@ -514,7 +514,6 @@ def build(config: dict) -> HierarchicalVAE:
 
 register_family("hvae", build)
 register_builtin("shapes", "shapes_hvae")
-register_builtin("shapes64", "shapes64_hvae")
 
 
 # --- the trainer -----------------------------------------------------------------------------
