@@ -11,38 +11,19 @@ pipe gets to free data — and (a)/(b) — what running ahead buys.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 
 import torch
 
-from mlvgm_data.bench import FEED_NAMES, bench_generator, machine_info, rate_dict, training_markdown, training_rates
+from mlvgm_data.bench import FEED_NAMES, machine_info, rate_dict, training_bench_setup, training_markdown, training_rates
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--generator", default="builtin:shapes")
-    p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=None, help="default 256 (quick 128)")
-    p.add_argument("--threads", default="1,2", help="torch intra-op thread counts to measure at")
-    p.add_argument("--widths", default="8,16", help="ResNet widths of the training step (cheaper step → data matters more)")
-    p.add_argument("--channels-last", action="store_true", help="convert the generator to channels_last first")
-    p.add_argument("--research", action="store_true", help="also feed the research code's synchronous step")
-    p.add_argument("--warmup", type=int, default=None, help="default 2 (quick 1)")
-    p.add_argument("--repeats", type=int, default=None, help="timed rounds, default 5 (quick 3)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per timed round, default 4 (quick 2)")
-    p.add_argument("--quick", action="store_true", help="batch 128, 3 rounds of 2 steps")
-    p.add_argument("--json", default=None)
-    args = p.parse_args()
-    defaults = (dict(batch_size=128, warmup=1, repeats=3, steps=2) if args.quick
-                else dict(batch_size=256, warmup=2, repeats=5, steps=4))
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    gen, policy, note = bench_generator(args.generator, args.resolution)
-    if args.channels_last:
-        gen = gen.to(memory_format=torch.channels_last)
+    def research_option(p) -> None:
+        p.add_argument("--research", action="store_true", help="also feed the research code's synchronous step")
+
+    args, gen, policy, note = training_bench_setup(__doc__.splitlines()[0], "steps", research_option)
     feeds = ("pipe", "sync", "materialised") + (("research",) if args.research else ())
     print(f"{args.generator} {args.resolution}², batch {args.batch_size}, {machine_info()}" + (f" ({note})" if note else ""))
     results = []

@@ -12,37 +12,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
 
-from mlvgm_data.bench import (FEED_NAMES, bench_generator, machine_info, pipe_vs_bare, rate_dict, training_markdown,
-                              training_rates)
+from mlvgm_data.bench import (FEED_NAMES, machine_info, pipe_vs_bare, rate_dict, training_bench_setup,
+                              training_markdown, training_rates)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--generator", default="builtin:shapes")
-    p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=None, help="default 256 (quick 128)")
-    p.add_argument("--threads", default="1,2", help="torch intra-op thread counts to measure at")
-    p.add_argument("--widths", default="8,16", help="ResNet widths of the training step (cheaper step → data matters more)")
-    p.add_argument("--channels-last", action="store_true", help="convert the generator to channels_last first")
-    p.add_argument("--warmup", type=int, default=None, help="default 2 (quick 1)")
-    p.add_argument("--repeats", type=int, default=None, help="timed rounds, default 5 (quick 3)")
-    p.add_argument("--batches", type=int, default=None, help="batches (or training steps) per timed round, default 4 (quick 2)")
-    p.add_argument("--quick", action="store_true", help="batch 128, 3 rounds of 2")
-    p.add_argument("--json", default=None)
-    args = p.parse_args()
-    defaults = (dict(batch_size=128, warmup=1, repeats=3, batches=2) if args.quick
-                else dict(batch_size=256, warmup=2, repeats=5, batches=4))
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    gen, policy, note = bench_generator(args.generator, args.resolution)
-    if args.channels_last:
-        gen = gen.to(memory_format=torch.channels_last)
+    args, gen, policy, note = training_bench_setup(__doc__.splitlines()[0], "batches")
     timing = dict(warmup=args.warmup, repeats=args.repeats, per_repeat=args.batches)
     print(f"{args.generator} {args.resolution}², batch {args.batch_size}, {machine_info()}" + (f" ({note})" if note else ""))
     results = []

@@ -951,3 +951,37 @@ def training_markdown(rates: dict[str, Rate], unit: str = "steps/s") -> str:
     for feed, r in rates.items():
         lines.append(f"| {FEED_NAMES.get(feed, feed)} | {r.median:.3f} | {r.low:.3f}–{r.high:.3f} |")
     return "\n".join(lines)
+
+
+def training_bench_setup(description: str, per_repeat: str, extra: Callable[[Any], None] | None = None
+                         ) -> tuple[Any, nn.Module, ViewPolicy, str]:
+    """The command line shared by ``benchmarks/pipe.py`` and ``benchmarks/overlap.py``: parses it
+    (``--quick`` fills the unset sizes), loads the generator; ``per_repeat`` names the option
+    counting batches or steps per timed round, ``extra(parser)`` adds script options. Returns
+    ``(args, generator, policy, note)``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--generator", default="builtin:shapes")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None, help="default 256 (quick 128)")
+    p.add_argument("--threads", default="1,2", help="torch intra-op thread counts to measure at")
+    p.add_argument("--widths", default="8,16", help="ResNet widths of the training step (cheaper step → data matters more)")
+    p.add_argument("--channels-last", action="store_true", help="convert the generator to channels_last first")
+    p.add_argument("--warmup", type=int, default=None, help="default 2 (quick 1)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds, default 5 (quick 3)")
+    p.add_argument(f"--{per_repeat}", type=int, default=None, help=f"{per_repeat} per timed round, default 4 (quick 2)")
+    p.add_argument("--quick", action="store_true", help="batch 128, 3 rounds of 2")
+    p.add_argument("--json", default=None)
+    if extra is not None:
+        extra(p)
+    args = p.parse_args()
+    defaults = (dict(batch_size=128, warmup=1, repeats=3) if args.quick else dict(batch_size=256, warmup=2, repeats=5))
+    defaults[per_repeat] = 2 if args.quick else 4
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    gen, policy, note = bench_generator(args.generator, args.resolution)
+    if args.channels_last:
+        gen = gen.to(memory_format=torch.channels_last)
+    return args, gen, policy, note

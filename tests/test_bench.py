@@ -191,3 +191,16 @@ def test_small_resnet_simclr_step_learns():
     x0, x1 = torch.rand(2, 6, 3, 16, 16)
     losses = [float(step(x0, x1)) for _ in range(3)]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+
+
+def test_training_bench_setup_fills_quick_defaults_and_extra_options(monkeypatch):
+    from mlvgm_data.bench import training_bench_setup
+
+    monkeypatch.setattr("sys.argv", ["x", "--generator", "untrained", "--quick", "--research", "--repeats", "7"])
+    args, gen, policy, note = training_bench_setup(
+        "d", "steps", lambda p: p.add_argument("--research", action="store_true"))
+    assert (args.batch_size, args.warmup, args.repeats, args.steps, args.research) == (128, 1, 7, 2, True)
+    assert gen.image_shape == (3, 32, 32) and "untrained" in note
+    monkeypatch.setattr("sys.argv", ["x", "--generator", "untrained"])
+    args = training_bench_setup("d", "batches")[0]
+    assert (args.batch_size, args.warmup, args.repeats, args.batches) == (256, 2, 5, 4)
