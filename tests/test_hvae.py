@@ -186,8 +186,6 @@ def test_vmi_term_only_for_chosen_groups():
 
 
 def test_vmi_term_changes_gradients_of_the_training_objective():
-    from mlvgm_data.models.hvae import RESOLUTION_DEFAULTS  # noqa: F401  (module import check)
-
     x = torch.rand(4, 3, 32, 32)
 
     def grads(model, with_vmi):

@@ -34,7 +34,7 @@ class Stripes(MLVGM):
 
     def encode(self, x):
         """A crude encoder following the protocol: posterior means from channel means."""
-        n, zeros = x.shape[0], torch.zeros(x.shape[0], 2)
+        zeros = torch.zeros(x.shape[0], 2)
         tint = 4 * (x.mean((2, 3)) - 0.5)
         return {"freq": (zeros, zeros), "tint": (tint, torch.full_like(tint, -2.0)), "unused": (zeros, zeros)}
 
