@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import signal
 import threading
 import time
 
@@ -292,11 +293,16 @@ def test_ctrl_c_while_waiting_for_a_slow_producer() -> None:
         release.wait(30)  # no batch can arrive before the interrupt: get() must be interruptible
         return ViewBatch((torch.zeros(1),), torch.zeros(1))
 
+    # A background job (`cmd &`, nohup) starts with SIGINT ignored; Ctrl-C's handler is what is tested.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     producer = ThreadProducer(slow, iter(range(100)), prefetch=1)
     timer = threading.Timer(0.1, _thread.interrupt_main)
     timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        producer.get()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            producer.get()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     release.set()
     producer.close()  # returns once the step in progress ends
     assert not producer_threads()
