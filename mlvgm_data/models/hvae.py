@@ -2,7 +2,8 @@
 
 Groups, coarse to fine (default at 32²): ``z1`` a 32-d vector (global: what, where, which
 colours), ``z2`` ``[8, 4, 4]`` and ``z3`` ``[4, 8, 8]`` (spatial detail). Every group is
-expressed in standard-normal *noise* space ε: the top group is z₁ = ε₁; a lower group has a
+expressed in standard-normal *noise* space ε: the top group is z₁ = μ₀ + σ₀·ε₁ with a learned
+diagonal prior (per class for a class-conditional model); a lower group has a
 conditional prior N(μ_l, σ_l²) computed from the decoder state above it and
 z_l = μ_l + σ_l·ε_l. ``decode`` takes ε at temperature ``t`` (``config["temperature"]``, default
 0.8): z_l = μ_l(z_<l) + σ_l(z_<l)·t·ε_l.
@@ -18,6 +19,9 @@ Options (config keys):
   q_aux(ε|x̂) predicts the chosen groups' noise from a generated image x̂ = decode(ε); the
   objective adds −λ·Σ_g E log q_aux(ε_g|x̂), a variational lower bound on I(ε_g; x̂) up to the
   constant H(ε_g).
+- ``num_classes`` (a class-conditional VAE): the top prior gets a per-class offset, the decoder a
+  class code, and ``decode``/``forward`` need ``classes``; a small CNN head q(class | x), trained
+  on its own (its loss reaches no other weight), lets ``encode(x)`` run without labels.
 
 The likelihood is a Gaussian with fixed standard deviation ``sigma`` around the decoder's mean
 image; ELBO figures are in nats per image.
