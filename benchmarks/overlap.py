@@ -12,11 +12,11 @@ pipe gets to free data — and (a)/(b) — what running ahead buys.
 from __future__ import annotations
 
 import itertools
-import json
 
 import torch
 
-from mlvgm_data.bench import FEED_NAMES, machine_info, rate_dict, training_bench_setup, training_markdown, training_rates
+from mlvgm_data.bench import (machine_info, rate_dict, training_bench_setup, training_markdown, training_rates,
+                              write_training_bench_json)
 
 
 def main() -> None:
@@ -37,11 +37,7 @@ def main() -> None:
         print(f"(a)/(c) = {a / c:.2f} (share of the no-generation speed), (a)/(b) = {a / b:.2f} (gain from running ahead)")
         results.append({"threads": threads, "width": width, "steps_per_s": {k: rate_dict(r) for k, r in rates.items()},
                         "a_over_c": a / c, "a_over_b": a / b})
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"generator": args.generator, "note": note, "batch_size": args.batch_size,
-                       "channels_last": args.channels_last, "feeds": FEED_NAMES, "machine": machine_info(),
-                       "results": results}, f, indent=2)
+    write_training_bench_json(args, note, results)
 
 
 if __name__ == "__main__":

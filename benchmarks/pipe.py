@@ -12,12 +12,10 @@
 
 from __future__ import annotations
 
-import json
-
 import torch
 
-from mlvgm_data.bench import (FEED_NAMES, machine_info, pipe_vs_bare, rate_dict, training_bench_setup,
-                              training_markdown, training_rates)
+from mlvgm_data.bench import (machine_info, pipe_vs_bare, rate_dict, training_bench_setup, training_markdown,
+                              training_rates, write_training_bench_json)
 
 
 def main() -> None:
@@ -41,11 +39,7 @@ def main() -> None:
             row["training"].append({"width": width, "steps_per_s": {k: rate_dict(r) for k, r in train.items()},
                                     "pipe_over_research": gain})
         results.append(row)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"generator": args.generator, "note": note, "batch_size": args.batch_size,
-                       "channels_last": args.channels_last, "feeds": FEED_NAMES, "machine": machine_info(),
-                       "results": results}, f, indent=2)
+    write_training_bench_json(args, note, results)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import copy
 import dataclasses
 import gc
 import itertools
+import json
 import math
 import os
 import random
@@ -985,3 +986,13 @@ def training_bench_setup(description: str, per_repeat: str, extra: Callable[[Any
     if args.channels_last:
         gen = gen.to(memory_format=torch.channels_last)
     return args, gen, policy, note
+
+
+def write_training_bench_json(args: Any, note: str, results: list[dict]) -> None:
+    """``--json`` of ``benchmarks/pipe.py`` and ``benchmarks/overlap.py`` (nothing without it)."""
+    if not args.json:
+        return
+    with open(args.json, "w") as f:
+        json.dump({"generator": args.generator, "note": note, "batch_size": args.batch_size,
+                   "channels_last": args.channels_last, "feeds": FEED_NAMES, "machine": machine_info(),
+                   "results": results}, f, indent=2)

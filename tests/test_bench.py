@@ -204,3 +204,17 @@ def test_training_bench_setup_fills_quick_defaults_and_extra_options(monkeypatch
     monkeypatch.setattr("sys.argv", ["x", "--generator", "untrained"])
     args = training_bench_setup("d", "batches")[0]
     assert (args.batch_size, args.warmup, args.repeats, args.batches) == (256, 2, 5, 4)
+
+
+def test_write_training_bench_json(tmp_path):
+    from types import SimpleNamespace
+
+    from mlvgm_data.bench import FEED_NAMES, write_training_bench_json
+
+    path = tmp_path / "out.json"
+    args = SimpleNamespace(json=str(path), generator="untrained", batch_size=8, channels_last=False)
+    write_training_bench_json(args, "a note", [{"threads": 1}])
+    doc = json.loads(path.read_text())
+    assert doc["note"] == "a note" and doc["results"] == [{"threads": 1}] and doc["feeds"] == FEED_NAMES
+    write_training_bench_json(SimpleNamespace(json=None), "", [])  # no --json: writes nothing, needs nothing
+    assert list(tmp_path.iterdir()) == [path]

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..generators.base import MLVGM
+from ..generators.base import MLVGM, check_classes
 from ..generators.registry import register_builtin, register_family
 from ..latents import LatentGroup, LatentSpec
 
@@ -414,25 +414,18 @@ class HierarchicalVAE(MLVGM):
             raise ValueError(f"images must be floating point in [0, 1], got {x.dtype}")
         return x.float()
 
-    def _check_classes(self, classes: torch.Tensor | None, n: int) -> torch.Tensor | None:
-        if classes is None:
-            return None
-        if not self.num_classes:
-            raise ValueError("this hvae is not class-conditional but classes were given")
-        if classes.dtype != torch.int64 or classes.shape != (n,):
-            raise ValueError(f"classes must be an int64 tensor of shape [{n}], got {classes.dtype} {list(classes.shape)}")
-        return classes
-
     def encode(self, x: torch.Tensor, classes: torch.Tensor | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{group: (mu, logvar)}`` of q(ε|x), shaped like the group's latents (a
         class-conditional model predicts the class of ``x`` when ``classes`` is not given)."""
         x = self._check_images(x)
-        return self._posterior_pass(x, sample=False, classes=self._check_classes(classes, x.shape[0]))[1]
+        check_classes(self, classes, x.shape[0])
+        return self._posterior_pass(x, sample=False, classes=classes)[1]
 
     def reconstruct(self, x: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         """Decodes the posterior means (temperature 1): the model's reconstruction of ``x``."""
         x = self._check_images(x)
-        return self._posterior_pass(x, sample=False, classes=self._check_classes(classes, x.shape[0]))[0]
+        check_classes(self, classes, x.shape[0])
+        return self._posterior_pass(x, sample=False, classes=classes)[0]
 
     def forward(self, x: torch.Tensor, top_only: bool = False, classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One training pass: ``{"recon": mean image, "nll": [N], "kl": {group: [N]}}``, and for a
@@ -440,7 +433,7 @@ class HierarchicalVAE(MLVGM):
         class head's cross-entropy. With ``top_only`` only the top group is inferred (the others
         sit at their prior means and have no KL): a first phase that makes z₁ carry the content."""
         x = self._check_images(x)
-        classes = self._check_classes(classes, x.shape[0])
+        check_classes(self, classes, x.shape[0])
         if self.num_classes and classes is None:
             raise ValueError(f"this hvae is class-conditional ({self.num_classes} classes): training needs classes")
         recon, post, _ = self._posterior_pass(x, sample=True, top_only=top_only, classes=classes)
@@ -641,7 +634,6 @@ def train_hvae(opts) -> dict:
     import copy
     import time
 
-    from ..generators.base import draw_classes
     from .common import (batches, checkpoint_path, image_source, labelled_batches, out_dir, progress, resume,
                          save_checkpoint, save_image_grid, save_outputs, seeded)
 
