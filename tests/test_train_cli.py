@@ -101,11 +101,15 @@ def test_batches_are_a_pure_function_of_the_step(tmp_path):
     first = list(zip(range(3), common.batches(src, 4)))
     later = next(common.batches(src, 4, start_step=2))
     assert torch.equal(first[2][1], later)
+    images, classes = next(common.batches(src, 4, start_step=2, labelled=True))
+    assert torch.equal(images, later) and torch.equal(classes, src.dataset.render(torch.arange(8, 12))[1])
     export_jpeg(tmp_path / "imgs", 10)
     folder = common.image_source(str(tmp_path / "imgs"), 16, 0)
     idx = torch.cat([common.step_indices(folder, 4, s) for s in range(5)])  # 2 epochs
     assert sorted(idx[:10].tolist()) == list(range(10)) and sorted(idx[10:20].tolist()) == list(range(10))
     assert torch.equal(common.step_indices(folder, 4, 3), common.step_indices(folder, 4, 3))
+    with pytest.raises(ValueError, match="no class labels"):
+        next(common.batches(folder, 4, labelled=True))
 
 
 def test_bad_input(tmp_path):

@@ -156,19 +156,14 @@ def step_indices(source: ImageSource, batch_size: int, step: int) -> torch.Tenso
     return out
 
 
-def batches(source: ImageSource, batch_size: int, start_step: int = 0) -> Iterator[torch.Tensor]:
-    """Endless ``[B, 3, R, R]`` batches from ``start_step`` on (a pure function of the step)."""
+def batches(source: ImageSource, batch_size: int, start_step: int = 0,
+            labelled: bool = False) -> Iterator[torch.Tensor] | Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless ``[B, 3, R, R]`` batches from ``start_step`` on (a pure function of the step);
+    ``labelled``: ``(images, classes)`` pairs from ``source.labelled_batch``."""
+    fetch = source.labelled_batch if labelled else source.batch
     step = start_step
     while True:
-        yield source.batch(step_indices(source, batch_size, step))
-        step += 1
-
-
-def labelled_batches(source: ImageSource, batch_size: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``batches`` with the class labels: endless ``([B, 3, R, R], [B])`` pairs."""
-    step = start_step
-    while True:
-        yield source.labelled_batch(step_indices(source, batch_size, step))
+        yield fetch(step_indices(source, batch_size, step))
         step += 1
 
 

@@ -60,7 +60,7 @@ DEFAULT_CONFIG: dict = {
     "vmi_weight": 0.0,
     "vmi_groups": [],
     # > 0: a class-conditional model (a CVAE): class-dependent top prior, class input to the
-    # decoder, and a class head on the encoder so ``encode(x)`` works without labels
+    # decoder, and a small classifier q(class | x) so ``encode(x)`` works without labels
     "num_classes": 0,
 }
 
@@ -634,8 +634,8 @@ def train_hvae(opts) -> dict:
     import copy
     import time
 
-    from .common import (batches, checkpoint_path, image_source, labelled_batches, out_dir, progress, resume,
-                         save_checkpoint, save_image_grid, save_outputs, seeded)
+    from .common import (batches, checkpoint_path, image_source, out_dir, progress, resume, save_checkpoint,
+                         save_image_grid, save_outputs, seeded)
 
     source = image_source(opts.data, opts.resolution, opts.seed)
     cfg = config_from_options(opts, source.num_classes)
@@ -668,8 +668,7 @@ def train_hvae(opts) -> dict:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with progress(opts, step, "train hvae") as bar, open(log_path, "a") as log:
             conditional = bool(cfg["num_classes"])
-            data = labelled_batches(source, opts.batch_size, step) if conditional else batches(source, opts.batch_size, step)
-            for item in data:
+            for item in batches(source, opts.batch_size, step, labelled=conditional):
                 if step >= opts.steps:
                     break
                 x, classes = item if conditional else (item, None)
