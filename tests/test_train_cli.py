@@ -127,3 +127,13 @@ def test_bad_input(tmp_path):
         common.train("hvae", steps=1, channels="8,x", out=str(tmp_path / "r"))
     with pytest.raises(SystemExit):
         parse(["--model", "hvae", "--steps", "many"])
+
+
+def test_hvae_kl_weights_default_to_one_for_the_top_group_and_five_below():
+    from mlvgm_data.models.hvae import kl_weights
+
+    assert kl_weights(None, 3) == [1.0, 5.0, 5.0]
+    assert kl_weights(None, 2) == [1.0, 5.0]
+    assert kl_weights("1,2", 2) == [1.0, 2.0]
+    with pytest.raises(ValueError, match="comma-separated numbers"):
+        kl_weights("1,x", 2)

@@ -567,7 +567,10 @@ def add_arguments(p) -> None:
                         "off for an image folder (which has no labels)")
     p.add_argument("--sigma", type=float, default=0.1, help="std of the Gaussian likelihood")
     p.add_argument("--temperature", type=float, default=0.8, help="default sampling temperature of decode")
-    p.add_argument("--kl-weights", type=str, default="1,1,1", help="KL weight per group (after warm-up)")
+    # Weighting the spatial groups' KL ×5 keeps the shape in z1, whose prior can place it: with
+    # equal weights the spatial groups carry the outline and prior samples come out incoherent.
+    p.add_argument("--kl-weights", type=str, default=None,
+                   help="KL weight per group after warm-up (default: 1 for the top group, 5 for the others)")
     p.add_argument("--kl-warmup", type=int, default=1200, help="steps of linear KL warm-up (weight 0→1)")
     p.add_argument("--top-only-steps", type=int, default=0,
                    help="first steps in which only the top group is inferred (lower groups at their prior means)")
@@ -623,6 +626,12 @@ def evaluate(model: HierarchicalVAE, images: torch.Tensor, batch_size: int = 250
             "bits_per_dim": -elbo / (math.log(2) * images[0].numel()), "recon_mse": mse / n}
 
 
+def kl_weights(text: str | None, n_groups: int) -> list[float]:
+    """The KL weight per group of ``--kl-weights`` (``"1,5,5"``); without it 1 for the top group and
+    5 for every lower one."""
+    return [1.0] + [5.0] * (n_groups - 1) if text is None else _floats(text)
+
+
 def _run_options(opts) -> dict:
     """The options that define a run (a resumed run must use the same ones)."""
     skip = {"out", "resume", "checkpoint_every", "export", "threads", "eval_images", "model"}
@@ -639,7 +648,7 @@ def train_hvae(opts) -> dict:
 
     source = image_source(opts.data, opts.resolution, opts.seed)
     cfg = config_from_options(opts, source.num_classes)
-    weights = _floats(opts.kl_weights)
+    weights = kl_weights(opts.kl_weights, len(cfg["groups"]))
     if len(weights) != len(cfg["groups"]):
         raise ValueError(f"--kl-weights needs one weight per group ({len(cfg['groups'])}), got {opts.kl_weights!r}")
     if not 0.0 <= opts.ema < 1.0:
@@ -757,7 +766,7 @@ def _register_trainer() -> None:
     register_trainer(
         "hvae", add_arguments, train_hvae,
         help="hierarchical VAE (NVAE-like top-down groups; Skip-VAE and VMI-VAE options)",
-        defaults={"steps": 6000, "batch_size": 32, "lr": 2e-3, "threads": 1},
+        defaults={"steps": 10000, "batch_size": 32, "lr": 2e-3, "threads": 1},
     )
 
 
