@@ -766,7 +766,7 @@ def _register_trainer() -> None:
     register_trainer(
         "hvae", add_arguments, train_hvae,
         help="hierarchical VAE (NVAE-like top-down groups; Skip-VAE and VMI-VAE options)",
-        defaults={"steps": 10000, "batch_size": 32, "lr": 2e-3, "threads": 1},
+        defaults={"steps": 14000, "batch_size": 32, "lr": 2e-3, "threads": 1},
     )
 
 
