@@ -69,6 +69,9 @@ def main() -> None:
         if args.report:
             with open(args.report, "w") as f:
                 json.dump(summary, f)
+    # Every rank reaches teardown before any starts it: a rank that exits while another is still in a
+    # collective takes the store down under it, and gloo then aborts the process at exit.
+    dist.barrier()
     dist.destroy_process_group()
 
 

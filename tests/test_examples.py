@@ -29,10 +29,12 @@ def untrained_generator(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, 
 def test_ddp_example_under_torchrun(untrained_generator: tuple[str, str], tmp_path: Path) -> None:
     generator, policy = untrained_generator
     report = tmp_path / "ddp.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    # --standalone: torchrun picks a free local port (a fixed one collides with other jobs)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "examples" / "ddp_simclr.py"), "--generator", generator, "--policy", policy,
            "--batch-size", "16", "--steps", "3", "--report", str(report)]
-    subprocess.run(cmd, check=True, timeout=300, capture_output=True)
+    run = subprocess.run(cmd, timeout=300, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-4000:]
     summary = json.loads(report.read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 3
     assert summary["anchors"] == 2 * 3 * 16 == summary["unique_anchors"]  # ranks never share an anchor
