@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import time
 
 import torch
 import torch.distributed as dist
@@ -69,10 +70,13 @@ def main() -> None:
         if args.report:
             with open(args.report, "w") as f:
                 json.dump(summary, f)
-    # Every rank reaches teardown before any starts it: without this, one rank in ~10 runs aborted in
-    # gloo's shutdown ("terminate called without an active exception") while the other had already left.
     dist.barrier()
     dist.destroy_process_group()
+    # A gloo worker thread frees the last collectives' tensors just after they complete, and needs
+    # the GIL for it; if the interpreter has begun shutting down by then, CPython ends that thread
+    # mid-destructor and the process aborts ("terminate called without an active exception",
+    # pytorch/pytorch#190489). Sleeping releases the GIL so the worker finishes while Python lives.
+    time.sleep(0.2)
 
 
 def _weights_in_sync(model: DistributedDataParallel) -> bool:
