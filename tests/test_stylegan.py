@@ -13,6 +13,7 @@ from mlvgm_data.models.stylegan import (
     Discriminator,
     StyleGANGenerator,
     check_config,
+    classwise_std,
     discriminator_step,
     generator_step,
     update_ema,
@@ -79,7 +80,8 @@ def test_64_pixels_and_truncation():
 @pytest.mark.parametrize(
     "config, message",
     [({"resolution": 24}, "power of two"), ({"resolution": 4}, "power of two"), ({"z_dim": 0}, "z_dim"),
-     ({"colour": 1}, "unknown stylegan config keys"), ({"layer_groups": 7}, "between 1 and num_ws")],
+     ({"colour": 1}, "unknown stylegan config keys"), ({"layer_groups": 7}, "between 1 and num_ws"),
+     ({"c_dim": 1}, "c_dim must be 0"), ({"c_dim": -2}, "c_dim must be 0"), ({"c_dim": True}, "c_dim must be 0")],
 )
 def test_bad_configs(config, message):
     with pytest.raises(ValueError, match=message):
@@ -97,6 +99,48 @@ def test_bad_latents_name_the_group():
         m.decode(dict(lat, w1=torch.full((2, 8), float("inf"))))
 
 
+def test_class_conditional_generator():
+    m = tiny(c_dim=3)
+    assert m.num_classes == 3 and m.generator.c_dim == 3
+    lat = anchors(m, 4)
+    with torch.no_grad():
+        a = m.decode(lat, torch.tensor([0, 1, 2, 0]))
+        b = m.decode({k: v.clone() for k, v in lat.items()}, torch.tensor([0, 1, 2, 0]))
+        other = m.decode(lat, torch.tensor([1, 2, 0, 0]))
+        w = m.generator.mapping.w(lat["w0"], torch.eye(3)[[0, 1, 2, 0]])
+        embed = m.generator.mapping.embed(torch.eye(3)[[0, 1, 2, 0]])
+    assert torch.equal(a, b)
+    # the class changes the images of the samples whose class changed, and only those
+    changed = (a - other).abs().amax(dim=(1, 2, 3)) > 1e-4
+    assert changed.tolist() == [True, True, True, False]
+    torch.testing.assert_close(m.w_plus(lat, torch.tensor([0, 1, 2, 0]))[:, 0], w)
+    assert embed.shape == (4, 8)
+    with pytest.raises(ValueError, match="class-conditional"):
+        m.decode(lat)
+    with pytest.raises(ValueError, match=r"classes must lie in \[0, 3\)"):
+        m.decode(lat, torch.tensor([0, 1, 3, 0]))
+    with pytest.raises(ValueError, match=r"one-hot \[4, 3\], got \[4, 2\]"):
+        m.generator.mapping(lat["w0"], torch.zeros(4, 2))
+    with pytest.raises(ValueError, match=r"one-hot \[4, 3\], got None"):
+        m.generator.mapping(lat["w0"])
+
+
+def test_projection_discriminator_scores_per_class():
+    torch.manual_seed(0)
+    D = Discriminator(16, 64, 16, c_dim=3)
+    img = torch.rand(2, 3, 16, 16)
+    feats = []
+    D.out.register_forward_hook(lambda mod, inp, out: feats.append(out))
+    c0, c1 = torch.eye(3)[[0, 0]], torch.eye(3)[[1, 1]]
+    a, b = D(img, c0), D(img, c1)
+    assert a.shape == (2,) and not torch.allclose(a, b)
+    # the logit is the projection <out(features), cmap(c)> / sqrt(cmap_dim)
+    torch.testing.assert_close(a, (feats[0] * D.cmap(c0)).sum(dim=1) / D.cmap_dim ** 0.5)
+    with pytest.raises(ValueError, match=r"class-conditional: c must be one-hot \[2, 3\], got None"):
+        D(img)
+    assert Discriminator(16, 64, 16)(img).shape == (2,)
+
+
 def test_save_load_round_trip(tmp_path):
     m = tiny(layer_groups=[[0, 1], [1, 6]])
     m.generator.mapping.w_avg.normal_()
@@ -108,17 +152,43 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.latent_spec == m.latent_spec and not loaded.training
 
 
-def test_discriminator_and_generator_steps_reduce_their_losses():
+@pytest.mark.parametrize("c_dim", [0, 3])
+def test_discriminator_and_generator_steps_reduce_their_losses(c_dim):
     torch.manual_seed(0)
-    G = StyleGANGenerator(**TINY).generator
-    D = Discriminator(16, 64, 16)
+    G = StyleGANGenerator(**TINY, c_dim=c_dim).generator
+    D = Discriminator(16, 64, 16, c_dim=c_dim)
     real = torch.rand(8, 3, 16, 16) * 2 - 1
+    real_c = torch.eye(3)[torch.arange(8) % 3] if c_dim else None
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-3, betas=(0.0, 0.99))
-    d = [discriminator_step(G, D, real, opt_d, 0.1, 4, s, 0.9)["d_loss"] for s in range(15)]
+    d = [discriminator_step(G, D, real, opt_d, 0.1, 4, s, 0.9, real_c)["d_loss"] for s in range(15)]
     assert sum(d[-3:]) / 3 < sum(d[:3]) / 3 - 0.1
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-3, betas=(0.0, 0.99))
     g = [generator_step(G, D, 8, opt_g, 0.9)["g_loss"] for _ in range(15)]
     assert sum(g[-3:]) / 3 < sum(g[:3]) / 3 - 0.1
+
+
+def test_auxiliary_class_losses_train_the_class_head_and_the_generator():
+    torch.manual_seed(0)
+    G = StyleGANGenerator(**TINY, c_dim=3).generator
+    D = Discriminator(16, 64, 16, c_dim=3)
+    # reals whose class is visible: a bright channel per class
+    labels = torch.arange(12) % 3
+    real = torch.full((12, 3, 16, 16), -0.8)
+    real[torch.arange(12), labels] = 0.8
+    real_c = torch.eye(3)[labels]
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    d = [discriminator_step(G, D, real, opt_d, 0.0, 4, s, 0.0, real_c, ac_weight=1.0)["d_class"] for s in range(40)]
+    assert d[-1] < 0.6 * d[0]
+    logits, cls = D(real, real_c, class_logits=True)
+    assert logits.shape == (12,) and cls.shape == (12, 3)
+    torch.testing.assert_close(logits, D(real, real_c))
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    g = [generator_step(G, D, 12, opt_g, 0.0, ac_weight=1.0)["g_class"] for _ in range(30)]
+    assert sum(g[-5:]) / 5 < 0.6 * sum(g[:5]) / 5
+    assert "g_class" not in generator_step(G, D, 4, opt_g, 0.0) and "d_class" not in discriminator_step(
+        G, D, real, opt_d, 0.0, 4, 1, 0.0, real_c)
+    with pytest.raises(ValueError, match="class_logits needs a class-conditional discriminator"):
+        Discriminator(16, 64, 16)(real, class_logits=True)
 
 
 def test_r1_penalty_is_applied_on_its_steps_only():
@@ -162,8 +232,40 @@ def test_trainer_runs_saves_and_resumes_exactly(tmp_path):
         common.train("stylegan", steps=5, out=str(tmp_path / "b"), resume=True, **dict(TRAIN, r1_gamma=1.0))
 
 
+def test_trainer_is_class_conditional_on_shapes_by_default(tmp_path):
+    cond = common.train("stylegan", steps=1, out=str(tmp_path / "c"), **TRAIN)
+    uncond = common.train("stylegan", steps=1, out=str(tmp_path / "u"), conditional=False, **TRAIN)
+    assert cond["num_classes"] == 6 and uncond["num_classes"] == 0
+    assert load_generator(tmp_path / "c" / "model").num_classes == 6
+    assert load_generator(tmp_path / "u" / "model").num_classes is None
+    from PIL import Image
+
+    # the sample grid of a class-conditional run: one row of 8 per class
+    assert Image.open(tmp_path / "c" / "samples.png").size[1] < Image.open(tmp_path / "u" / "samples.png").size[1]
+
+
 def test_trainer_bad_options(tmp_path):
     with pytest.raises(ValueError, match="--mixing-prob"):
         common.train("stylegan", steps=1, out=str(tmp_path), mixing_prob=1.5, **TRAIN)
+    with pytest.raises(ValueError, match="--ac-weight"):
+        common.train("stylegan", steps=1, out=str(tmp_path), ac_weight=-1.0, **TRAIN)
     with pytest.raises(ValueError, match="--data"):
         common.train("stylegan", steps=1, out=str(tmp_path), data=str(tmp_path / "nowhere"), **TRAIN)
+    from mlvgm_data.data import export_jpeg
+
+    export_jpeg(tmp_path / "imgs", 4, resolution=16)
+    with pytest.raises(ValueError, match="--conditional needs labelled data"):
+        common.train("stylegan", steps=1, out=str(tmp_path / "f"), data=str(tmp_path / "imgs"), conditional=True,
+                     **TRAIN)
+
+
+def test_classwise_std_matches_a_per_class_loop():
+    torch.manual_seed(0)
+    x = torch.randn(7, 3, 2, 2)
+    classes = torch.tensor([0, 2, 0, 1, 2, 0, 3])
+    expected = torch.stack([x[classes == k].var(dim=0, unbiased=False).add(1e-8).sqrt().mean() for k in classes])
+    torch.testing.assert_close(classwise_std(x, torch.eye(4)[classes]), expected)
+    # a class seen once has (near) zero spread; copies of one image have none either
+    assert float(classwise_std(x, torch.eye(4)[classes])[6]) == pytest.approx(1e-4)
+    same = x[:1].expand(4, -1, -1, -1)
+    assert torch.allclose(classwise_std(same, torch.eye(2)[[0, 0, 1, 1]]), torch.full((4,), 1e-4))

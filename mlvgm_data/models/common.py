@@ -19,6 +19,8 @@ Building blocks for ``train_fn``:
   :class:`ImageSource`; ``batches(source, batch_size, start_step)`` yields the
   ``[B, 3, R, R]`` batch of each step, a pure function of (data, seed, step), so a resumed run
   sees exactly the batches it would have seen.
+- ``add_conditional_argument(parser)`` / ``class_count(opts, source)``: the shared
+  ``--conditional`` option and the number of classes a run conditions on (0: unconditional).
 - ``seeded(seed)``: a context that seeds torch's global RNG for the run and restores the
   caller's RNG afterwards.
 - ``save_checkpoint(path, step, modules, optimizers, extra)`` / ``load_checkpoint(path, modules,
@@ -135,6 +137,23 @@ def image_source(data: str, resolution: int, seed: int) -> ImageSource:
     if not path.is_dir():
         raise ValueError(f"--data must be 'shapes' or a folder of images; {data!r} is neither")
     return FolderSource(path, resolution, seed)
+
+
+def add_conditional_argument(parser: Any) -> None:
+    """Declares ``--conditional`` / ``--no-conditional`` (the same option for every trainer)."""
+    parser.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
+                        help="class-conditional model (on the shape classes); default: on for --data shapes, "
+                             "off for an image folder (which has no labels)")
+
+
+def class_count(opts: argparse.Namespace, source: ImageSource) -> int:
+    """The number of classes the model conditions on: ``source.num_classes`` when ``--conditional``
+    is on (or unset and the data is labelled), else 0; a ValueError for ``--conditional`` on
+    unlabelled data."""
+    conditional = bool(source.num_classes) if opts.conditional is None else opts.conditional
+    if conditional and not source.num_classes:
+        raise ValueError(f"--conditional needs labelled data (--data shapes); {opts.data!r} has no class labels")
+    return int(source.num_classes) if conditional else 0
 
 
 def _permutation(n: int, seed: int, epoch: int) -> torch.Tensor:

@@ -551,6 +551,8 @@ def _groups(text: str) -> list[list]:
 def add_arguments(p) -> None:
     import argparse
 
+    from .common import add_conditional_argument
+
     p.add_argument("--groups", type=str, default="z1:32:1,z2:8:4,z3:4:8",
                    help="latent groups coarse→fine as name:channels:resolution (resolution 1 = vector)")
     p.add_argument("--channels", type=str, default=None,
@@ -562,9 +564,7 @@ def add_arguments(p) -> None:
                    help="Skip-VAE: feed every latent group into every later decoder block")
     p.add_argument("--vmi-weight", type=float, default=0.0, help="VMI-VAE: weight λ of the MI term (0 = off)")
     p.add_argument("--vmi-groups", type=str, default="", help="VMI-VAE: comma-separated groups the term applies to")
-    p.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
-                   help="class-conditional model (a CVAE on the shape classes); default: on for --data shapes, "
-                        "off for an image folder (which has no labels)")
+    add_conditional_argument(p)
     p.add_argument("--sigma", type=float, default=0.1, help="std of the Gaussian likelihood")
     p.add_argument("--temperature", type=float, default=0.8, help="default sampling temperature of decode")
     # Weighting the spatial groups' KL ×5 keeps the shape in z1, whose prior can place it: with
@@ -578,15 +578,13 @@ def add_arguments(p) -> None:
     p.add_argument("--eval-images", type=int, default=2000, help="held-out images for the final ELBO figures")
 
 
-def config_from_options(opts, num_classes: int | None = None) -> dict:
-    """The model config of the ``train`` options; ``num_classes``: the labels the data has."""
+def config_from_options(opts, num_classes: int = 0) -> dict:
+    """The model config of the ``train`` options; ``num_classes``: the classes the model
+    conditions on (0: unconditional; see ``common.class_count``)."""
     res = opts.resolution
     base = RESOLUTION_DEFAULTS.get(res)
-    conditional = bool(num_classes) if opts.conditional is None else opts.conditional
-    if conditional and not num_classes:
-        raise ValueError(f"--conditional needs labelled data (--data shapes); {opts.data!r} has no class labels")
     overrides = {"resolution": res, "groups": _groups(opts.groups), "skip": bool(opts.skip),
-                 "num_classes": int(num_classes) if conditional else 0,
+                 "num_classes": int(num_classes),
                  "sigma": opts.sigma, "temperature": opts.temperature, "vmi_weight": opts.vmi_weight,
                  "vmi_groups": [g.strip() for g in opts.vmi_groups.split(",") if g.strip()]}
     for key, flag in (("channels", "channels"), ("blocks", "blocks"), ("point_blocks", "point_blocks"),
@@ -643,11 +641,11 @@ def train_hvae(opts) -> dict:
     import copy
     import time
 
-    from .common import (batches, checkpoint_path, image_source, out_dir, progress, resume, save_checkpoint,
-                         save_image_grid, save_outputs, seeded)
+    from .common import (batches, checkpoint_path, class_count, image_source, out_dir, progress, resume,
+                         save_checkpoint, save_image_grid, save_outputs, seeded)
 
     source = image_source(opts.data, opts.resolution, opts.seed)
-    cfg = config_from_options(opts, source.num_classes)
+    cfg = config_from_options(opts, class_count(opts, source))
     weights = kl_weights(opts.kl_weights, len(cfg["groups"]))
     if len(weights) != len(cfg["groups"]):
         raise ValueError(f"--kl-weights needs one weight per group ({len(cfg['groups'])}), got {opts.kl_weights!r}")

@@ -8,10 +8,15 @@ styles (8 at 32²). The generator is the :class:`~mlvgm_data.generators.StyleGAN
 that network, so its latent groups are the same tied W+ layer groups (default 4: at 32², ws
 0–1 → 4², 2–3 → 8², 4–5 → 16², 6–7 → 32²) and "perturb one group" is style mixing.
 
+On labelled data (``--data shapes``) the model is class-conditional by default, as in
+StyleGAN2-ADA: the mapping embeds the one-hot class beside z, and the discriminator scores by
+projection onto a class embedding, so every class is learned (an unconditional GAN on Shapes
+dropped the rarer-to-learn shapes); ``--no-conditional`` trains without labels.
+
 Training: non-saturating logistic loss, lazy R1 penalty on reals, style-mixing regularisation,
 Adam (β = 0, 0.99), an EMA copy of the generator (what is saved), and a running ``w_avg`` for
-truncation. Checkpoints (``OUT/checkpoint.pt``) resume exactly. At this size it is rough, but
-on Shapes it learns recognisable shapes; ``OUT/samples.png`` shows an 8×8 grid at the end.
+truncation. Checkpoints (``OUT/checkpoint.pt``) resume exactly. ``OUT/samples.png`` shows a
+grid of samples at the end (one row per class for a class-conditional model).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "channel_max": 128,
     "layer_groups": 4,
     "truncation_psi": 1.0,
+    "c_dim": 0,
 }
 
 
@@ -76,24 +82,37 @@ class EqualConv(nn.Module):
         return F.conv2d(x, self.weight * self.gain, self.bias, padding=self.weight.shape[-1] // 2)
 
 
-class Mapping(nn.Module):
-    """z → w MLP; ``forward`` broadcasts w to all ``num_ws`` layers (the NVlabs mapping call)."""
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    return x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
 
-    def __init__(self, z_dim: int, w_dim: int, num_ws: int, layers: int) -> None:
+
+class Mapping(nn.Module):
+    """(z, c) → w MLP; ``forward`` broadcasts w to all ``num_ws`` layers (the NVlabs mapping call).
+
+    A class-conditional mapping (``c_dim > 0``) embeds the one-hot class to ``w_dim`` and feeds
+    the normalised z and embedding side by side, as StyleGAN2-ADA does."""
+
+    def __init__(self, z_dim: int, w_dim: int, num_ws: int, layers: int, c_dim: int = 0) -> None:
         super().__init__()
-        self.num_ws = num_ws
-        dims = [z_dim] + [w_dim] * layers
+        self.num_ws, self.c_dim = num_ws, c_dim
+        self.embed = EqualLinear(c_dim, w_dim) if c_dim else None
+        dims = [z_dim + (w_dim if c_dim else 0)] + [w_dim] * layers
         self.net = nn.ModuleList(EqualLinear(a, b, lr_mul=0.01) for a, b in zip(dims[:-1], dims[1:]))
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
-    def w(self, z: torch.Tensor) -> torch.Tensor:
-        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+    def w(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        x = _normalize(z)
+        if self.embed is not None:
+            if c is None or c.shape != (z.shape[0], self.c_dim):
+                got = None if c is None else list(c.shape)
+                raise ValueError(f"this mapping is class-conditional: c must be one-hot [{z.shape[0]}, {self.c_dim}], got {got}")
+            x = torch.cat([x, _normalize(self.embed(c))], dim=1)
         for layer in self.net:
             x = _lrelu(layer(x))
         return x
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        return self.w(z).unsqueeze(1).expand(-1, self.num_ws, -1)
+        return self.w(z, c).unsqueeze(1).expand(-1, self.num_ws, -1)
 
 
 class ModulatedConv(nn.Module):
@@ -169,13 +188,13 @@ class Network(nn.Module):
     """The generator network with the NVlabs attributes the adapter reads."""
 
     def __init__(self, resolution: int, z_dim: int, w_dim: int, mapping_layers: int, channel_base: int,
-                 channel_max: int) -> None:
+                 channel_max: int, c_dim: int = 0) -> None:
         super().__init__()
         self.synthesis = Synthesis(resolution, w_dim, channel_base, channel_max)
-        self.z_dim, self.w_dim, self.c_dim = z_dim, w_dim, 0
+        self.z_dim, self.w_dim, self.c_dim = z_dim, w_dim, c_dim
         self.num_ws = self.synthesis.num_ws
         self.img_resolution, self.img_channels = resolution, 3
-        self.mapping = Mapping(z_dim, w_dim, self.num_ws, mapping_layers)
+        self.mapping = Mapping(z_dim, w_dim, self.num_ws, mapping_layers, c_dim)
 
 
 def check_config(config: dict) -> dict:
@@ -190,6 +209,9 @@ def check_config(config: dict) -> dict:
     for key in ("z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max"):
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ValueError(f"stylegan {key} must be a positive int, got {cfg[key]!r}")
+    c_dim = cfg["c_dim"]
+    if isinstance(c_dim, bool) or not isinstance(c_dim, int) or c_dim < 0 or c_dim == 1:
+        raise ValueError(f"stylegan c_dim must be 0 (unconditional) or the number of classes (>= 2), got {c_dim!r}")
     return cfg
 
 
@@ -197,13 +219,14 @@ class StyleGANGenerator(StyleGANAdapter):
     """The built-in StyleGAN-like MLVGM: :class:`StyleGANAdapter` around a :class:`Network`.
 
     Latent groups ``w0 … w{k-1}`` (``(z_dim,)``, tied to ``z``); ``decode`` uses the constant
-    per-layer noise, so images are a function of the latents.
+    per-layer noise, so images are a function of the latents. With ``c_dim > 0`` the generator is
+    class-conditional (``num_classes = c_dim``) and ``decode`` needs ``classes``.
     """
 
     def __init__(self, **config: Any) -> None:
         cfg = check_config(config)
         net = Network(cfg["resolution"], cfg["z_dim"], cfg["w_dim"], cfg["mapping_layers"],
-                      cfg["channel_base"], cfg["channel_max"])
+                      cfg["channel_base"], cfg["channel_max"], cfg["c_dim"])
         groups = cfg["layer_groups"]
         super().__init__(net, layer_groups=groups if isinstance(groups, int) else [tuple(g) for g in groups],
                          truncation_psi=cfg["truncation_psi"], noise_mode="const", output_range=(-1.0, 1.0))
@@ -232,9 +255,20 @@ class DBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """ResNet discriminator ending with minibatch-stddev, a 3×3 conv and two linear layers."""
+    """ResNet discriminator ending with minibatch-stddev, a 3×3 conv and two linear layers.
 
-    def __init__(self, resolution: int, channel_base: int, channel_max: int, mbstd_group: int = 4) -> None:
+    A class-conditional one (``c_dim > 0``) scores with a projection, as StyleGAN2-ADA does: the
+    last layer gives a ``cmap_dim`` feature whose dot product with an embedding of the class is
+    the logit, so each class's images are judged against that class's reals. Its minibatch
+    stddev is taken over the samples of the same class (:func:`classwise_std`): over groups of
+    mixed classes the spread is large whether or not the generator varies within a class, and a
+    generator trained that way ignored z (one image per class). It also has an auxiliary class
+    head on the same features (AC-GAN; ``class_logits=True``), which the trainer fits on reals
+    and the generator is asked to satisfy: with the projection alone, after 8,000 steps every
+    class still came out as a round blob."""
+
+    def __init__(self, resolution: int, channel_base: int, channel_max: int, mbstd_group: int = 4,
+                 c_dim: int = 0) -> None:
         super().__init__()
         log2 = int(math.log2(resolution))
         ch = {2 ** i: _channels(2 ** i, channel_base, channel_max) for i in range(2, log2 + 1)}
@@ -243,28 +277,68 @@ class Discriminator(nn.Module):
         self.mbstd_group = mbstd_group
         self.conv = EqualConv(ch[4] + 1, ch[4], 3)
         self.fc = EqualLinear(ch[4] * 16, ch[4])
-        self.out = EqualLinear(ch[4], 1)
+        self.c_dim = c_dim
+        self.cmap_dim = ch[4] if c_dim else 1
+        self.out = EqualLinear(ch[4], self.cmap_dim)
+        self.cmap = EqualLinear(c_dim, self.cmap_dim) if c_dim else None
+        self.classifier = EqualLinear(ch[4], c_dim) if c_dim else None
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
+    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None,
+                class_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[N]``; ``c``: one-hot classes ``[N, c_dim]`` for a class-conditional D, whose
+        auxiliary class logits ``[N, c_dim]`` come second when ``class_logits``."""
+        n = img.shape[0]
+        if class_logits and self.classifier is None:
+            raise ValueError("class_logits needs a class-conditional discriminator (c_dim > 0)")
+        if self.cmap is not None and (c is None or c.shape != (n, self.c_dim)):
+            raise ValueError(f"this discriminator is class-conditional: c must be one-hot [{n}, {self.c_dim}], "
+                             f"got {None if c is None else list(c.shape)}")
         x = self.blocks(_lrelu(self.fromrgb(img)))
-        n, c, h, w = x.shape
-        g = math.gcd(self.mbstd_group, n)
-        std = x.view(g, n // g, c, h, w).var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))
-        x = torch.cat([x, std.view(-1, 1, 1, 1).repeat(g, 1, h, w)], dim=1)
+        _, ch, h, w = x.shape
+        if self.cmap is None:
+            g = math.gcd(self.mbstd_group, n)
+            std = x.view(g, n // g, ch, h, w).var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))
+            std = std.repeat(g)
+        else:
+            std = classwise_std(x, c)
+        x = torch.cat([x, std.view(-1, 1, 1, 1).expand(-1, 1, h, w)], dim=1)
         x = _lrelu(self.conv(x))
-        return self.out(_lrelu(self.fc(x.flatten(1)))).squeeze(1)
+        features = _lrelu(self.fc(x.flatten(1)))
+        out = self.out(features)
+        if self.cmap is None:
+            return out.squeeze(1)
+        logits = (out * self.cmap(c)).sum(dim=1) / math.sqrt(self.cmap_dim)
+        return (logits, self.classifier(features)) if class_logits else logits
+
+
+def classwise_std(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Per sample, the stddev of ``x`` ``[N, …]`` over the samples of its class (one-hot ``c``
+    ``[N, K]``), averaged over features: ``[N]``. A class seen once has stddev ≈ 0 (1e-4)."""
+    flat = x.flatten(1)
+    counts = c.sum(dim=0).clamp_min(1.0)
+    mean = (c.t() @ flat) / counts[:, None]
+    var = (c.t() @ (flat - c @ mean).square()) / counts[:, None]
+    return c @ var.add(1e-8).sqrt().mean(dim=1)
 
 
 # --- training --------------------------------------------------------------------------------
 
 
-def _mixed_ws(net: Network, z: torch.Tensor, mixing_prob: float) -> torch.Tensor:
-    """W+ of ``z``; with probability ``mixing_prob`` per sample, the layers from a random cut on
-    come from a second z (style-mixing regularisation, which keeps the layer groups separable)."""
+def random_classes(net: Network, n: int) -> torch.Tensor | None:
+    """One-hot classes ``[n, c_dim]`` drawn uniformly for a class-conditional network, else None."""
+    if not net.c_dim:
+        return None
+    return F.one_hot(torch.randint(net.c_dim, (n,)), net.c_dim).float()
+
+
+def _mixed_ws(net: Network, z: torch.Tensor, mixing_prob: float, c: torch.Tensor | None = None) -> torch.Tensor:
+    """W+ of ``z`` (and one-hot classes ``c``); with probability ``mixing_prob`` per sample, the
+    layers from a random cut on come from a second z of the same class (style-mixing
+    regularisation, which keeps the layer groups separable)."""
     n, num_ws = z.shape[0], net.num_ws
-    ws = net.mapping(z).clone()
+    ws = net.mapping(z, c).clone()
     if mixing_prob > 0:
-        ws2 = net.mapping(torch.randn_like(z))
+        ws2 = net.mapping(torch.randn_like(z), c)
         cut = torch.randint(1, num_ws, (n,), device=z.device)
         cut = torch.where(torch.rand(n, device=z.device) < mixing_prob, cut, torch.full_like(cut, num_ws))
         later = torch.arange(num_ws, device=z.device)[None, :] >= cut[:, None]
@@ -273,15 +347,30 @@ def _mixed_ws(net: Network, z: torch.Tensor, mixing_prob: float) -> torch.Tensor
 
 
 def discriminator_step(G: Network, D: Discriminator, real: torch.Tensor, opt: torch.optim.Optimizer,
-                       r1_gamma: float, r1_every: int, step: int, mixing_prob: float) -> dict[str, float]:
-    """One D update (logistic loss; lazy R1 on reals every ``r1_every`` steps). Reals in [-1, 1]."""
+                       r1_gamma: float, r1_every: int, step: int, mixing_prob: float,
+                       real_c: torch.Tensor | None = None, ac_weight: float = 0.0) -> dict[str, float]:
+    """One D update (logistic loss; lazy R1 on reals every ``r1_every`` steps). Reals in [-1, 1];
+    ``real_c``: their one-hot classes (a class-conditional G and D). The fakes get the reals'
+    classes, so both batches have the same class counts and D's class-wise stddev cannot tell
+    them apart by their class make-up. ``ac_weight`` > 0 adds the class head's cross-entropy on
+    the reals."""
+    use_ac = real_c is not None and ac_weight > 0
+    fake_c = real_c
     with torch.no_grad():
-        fake = G.synthesis(_mixed_ws(G, torch.randn(real.shape[0], G.z_dim), mixing_prob), noise_mode="random")
+        ws = _mixed_ws(G, torch.randn(real.shape[0], G.z_dim), mixing_prob, fake_c)
+        fake = G.synthesis(ws, noise_mode="random")
     do_r1 = r1_gamma > 0 and step % r1_every == 0
     real = real.detach().requires_grad_(do_r1)
-    real_logits = D(real)
-    loss = F.softplus(D(fake)).mean() + F.softplus(-real_logits).mean()
+    if use_ac:
+        real_logits, real_cls = D(real, real_c, class_logits=True)
+    else:
+        real_logits = D(real, real_c)
+    loss = F.softplus(D(fake, fake_c)).mean() + F.softplus(-real_logits).mean()
     out = {"d_loss": float(loss.detach())}
+    if use_ac:
+        ce = F.cross_entropy(real_cls, real_c.argmax(dim=1))
+        loss = loss + ac_weight * ce
+        out["d_class"] = float(ce.detach())
     if do_r1:
         (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
         r1 = grad.square().sum(dim=(1, 2, 3)).mean()
@@ -294,21 +383,35 @@ def discriminator_step(G: Network, D: Discriminator, real: torch.Tensor, opt: to
 
 
 def generator_step(G: Network, D: Discriminator, batch_size: int, opt: torch.optim.Optimizer,
-                   mixing_prob: float, w_avg_beta: float = 0.995) -> dict[str, float]:
-    """One G update (non-saturating loss); also tracks ``w_avg`` for truncation."""
+                   mixing_prob: float, w_avg_beta: float = 0.995, ac_weight: float = 0.0) -> dict[str, float]:
+    """One G update (non-saturating loss; uniform classes for a class-conditional G, plus
+    ``ac_weight`` × the cross-entropy of D's class head on the fakes); also tracks ``w_avg`` for
+    truncation."""
     z = torch.randn(batch_size, G.z_dim)
-    ws = _mixed_ws(G, z, mixing_prob)
+    c = random_classes(G, batch_size)
+    ws = _mixed_ws(G, z, mixing_prob, c)
     with torch.no_grad():
         G.mapping.w_avg.lerp_(ws[:, 0].mean(dim=0), 1.0 - w_avg_beta)
     for p in D.parameters():
         p.requires_grad_(False)
-    loss = F.softplus(-D(G.synthesis(ws, noise_mode="random"))).mean()
+    fake = G.synthesis(ws, noise_mode="random")
+    out: dict[str, float] = {}
+    if c is not None and ac_weight > 0:
+        logits, cls = D(fake, c, class_logits=True)
+        ce = F.cross_entropy(cls, c.argmax(dim=1))
+        out["g_class"] = float(ce.detach())
+    else:
+        logits, ce = D(fake, c), None
+    loss = F.softplus(-logits).mean()
+    out["g_loss"] = float(loss.detach())
+    if ce is not None:
+        loss = loss + ac_weight * ce
     for p in D.parameters():
         p.requires_grad_(True)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return {"g_loss": float(loss.detach())}
+    return out
 
 
 @torch.no_grad()
@@ -321,11 +424,15 @@ def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
 
 
 def sample_grid(generator: StyleGANAdapter, path: str, rows: int = 8, seed: int = 0) -> None:
-    """Writes a ``rows × rows`` PNG grid of prior samples (anchors: all groups share one z)."""
+    """Writes a PNG grid of prior samples (anchors: all groups share one z): ``rows × rows``, or for
+    a class-conditional generator one row per class with ``rows`` samples each."""
     spec = generator.latent_spec
-    z = torch.randn(rows * rows, spec.groups[0].shape[0], generator=torch.Generator().manual_seed(seed))
+    k = generator.num_classes
+    n = rows * (k or rows)
+    z = torch.randn(n, spec.groups[0].shape[0], generator=torch.Generator().manual_seed(seed))
+    classes = torch.arange(n) // rows if k else None
     with torch.no_grad():
-        common.save_image_grid(generator.decode({name: z for name in spec.names}), path, nrow=rows)
+        common.save_image_grid(generator.decode({name: z for name in spec.names}, classes), path, nrow=rows)
 
 
 def run_options(opts: argparse.Namespace) -> str:
@@ -360,6 +467,9 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--mixing-prob", type=float, default=0.9, help="style-mixing regularisation probability")
     parser.add_argument("--ema-images", type=int, default=5000,
                         help="half-life of the generator EMA in images")
+    common.add_conditional_argument(parser)
+    parser.add_argument("--ac-weight", type=float, default=1.0,
+                        help="class-conditional runs: weight of the auxiliary class loss (AC-GAN; 0 = projection only)")
 
 
 def _check_opts(opts: argparse.Namespace) -> None:
@@ -367,6 +477,8 @@ def _check_opts(opts: argparse.Namespace) -> None:
         raise ValueError(f"--mixing-prob must be in [0, 1], got {opts.mixing_prob}")
     if opts.r1_gamma < 0:
         raise ValueError(f"--r1-gamma must be >= 0, got {opts.r1_gamma}")
+    if opts.ac_weight < 0:
+        raise ValueError(f"--ac-weight must be >= 0, got {opts.ac_weight}")
     if opts.r1_every < 1 or opts.ema_images < 1:
         raise ValueError("--r1-every and --ema-images must be positive")
 
@@ -374,16 +486,17 @@ def _check_opts(opts: argparse.Namespace) -> None:
 def train(opts: argparse.Namespace) -> dict:
     """Trains the StyleGAN-like generator; saves the EMA generator and returns a summary."""
     _check_opts(opts)
+    source = common.image_source(opts.data, opts.resolution, opts.seed)
     config = check_config({
         "resolution": opts.resolution, "z_dim": opts.z_dim, "w_dim": opts.w_dim,
         "channel_base": opts.channel_base, "channel_max": opts.channel_max, "layer_groups": opts.layer_groups,
-        "truncation_psi": opts.truncation_psi,
+        "truncation_psi": opts.truncation_psi, "c_dim": common.class_count(opts, source),
     })
-    source = common.image_source(opts.data, opts.resolution, opts.seed)
+    c_dim = config["c_dim"]
     with common.seeded(opts.seed):
         model = StyleGANGenerator(**config)
         G = copy.deepcopy(model.generator)
-        D = Discriminator(opts.resolution, config["channel_base"], config["channel_max"])
+        D = Discriminator(opts.resolution, config["channel_base"], config["channel_max"], c_dim=c_dim)
         # R1 is lazy: scale D's Adam as StyleGAN2 does so the update size matches.
         ratio = opts.r1_every / (opts.r1_every + 1)
         opt_g = torch.optim.Adam(G.parameters(), lr=opts.lr, betas=(0.0, 0.99))
@@ -397,11 +510,14 @@ def train(opts: argparse.Namespace) -> dict:
         beta = 0.5 ** (opts.batch_size / opts.ema_images)
         logs: dict[str, float] = {}
         with common.progress(opts, start, "stylegan") as bar:
-            data = common.batches(source, opts.batch_size, start)
+            data = common.batches(source, opts.batch_size, start, labelled=bool(c_dim))
             for step in range(start, opts.steps):
-                real = next(data) * 2.0 - 1.0
-                stats = discriminator_step(G, D, real, opt_d, opts.r1_gamma, opts.r1_every, step, opts.mixing_prob)
-                stats.update(generator_step(G, D, opts.batch_size, opt_g, opts.mixing_prob))
+                real, real_c = next(data) if c_dim else (next(data), None)
+                real = real * 2.0 - 1.0
+                real_c = None if real_c is None else F.one_hot(real_c, c_dim).float()
+                stats = discriminator_step(G, D, real, opt_d, opts.r1_gamma, opts.r1_every, step, opts.mixing_prob,
+                                           real_c, opts.ac_weight)
+                stats.update(generator_step(G, D, opts.batch_size, opt_g, opts.mixing_prob, ac_weight=opts.ac_weight))
                 # EMA ramp-up: early on the EMA follows G closely (StyleGAN2's ema_rampup).
                 seen = (step + 1) * opts.batch_size
                 update_ema(model.generator, G, min(beta, 0.5 ** (opts.batch_size / max(seen * 0.05, 1.0))))
@@ -419,7 +535,7 @@ def train(opts: argparse.Namespace) -> dict:
     sample_grid(model, str(out / "samples.png"))
     summary: dict[str, Any] = {
         "model": "stylegan", "data": opts.data, "steps": opts.steps, "batch_size": opts.batch_size,
-        "seed": opts.seed, "seconds": round(seconds, 1),
+        "seed": opts.seed, "num_classes": c_dim, "seconds": round(seconds, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
         **{k: round(v, 4) for k, v in logs.items()},
     }
