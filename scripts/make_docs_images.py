@@ -1,11 +1,12 @@
 """Pictures for the README, from the shipped generators.
 
     python scripts/make_docs_images.py            # writes docs/shapes_samples.png
+    python scripts/make_docs_images.py --generator builtin:shapes-stylegan --out docs/stylegan_samples.png
 
-Rows: real Shapes; their reconstructions by builtin:shapes; then prior samples of
-builtin:shapes at its default temperature (the anchors of ``ops.resample``, seed 0, with
+Rows: real Shapes; their reconstructions by the generator (a VAE's only); then prior samples
+at its default temperature (the anchors of ``ops.resample``, seed 0, with
 ``draw_classes`` classes for a class-conditional model); then rows where one latent group is
-resampled and the others kept (z1, z2, z3), each row sharing one anchor and its class.
+resampled and the others kept (z1, z2, z3 / w0 … w3), each row sharing one anchor and its class.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def main() -> None:
     real, labels, _ = Shapes(k, res, seed=1).render(range(k))
     rows = [real]
     with torch.no_grad():
-        rows.append(gen.reconstruct(real, labels) if gen.num_classes else gen.reconstruct(real))
+        if hasattr(gen, "reconstruct"):  # a VAE; a GAN has no encoder
+            rows.append(gen.reconstruct(real, labels) if gen.num_classes else gen.reconstruct(real))
         n = k * args.sample_rows
         anchors = ops.resample(gen.latent_spec, ViewPolicy({}), n, 1, 0, 0)
         rows.append(gen.decode({g: v[0] for g, v in anchors.items()}, draw_classes(gen, n, 0, 0)))
