@@ -10,8 +10,9 @@ that network, so its latent groups are the same tied W+ layer groups (default 4:
 
 On labelled data (``--data shapes``) the model is class-conditional by default, as in
 StyleGAN2-ADA: the mapping embeds the one-hot class beside z, and the discriminator scores by
-projection onto a class embedding, so every class is learned (an unconditional GAN on Shapes
-dropped the rarer-to-learn shapes); ``--no-conditional`` trains without labels.
+projection onto a class embedding, takes its minibatch stddev within each class and has an
+auxiliary class head (see :class:`Discriminator` for why), so every class is learned (an
+unconditional GAN on Shapes dropped half the shapes); ``--no-conditional`` trains without labels.
 
 Training: non-saturating logistic loss, lazy R1 penalty on reals, style-mixing regularisation,
 Adam (β = 0, 0.99), an EMA copy of the generator (what is saved), and a running ``w_avg`` for
@@ -43,7 +44,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "w_dim": 128,
     "mapping_layers": 4,
     "channel_base": 512,
-    # 32 channels (153 k parameters) train at ~8 steps/s on one CPU core; 128 took 7.5 s a step.
+    # 32 channels (170 k parameters with a class input) train at ~8 steps/s on one CPU core;
+    # 128 took 7.5 s a step.
     "channel_max": 32,
     "layer_groups": 4,
     "truncation_psi": 1.0,
