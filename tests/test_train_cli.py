@@ -137,3 +137,9 @@ def test_hvae_kl_weights_default_to_one_for_the_top_group_and_five_below():
     assert kl_weights("1,2", 2) == [1.0, 2.0]
     with pytest.raises(ValueError, match="comma-separated numbers"):
         kl_weights("1,x", 2)
+
+
+def test_grid_classes_gives_one_row_per_class():
+    assert common.grid_classes(None, 8) == (64, None) and common.grid_classes(0, 3) == (9, None)
+    n, classes = common.grid_classes(3, 4)
+    assert n == 12 and classes.tolist() == [0] * 4 + [1] * 4 + [2] * 4

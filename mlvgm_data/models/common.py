@@ -21,6 +21,8 @@ Building blocks for ``train_fn``:
   sees exactly the batches it would have seen.
 - ``add_conditional_argument(parser)`` / ``class_count(opts, source)``: the shared
   ``--conditional`` option and the number of classes a run conditions on (0: unconditional).
+- ``grid_classes(num_classes, rows)``: the size and classes of a trainer's sample grid (one
+  row per class for a class-conditional model).
 - ``seeded(seed)``: a context that seeds torch's global RNG for the run and restores the
   caller's RNG afterwards.
 - ``save_checkpoint(path, step, modules, optimizers, extra)`` / ``load_checkpoint(path, modules,
@@ -154,6 +156,15 @@ def class_count(opts: argparse.Namespace, source: ImageSource) -> int:
     if conditional and not source.num_classes:
         raise ValueError(f"--conditional needs labelled data (--data shapes); {opts.data!r} has no class labels")
     return int(source.num_classes) if conditional else 0
+
+
+def grid_classes(num_classes: int | None, rows: int) -> tuple[int, torch.Tensor | None]:
+    """The size and classes of a sample grid ``rows`` wide: ``rows × rows`` samples, or for a
+    class-conditional model one row per class (``classes`` ``[n]``, else None)."""
+    if not num_classes:
+        return rows * rows, None
+    n = rows * num_classes
+    return n, torch.arange(n) // rows
 
 
 def _permutation(n: int, seed: int, epoch: int) -> torch.Tensor:

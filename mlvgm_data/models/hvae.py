@@ -641,8 +641,8 @@ def train_hvae(opts) -> dict:
     import copy
     import time
 
-    from .common import (batches, checkpoint_path, class_count, image_source, out_dir, progress, resume,
-                         save_checkpoint, save_image_grid, save_outputs, seeded)
+    from .common import (batches, checkpoint_path, class_count, grid_classes, image_source, out_dir, progress,
+                         resume, save_checkpoint, save_image_grid, save_outputs, seeded)
 
     source = image_source(opts.data, opts.resolution, opts.seed)
     cfg = config_from_options(opts, class_count(opts, source))
@@ -745,10 +745,8 @@ def train_hvae(opts) -> dict:
         save_image_grid(torch.cat([held_out[:32], recon]), out_dir(opts) / "reconstructions.png", nrow=8)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(opts.seed)
-        # a class-conditional model: one row per class
-        n = 8 * (ema.num_classes or 8)
+        n, classes = grid_classes(ema.num_classes, 8)
         eps = {g.name: torch.randn(n, *g.shape) for g in ema.latent_spec}
-        classes = torch.arange(n) // 8 if ema.num_classes else None
         save_image_grid(ema.decode(eps, classes), out_dir(opts) / "samples.png", nrow=8)
     if opts.data == "shapes":
         from . import recognize

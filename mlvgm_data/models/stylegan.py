@@ -89,6 +89,12 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
 
 
+def _check_onehot(c: torch.Tensor | None, n: int, c_dim: int, owner: str) -> None:
+    if c is None or c.shape != (n, c_dim):
+        raise ValueError(f"this {owner} is class-conditional: c must be one-hot [{n}, {c_dim}], "
+                         f"got {None if c is None else list(c.shape)}")
+
+
 class Mapping(nn.Module):
     """(z, c) → w MLP; ``forward`` broadcasts w to all ``num_ws`` layers (the NVlabs mapping call).
 
@@ -106,9 +112,7 @@ class Mapping(nn.Module):
     def w(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         x = _normalize(z)
         if self.embed is not None:
-            if c is None or c.shape != (z.shape[0], self.c_dim):
-                got = None if c is None else list(c.shape)
-                raise ValueError(f"this mapping is class-conditional: c must be one-hot [{z.shape[0]}, {self.c_dim}], got {got}")
+            _check_onehot(c, z.shape[0], self.c_dim, "mapping")
             x = torch.cat([x, _normalize(self.embed(c))], dim=1)
         for layer in self.net:
             x = _lrelu(layer(x))
@@ -294,9 +298,8 @@ class Discriminator(nn.Module):
         n = img.shape[0]
         if class_logits and self.classifier is None:
             raise ValueError("class_logits needs a class-conditional discriminator (c_dim > 0)")
-        if self.cmap is not None and (c is None or c.shape != (n, self.c_dim)):
-            raise ValueError(f"this discriminator is class-conditional: c must be one-hot [{n}, {self.c_dim}], "
-                             f"got {None if c is None else list(c.shape)}")
+        if self.cmap is not None:
+            _check_onehot(c, n, self.c_dim, "discriminator")
         x = self.blocks(_lrelu(self.fromrgb(img)))
         _, ch, h, w = x.shape
         if self.cmap is None:
@@ -359,9 +362,8 @@ def discriminator_step(G: Network, D: Discriminator, real: torch.Tensor, opt: to
     them apart by their class make-up. ``ac_weight`` > 0 adds the class head's cross-entropy on
     the reals."""
     use_ac = real_c is not None and ac_weight > 0
-    fake_c = real_c
     with torch.no_grad():
-        ws = _mixed_ws(G, torch.randn(real.shape[0], G.z_dim), mixing_prob, fake_c)
+        ws = _mixed_ws(G, torch.randn(real.shape[0], G.z_dim), mixing_prob, real_c)
         fake = G.synthesis(ws, noise_mode="random")
     do_r1 = r1_gamma > 0 and step % r1_every == 0
     real = real.detach().requires_grad_(do_r1)
@@ -369,7 +371,7 @@ def discriminator_step(G: Network, D: Discriminator, real: torch.Tensor, opt: to
         real_logits, real_cls = D(real, real_c, class_logits=True)
     else:
         real_logits = D(real, real_c)
-    loss = F.softplus(D(fake, fake_c)).mean() + F.softplus(-real_logits).mean()
+    loss = F.softplus(D(fake, real_c)).mean() + F.softplus(-real_logits).mean()
     out = {"d_loss": float(loss.detach())}
     if use_ac:
         ce = F.cross_entropy(real_cls, real_c.argmax(dim=1))
@@ -431,10 +433,8 @@ def sample_grid(generator: StyleGANAdapter, path: str, rows: int = 8, seed: int 
     """Writes a PNG grid of prior samples (anchors: all groups share one z): ``rows × rows``, or for
     a class-conditional generator one row per class with ``rows`` samples each."""
     spec = generator.latent_spec
-    k = generator.num_classes
-    n = rows * (k or rows)
+    n, classes = common.grid_classes(generator.num_classes, rows)
     z = torch.randn(n, spec.groups[0].shape[0], generator=torch.Generator().manual_seed(seed))
-    classes = torch.arange(n) // rows if k else None
     with torch.no_grad():
         common.save_image_grid(generator.decode({name: z for name in spec.names}, classes), path, nrow=rows)
 
