@@ -113,7 +113,7 @@ def test_batches_are_a_pure_function_of_the_step(tmp_path):
 
 
 def test_bad_input(tmp_path):
-    with pytest.raises(ValueError, match="'shapes' or a folder"):
+    with pytest.raises(ValueError, match="'shapes', 'fashion-mnist' or a folder"):
         common.train("hvae", data=str(tmp_path / "nope"), steps=1, out=str(tmp_path / "r"))
     with pytest.raises(ValueError, match="unknown options"):
         common.train("hvae", stpes=3)

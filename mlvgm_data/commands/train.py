@@ -1,13 +1,14 @@
-"""``mlvgm-data train``: trains a built-in generator on Shapes or on a folder of your images."""
+"""``mlvgm-data train``: trains a built-in generator on Shapes, Fashion-MNIST or a folder of your images."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "train a built-in generator (--model hvae|...) on Shapes or a folder of images"
+HELP = "train a built-in generator (--model hvae|...) on Shapes, Fashion-MNIST or a folder of images"
 
 _COMMON_HELP = {
-    "data": ("--data", "'shapes' (procedural, no files) or a folder of images (any size, resized)"),
+    "data": ("--data", "'shapes' (procedural, no files), 'fashion-mnist' (the train split of the IDX files, "
+                       "grey, zero-padded to 32² at --resolution 32) or a folder of images (any size, resized)"),
     "out": ("--out", "run folder: checkpoint.pt, model.{pt,json}, summary.json (default runs/MODEL-DATA-RES)"),
     "steps": ("--steps", "optimiser steps"),
     "batch_size": ("--batch-size", "images per step"),

@@ -15,10 +15,11 @@ A model module registers its trainer once, at import::
 
 Building blocks for ``train_fn``:
 
-- ``image_source(data, resolution, seed)``: ``"shapes"`` or a folder of images → an
-  :class:`ImageSource`; ``batches(source, batch_size, start_step)`` yields the
-  ``[B, 3, R, R]`` batch of each step, a pure function of (data, seed, step), so a resumed run
-  sees exactly the batches it would have seen.
+- ``image_source(data, resolution, seed, channels=3)``: ``"shapes"``, ``"fashion-mnist"`` or a
+  folder of images → an :class:`ImageSource`; ``batches(source, batch_size, start_step)`` yields
+  the ``[B, C, R, R]`` batch of each step, a pure function of (data, seed, step), so a resumed run
+  sees exactly the batches it would have seen. ``real_images(data, resolution, train)`` gives a
+  labelled data set's real images for evaluation.
 - ``add_conditional_argument(parser)`` / ``class_count(opts, source)``: the shared
   ``--conditional`` option and the number of classes a run conditions on (0: unconditional).
 - ``grid_classes(num_classes, rows)``: the size and classes of a trainer's sample grid (one
@@ -51,6 +52,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from ..data.fashion_mnist import SIZE as FASHION_SIZE
+from ..data.fashion_mnist import FashionMNIST
 from ..data.folder import FolderImages
 from ..data.shapes import SHAPE_NAMES, Shapes
 from ..generators.registry import load_state, save_generator
@@ -74,10 +77,12 @@ COMMON_DEFAULTS: dict[str, Any] = {
 # --- data --------------------------------------------------------------------------------------
 
 class ImageSource:
-    """Training images addressed by an integer index: ``batch(indices) -> [N, 3, R, R]`` in [0, 1].
+    """Training images addressed by an integer index: ``batch(indices) -> [N, C, R, R]`` in [0, 1].
 
     ``length`` is ``None`` for an unbounded procedural source; ``num_classes`` is set for a
-    labelled one, which also gives ``labelled_batch(indices) -> (images, classes)``.
+    labelled one, which also gives ``labelled_batch(indices) -> (images, classes)``;
+    ``conditional_default``: whether a trainer conditions on those labels unless told otherwise.
+    ``channels`` is 3 (RGB) or 1 (grey).
     """
 
     name: str
@@ -85,12 +90,14 @@ class ImageSource:
     seed: int
     length: int | None
     num_classes: int | None = None
+    conditional_default: bool = False
+    channels: int = 3
 
     def batch(self, indices: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def labelled_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise ValueError(f"{self.name} has no class labels (class-conditional training needs --data shapes)")
+        raise ValueError(f"{self.name} has no class labels (class-conditional training needs shapes or fashion-mnist)")
 
 
 class ShapesSource(ImageSource):
@@ -100,6 +107,7 @@ class ShapesSource(ImageSource):
         self.name, self.resolution, self.seed, self.length = "shapes", resolution, seed, None
         self.dataset = Shapes(1 << 32, resolution, seed)
         self.num_classes = len(SHAPE_NAMES)
+        self.conditional_default = True
 
     def batch(self, indices: torch.Tensor) -> torch.Tensor:
         return self.dataset.render(indices % (1 << 32))[0]
@@ -131,30 +139,83 @@ class FolderSource(ImageSource):
         return self.dataset.load(indices)
 
 
-def image_source(data: str, resolution: int, seed: int) -> ImageSource:
-    """``"shapes"`` → procedural Shapes; anything else is a path to a folder of images."""
+class FashionSource(ImageSource):
+    """The Fashion-MNIST train split (60,000 grey images, labelled; see
+    :class:`~mlvgm_data.data.FashionMNIST`), at 28² or zero-padded to ``resolution`` (32 for the
+    generators, whose stages double from 4²). Unconditional by default: its labels are used only
+    when a trainer is asked to (``--conditional``)."""
+
+    def __init__(self, resolution: int, seed: int, channels: int = 1, train: bool = True) -> None:
+        if resolution not in (FASHION_SIZE, 32):
+            raise ValueError(f"fashion-mnist images are {FASHION_SIZE}²: use --resolution 32 (zero-padded) "
+                             f"or {FASHION_SIZE}, not {resolution}")
+        self.dataset = FashionMNIST(train=train, pad_to=None if resolution == FASHION_SIZE else resolution)
+        self.name, self.resolution, self.seed = "fashion-mnist", resolution, seed
+        self.length = len(self.dataset)
+        self.num_classes = len(self.dataset.classes)
+        self.channels = channels
+
+    def labelled_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.dataset.batch(indices)
+        return (images.expand(-1, self.channels, -1, -1).contiguous() if self.channels != 1 else images), labels
+
+    def batch(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.labelled_batch(indices)[0]
+
+
+DATA_CHOICES = "'shapes', 'fashion-mnist' or a folder of images"
+
+
+def image_source(data: str, resolution: int, seed: int, channels: int | None = 3) -> ImageSource:
+    """``"shapes"`` → procedural Shapes; ``"fashion-mnist"`` → the Fashion-MNIST train split;
+    anything else is a path to a folder of images. ``channels``: 3 gives RGB batches (grey data
+    repeated to three channels), ``None`` the data's own channels (1 for Fashion-MNIST)."""
+    if channels not in (None, 3):
+        raise ValueError(f"channels must be 3 or None (the data's own), got {channels!r}")
     if data == "shapes":
         return ShapesSource(resolution, seed)
+    if data == "fashion-mnist":
+        return FashionSource(resolution, seed, channels=channels or 1)
     path = Path(data)
     if not path.is_dir():
-        raise ValueError(f"--data must be 'shapes' or a folder of images; {data!r} is neither")
+        raise ValueError(f"--data must be {DATA_CHOICES}; {data!r} is none of them")
     return FolderSource(path, resolution, seed)
+
+
+def real_images(data: str, resolution: int, train: bool = False, n: int | None = None,
+                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Real images of ``data`` for evaluation → ``(images [N, C, R, R], labels [N] or None)``:
+    Fashion-MNIST's test split (``train=False``) or train split, the first ``n``; held-out
+    procedural Shapes (seed ``seed + 1``, never a training seed of the same run); or the first
+    ``n`` images of a folder (no labels)."""
+    if data == "shapes":
+        count = 2000 if n is None else n
+        images, classes, _ = Shapes(count, resolution, (seed + 1) % (1 << 32)).render(range(count))
+        return images, classes
+    if data == "fashion-mnist":
+        ds = FashionSource(resolution, seed, train=train).dataset
+        count = len(ds) if n is None else min(n, len(ds))
+        return ds.batch(range(count))
+    source = image_source(data, resolution, seed)
+    count = source.length if n is None else min(n, source.length or n)
+    return source.batch(torch.arange(count)), None
 
 
 def add_conditional_argument(parser: Any) -> None:
     """Declares ``--conditional`` / ``--no-conditional`` (the same option for every trainer)."""
     parser.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
-                        help="class-conditional model (on the shape classes); default: on for --data shapes, "
-                             "off for an image folder (which has no labels)")
+                        help="class-conditional model (on the data's classes); default: on for --data shapes, "
+                             "off for fashion-mnist (an unconditional model, labels unused) and for an image "
+                             "folder (which has no labels)")
 
 
 def class_count(opts: argparse.Namespace, source: ImageSource) -> int:
     """The number of classes the model conditions on: ``source.num_classes`` when ``--conditional``
-    is on (or unset and the data is labelled), else 0; a ValueError for ``--conditional`` on
-    unlabelled data."""
-    conditional = bool(source.num_classes) if opts.conditional is None else opts.conditional
+    is on (or unset and ``source.conditional_default``), else 0; a ValueError for ``--conditional``
+    on unlabelled data."""
+    conditional = source.conditional_default if opts.conditional is None else opts.conditional
     if conditional and not source.num_classes:
-        raise ValueError(f"--conditional needs labelled data (--data shapes); {opts.data!r} has no class labels")
+        raise ValueError(f"--conditional needs labelled data (shapes, fashion-mnist); {opts.data!r} has no class labels")
     return int(source.num_classes) if conditional else 0
 
 
@@ -188,7 +249,7 @@ def step_indices(source: ImageSource, batch_size: int, step: int) -> torch.Tenso
 
 def batches(source: ImageSource, batch_size: int, start_step: int = 0,
             labelled: bool = False) -> Iterator[torch.Tensor] | Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless ``[B, 3, R, R]`` batches from ``start_step`` on (a pure function of the step);
+    """Endless ``[B, C, R, R]`` batches from ``start_step`` on (a pure function of the step);
     ``labelled``: ``(images, classes)`` pairs from ``source.labelled_batch``."""
     fetch = source.labelled_batch if labelled else source.batch
     step = start_step
