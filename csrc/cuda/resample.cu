@@ -5,6 +5,13 @@
 
 #include "resample_cuda.h"
 
+// Launches are written MLVGM_LAUNCH(kernel, grid, block, shmem, stream)(args...): `<<<...>>>` under
+// nvcc; tests/test_cuda_emulation.py compiles this same file as C++ against
+// csrc/testing/cuda_host_emulation.h, which defines it to run the grid on the host.
+#if defined(__CUDACC__)
+#define MLVGM_LAUNCH(kernel, grid, block, shmem, stream) kernel<<<grid, block, shmem, stream>>>
+#endif
+
 namespace mlvgm {
 namespace {
 
@@ -96,7 +103,7 @@ cudaError_t launch_resample(const GroupRule* groups, int num_groups, int32_t bat
       p.first_thread[i + 1] = p.first_thread[i] + static_cast<int64_t>(batch) * blocks_of(p.groups[i].numel);
     }
     const int64_t threads = p.first_thread[p.num_groups];
-    resample_kernel<<<grid_for(threads), kThreads, 0, stream>>>(p, sample_ids, out);
+    MLVGM_LAUNCH(resample_kernel, grid_for(threads), kThreads, 0, stream)(p, sample_ids, out);
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
@@ -109,7 +116,7 @@ cudaError_t launch_uniform(int64_t batch, int32_t n, uint32_t seed, uint32_t phi
                            cudaStream_t stream) {
   const int64_t threads = batch * blocks_of(n);
   if (threads == 0) return cudaSuccess;
-  uniform_kernel<<<grid_for(threads), kThreads, 0, stream>>>(
+  MLVGM_LAUNCH(uniform_kernel, grid_for(threads), kThreads, 0, stream)(
       batch, n, seed, philox_stream, step, counter_word3(domain, view, slot), sample_offset,
       sample_ids, out);
   return cudaGetLastError();

@@ -1,0 +1,49 @@
+// C entry points to the emulated CUDA launchers of csrc/cuda/resample.cu, for ctypes
+// (tests/test_cuda_emulation.py builds this file and resample.cu into one shared library).
+// Arguments are the op's own: the group_meta / group_params lists of mlvgm_data.ops._pack.
+#include <vector>
+
+#include "../cuda/resample_cuda.h"
+
+namespace {
+
+void configure(unsigned max_blocks, unsigned block_threads, uint64_t order_seed) {
+  emulated_launch_config = EmulatedLaunchConfig{max_blocks, block_threads, order_seed, 0};
+}
+
+}  // namespace
+
+extern "C" {
+
+// Number of kernel launches of the last call.
+int emulated_launches() { return emulated_launch_config.launches; }
+
+// Same unpacking as resample_host.h's unpack_groups (whose checks the CPU tests cover).
+int emulated_resample(const int64_t* meta, const double* params, int num_groups, int32_t batch,
+                      int32_t views, int include_anchor, uint32_t seed, uint32_t philox_stream,
+                      uint32_t step, int64_t sample_offset, const int64_t* sample_ids, float* out,
+                      unsigned max_blocks, unsigned block_threads, uint64_t order_seed) {
+  std::vector<mlvgm::GroupRule> groups(num_groups);
+  for (int g = 0; g < num_groups; ++g) {
+    const int64_t* m = meta + 5 * g;
+    const double* p = params + 4 * g;
+    groups[g] = mlvgm::GroupRule{static_cast<int32_t>(m[0]), static_cast<int32_t>(m[1]),
+                                 static_cast<int32_t>(m[2]), static_cast<int32_t>(m[3]), m[4],
+                                 static_cast<float>(p[0]), static_cast<float>(p[1]),
+                                 static_cast<float>(p[2]), static_cast<float>(p[3])};
+  }
+  configure(max_blocks, block_threads, order_seed);
+  return mlvgm::launch_resample(groups.data(), num_groups, batch, views, include_anchor != 0, seed,
+                                philox_stream, step, sample_offset, sample_ids, out, nullptr);
+}
+
+int emulated_uniform(int64_t batch, int32_t n, uint32_t seed, uint32_t philox_stream,
+                     uint32_t step, uint32_t domain, uint32_t view, uint32_t slot,
+                     int64_t sample_offset, const int64_t* sample_ids, float* out,
+                     unsigned max_blocks, unsigned block_threads, uint64_t order_seed) {
+  configure(max_blocks, block_threads, order_seed);
+  return mlvgm::launch_uniform(batch, n, seed, philox_stream, step, domain, view, slot,
+                               sample_offset, sample_ids, out, nullptr);
+}
+
+}  // extern "C"
