@@ -31,9 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", default=None, metavar="PATH", help="write the bar chart PNG here (needs matplotlib)")
     p.add_argument("--save-policy", action="store_true",
                    help="store the recommended policy in the generator's JSON (read by mlvgm_data.recommended_policy)")
-    p.add_argument("--encoder-data", default=None, metavar="shapes|PATH",
+    p.add_argument("--encoder-data", default=None, metavar="shapes|fashion-mnist|PATH",
                    help="also report the encoder metrics (KL, I_q(x; z), active units per group) on real images: "
-                        "'shapes' (held-out procedural Shapes) or an image folder; needs a generator with encode(x)")
+                        "'shapes' (held-out procedural Shapes), 'fashion-mnist' (its test split) or an image "
+                        "folder; needs a generator with encode(x)")
     p.add_argument("--encoder-samples", type=int, default=2000, help="images for --encoder-data (default 2000)")
     p.add_argument("--device", default=None, help="device for the generator and the critics (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -53,13 +54,21 @@ ENCODER_SHAPES_SEED = 7
 """Shapes seed for --encoder-data shapes: images the shipped generators were not trained on."""
 
 
-def _image_batches(source: str, resolution: int, n: int, batch: int = 250) -> Iterator[torch.Tensor]:
-    """Batches of ``n`` real images; the dataset is opened now, so a bad folder fails early."""
-    from ..data import FolderImages, Shapes
+def _image_batches(source: str, resolution: int, n: int, batch: int = 250,
+                   channels: int = 3) -> Iterator[torch.Tensor]:
+    """Batches of ``n`` real images with the generator's ``channels``; the dataset is opened now,
+    so a bad folder or missing files fail early."""
+    from ..data import FashionMNIST, FolderImages, Shapes
 
     if source == "shapes":
         shapes = Shapes(n, resolution, seed=ENCODER_SHAPES_SEED)
         return (shapes.render(range(i, min(i + batch, n)))[0] for i in range(0, n, batch))
+    if source == "fashion-mnist":
+        # The test split: images a generator trained on the train split has not seen.
+        fashion = FashionMNIST(train=False, pad_to=resolution)
+        count = min(n, len(fashion))
+        return (fashion.batch(range(i, min(i + batch, count)))[0].expand(-1, channels, -1, -1)
+                for i in range(0, count, batch))
     folder = FolderImages(source, resolution)
     count = min(n, len(folder))
     return (folder.load(list(range(i, min(i + batch, count)))) for i in range(0, count, batch))
@@ -82,7 +91,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.encoder_data:
         if not callable(getattr(generator, "encode", None)):
             raise ValueError(f"{args.generator} has no encode(x): --encoder-data needs a model with an encoder")
-        batches = _image_batches(args.encoder_data, generator.image_shape[-1], args.encoder_samples)
+        batches = _image_batches(args.encoder_data, generator.image_shape[-1], args.encoder_samples,
+                                 channels=generator.image_shape[0])
     groups = None if args.groups is None else [g.strip() for g in args.groups.split(",") if g.strip()]
     report = analyze(
         generator, groups, samples=args.samples, steps=args.steps, seed=args.seed, budget=args.budget,

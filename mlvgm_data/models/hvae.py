@@ -43,6 +43,8 @@ from ..latents import LatentGroup, LatentSpec
 
 DEFAULT_CONFIG: dict = {
     "resolution": 32,
+    # 3 (RGB) or 1 (grey, e.g. Fashion-MNIST)
+    "image_channels": 3,
     # decoder widths and residual blocks at 4², 8², … up to resolution/2 (the last stage's output
     # is pixel-shuffled to full size, so no layer runs at full resolution)
     "channels": [48, 32, 24],
@@ -102,6 +104,8 @@ def make_config(overrides: Mapping | None = None) -> dict:
         raise ValueError(f"hvae: vmi_weight must be >= 0, got {cfg['vmi_weight']}")
     if cfg["temperature"] <= 0 or cfg["sigma"] <= 0:
         raise ValueError("hvae: temperature and sigma must be > 0")
+    if cfg["image_channels"] not in (1, 3) or isinstance(cfg["image_channels"], bool):
+        raise ValueError(f"hvae: image_channels must be 1 (grey) or 3 (RGB), got {cfg['image_channels']!r}")
     if not isinstance(cfg["num_classes"], int) or cfg["num_classes"] < 0 or cfg["num_classes"] == 1:
         raise ValueError(f"hvae: num_classes must be 0 (unconditional) or >= 2, got {cfg['num_classes']!r}")
     return cfg
@@ -192,7 +196,7 @@ class Encoder(nn.Module):
         n_down = int(math.log2(res // 4))
         if len(widths) != n_down + 1:
             raise ValueError(f"hvae: enc_channels needs {n_down + 1} widths at {res}², got {len(widths)}")
-        self.stem = nn.Sequential(_conv(3, widths[0]), nn.SiLU())
+        self.stem = nn.Sequential(_conv(cfg["image_channels"], widths[0]), nn.SiLU())
         self.downs = nn.ModuleList()
         self.stages = nn.ModuleList()
         for i in range(n_down):
@@ -236,7 +240,7 @@ class HierarchicalVAE(MLVGM):
         self.latent_spec = LatentSpec(
             [LatentGroup(n, (c,) if r == 1 else (c, r, r)) for n, c, r in self.groups]
         )
-        self.image_shape = (3, res, res)
+        self.image_shape = (int(cfg["image_channels"]), res, res)
         self.temperature = float(cfg["temperature"])
         self.sigma = float(cfg["sigma"])
         self.skip = bool(cfg["skip"])
@@ -298,11 +302,12 @@ class HierarchicalVAE(MLVGM):
                 # Sub-pixel upsampling: the conv runs at the lower resolution.
                 self.ups.append(nn.Sequential(_conv(w, 4 * widths[i + 1]), nn.PixelShuffle(2), nn.SiLU()))
         self.out_skip = nn.ModuleDict({n: LatentSkip(c, r, widths[-1]) for n, c, r in self.groups} if self.skip else {})
-        self.to_rgb = _conv(widths[-1], 12)
+        # 4 sub-pixels per output pixel and channel (pixel shuffle to full resolution)
+        self.to_rgb = _conv(widths[-1], 4 * self.image_shape[0])
         self.encoder = Encoder(cfg)
         # q(class | x) for encode() without labels: its own small CNN, since a CVAE's encoder is
         # trained to leave the class out of its features.
-        self.class_head = ClassHead(self.num_classes) if self.num_classes else None
+        self.class_head = ClassHead(self.num_classes, self.image_shape[0]) if self.num_classes else None
         self.vmi_groups = list(cfg["vmi_groups"])
         self.vmi_weight = float(cfg["vmi_weight"])
         self.aux = AuxEncoder(cfg, [g for g in self.groups if g[0] in self.vmi_groups]) if self.vmi_groups else None
@@ -465,10 +470,10 @@ class HierarchicalVAE(MLVGM):
 class ClassHead(nn.Module):
     """A small CNN classifier q(class | x) of a class-conditional model."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, image_channels: int = 3) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for cin, cout in ((3, 16), (16, 32), (32, 64)):
+        for cin, cout in ((image_channels, 16), (16, 32), (32, 64)):
             layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.SiLU()]
         self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
 
@@ -482,7 +487,7 @@ class AuxEncoder(nn.Module):
     def __init__(self, cfg: dict, groups: Sequence[tuple[str, int, int]]) -> None:
         super().__init__()
         res = cfg["resolution"]
-        layers: list[nn.Module] = [_conv(3, 32), nn.SiLU()]
+        layers: list[nn.Module] = [_conv(cfg["image_channels"], 32), nn.SiLU()]
         r, w = res, 32
         while r > 4:
             layers += [nn.Conv2d(w, min(2 * w, 128), 4, stride=2, padding=1), nn.SiLU()]
@@ -578,13 +583,13 @@ def add_arguments(p) -> None:
     p.add_argument("--eval-images", type=int, default=2000, help="held-out images for the final ELBO figures")
 
 
-def config_from_options(opts, num_classes: int = 0) -> dict:
+def config_from_options(opts, num_classes: int = 0, image_channels: int = 3) -> dict:
     """The model config of the ``train`` options; ``num_classes``: the classes the model
-    conditions on (0: unconditional; see ``common.class_count``)."""
+    conditions on (0: unconditional; see ``common.class_count``); ``image_channels``: the data's."""
     res = opts.resolution
     base = RESOLUTION_DEFAULTS.get(res)
     overrides = {"resolution": res, "groups": _groups(opts.groups), "skip": bool(opts.skip),
-                 "num_classes": int(num_classes),
+                 "num_classes": int(num_classes), "image_channels": int(image_channels),
                  "sigma": opts.sigma, "temperature": opts.temperature, "vmi_weight": opts.vmi_weight,
                  "vmi_groups": [g.strip() for g in opts.vmi_groups.split(",") if g.strip()]}
     for key, flag in (("channels", "channels"), ("blocks", "blocks"), ("point_blocks", "point_blocks"),
@@ -642,10 +647,10 @@ def train_hvae(opts) -> dict:
     import time
 
     from .common import (batches, checkpoint_path, class_count, grid_classes, image_source, out_dir, progress,
-                         resume, save_checkpoint, save_image_grid, save_outputs, seeded)
+                         real_images, resume, save_checkpoint, save_image_grid, save_outputs, seeded)
 
-    source = image_source(opts.data, opts.resolution, opts.seed)
-    cfg = config_from_options(opts, class_count(opts, source))
+    source = image_source(opts.data, opts.resolution, opts.seed, channels=None)
+    cfg = config_from_options(opts, class_count(opts, source), source.channels)
     weights = kl_weights(opts.kl_weights, len(cfg["groups"]))
     if len(weights) != len(cfg["groups"]):
         raise ValueError(f"--kl-weights needs one weight per group ({len(cfg['groups'])}), got {opts.kl_weights!r}")
@@ -722,23 +727,16 @@ def train_hvae(opts) -> dict:
                      "seed": opts.seed, "parameters": sum(p.numel() for p in ema.parameters()),
                      "train_seconds": round(time.time() - t0, 1)}
     if opts.eval_images > 0:
-        from ..data.shapes import Shapes
-        from .common import FolderSource
-
-        if opts.data == "shapes":
-            held_out, held_classes, _ = Shapes(opts.eval_images, opts.resolution,
-                                               (opts.seed + 1) % (1 << 32)).render(range(opts.eval_images))
-            summary["eval_data"] = "held-out Shapes"
-            if conditional:
-                with torch.no_grad():
-                    predicted = ema.class_head(held_out).argmax(1)
-                summary["encoder_class_accuracy"] = float((predicted == held_classes).float().mean())
-        else:
-            assert isinstance(source, FolderSource)
-            k = min(opts.eval_images, source.length)
-            held_out = source.batch(torch.arange(k))
-            summary["eval_data"] = f"first {k} training images"
-        labels = held_classes if opts.data == "shapes" and conditional else None
+        # Held out: fresh Shapes, or Fashion-MNIST's test split; a folder has no held-out part.
+        held_out, held_classes = real_images(opts.data, opts.resolution, train=False, n=opts.eval_images,
+                                             seed=opts.seed)
+        summary["eval_data"] = {"shapes": "held-out Shapes", "fashion-mnist": "Fashion-MNIST test split"}.get(
+            opts.data, f"first {len(held_out)} training images")
+        if conditional:
+            with torch.no_grad():
+                predicted = ema.class_head(held_out).argmax(1)
+            summary["encoder_class_accuracy"] = float((predicted == held_classes).float().mean())
+        labels = held_classes if conditional else None
         summary.update(evaluate(ema, held_out, seed=opts.seed, classes=labels))
         with torch.no_grad():
             recon = ema.reconstruct(held_out[:32], None if labels is None else labels[:32])
@@ -753,6 +751,11 @@ def train_hvae(opts) -> dict:
 
         if recognize.classifier_available():
             summary["recognizability"] = recognize.recognizability(ema, n=2000, seed=opts.seed)
+    if opts.data == "fashion-mnist":
+        from . import fashion_classifier
+
+        if fashion_classifier.classifier_available():
+            summary["quality"] = fashion_classifier.sample_quality(ema, n=2000, seed=opts.seed)
     return save_outputs(ema, opts, "hvae", cfg, summary)
 
 

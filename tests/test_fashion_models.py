@@ -1,0 +1,192 @@
+"""Grey images in the hvae, the trainer on Fashion-MNIST files, and the Fashion-MNIST classifier's
+quality score (the Fréchet distance against its closed form), on tiny IDX files the tests write."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mlvgm_data.data import fashion_mnist as fm
+from mlvgm_data.generators import MLVGM, load_generator
+from mlvgm_data.latents import LatentGroup, LatentSpec
+from mlvgm_data.models import common
+from mlvgm_data.models import fashion_classifier as fc
+from mlvgm_data.models.hvae import HierarchicalVAE, make_config
+
+from test_fashion_data import write_split
+
+TINY = {"channels": [16, 8, 8], "blocks": [1, 1, 0], "enc_channels": [4, 8, 8, 16],
+        "groups": [["z1", 6, 1], ["z2", 3, 4], ["z3", 2, 8]]}
+TINY_TRAIN = dict(channels="8,8,8", blocks="1,0,0", enc_channels="4,4,8,8", groups="z1:4:1,z2:2:4",
+                  kl_weights="1,1", batch_size=4, eval_images=3, threads=1)
+
+
+@pytest.fixture
+def fashion_files(tmp_path, monkeypatch):
+    """Tiny train (9 images) and test (5 images) splits, found through $MLVGM_DATA."""
+    write_split(tmp_path / "data", n=9, train=True, seed=1)
+    write_split(tmp_path / "data", n=5, train=False, seed=2)
+    monkeypatch.setenv(fm.ENV_VAR, str(tmp_path / "data"))
+    monkeypatch.setattr(fm, "DEBIAN_PATH", tmp_path / "no-debian")
+    fc._real_features.cache_clear()
+    yield tmp_path / "data"
+    fc._real_features.cache_clear()
+
+
+def test_grey_hvae_decodes_encodes_and_trains():
+    torch.manual_seed(0)
+    m = HierarchicalVAE({**TINY, "image_channels": 1})
+    assert m.image_shape == (1, 32, 32)
+    x = torch.rand(3, 1, 32, 32)
+    out = m(x)
+    assert out["recon"].shape == (3, 1, 32, 32) and out["nll"].shape == (3,)
+    assert m.encode(x)["z3"][0].shape == (3, 2, 8, 8)
+    with torch.no_grad():
+        y = m.eval().decode({g.name: torch.randn(2, *g.shape) for g in m.latent_spec})
+    assert y.shape == (2, 1, 32, 32) and 0 <= float(y.min()) and float(y.max()) <= 1
+    with pytest.raises(ValueError, match=r"images must be a \[N, 1, 32, 32\] tensor"):
+        m.encode(torch.rand(3, 3, 32, 32))
+    vmi = HierarchicalVAE({**TINY, "image_channels": 1, "vmi_weight": 1.0, "vmi_groups": ["z2"]})
+    assert set(vmi.vmi_terms(2)) == {"z2"}
+    cond = HierarchicalVAE({**TINY, "image_channels": 1, "num_classes": 10})
+    assert cond(x, classes=torch.tensor([0, 3, 9]))["class_nll"].shape == (3,)
+
+
+def test_image_channels_is_checked_and_defaults_to_rgb():
+    assert make_config({})["image_channels"] == 3
+    for bad in (2, 0, True, "1"):
+        with pytest.raises(ValueError, match="image_channels must be 1 .grey. or 3"):
+            make_config({"image_channels": bad})
+
+
+def test_train_on_fashion_files_is_unconditional_and_grey(fashion_files, tmp_path):
+    summary = common.train("hvae", data="fashion-mnist", out=str(tmp_path / "run"), steps=2, **TINY_TRAIN)
+    assert summary["eval_data"] == "Fashion-MNIST test split" and "encoder_class_accuracy" not in summary
+    gen = load_generator(tmp_path / "run")
+    assert gen.num_classes is None and gen.image_shape == (1, 32, 32)
+    assert gen.config["image_channels"] == 1
+    assert ("quality" in summary) == fc.classifier_available()  # scored when the classifier ships
+    cond = common.train("hvae", data="fashion-mnist", out=str(tmp_path / "cond"), steps=1, conditional=True,
+                        **TINY_TRAIN)
+    assert 0.0 <= cond["encoder_class_accuracy"] <= 1.0
+    assert load_generator(tmp_path / "cond").num_classes == 10
+
+
+def test_train_command_accepts_data_fashion_mnist(fashion_files, tmp_path, capsys):
+    import argparse
+
+    from mlvgm_data.commands import train as train_cmd
+
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    argv = ["--model", "hvae", "--data", "fashion-mnist", "--steps", "1", "--out", str(tmp_path / "run")]
+    for k, v in TINY_TRAIN.items():
+        argv += [f"--{k.replace('_', '-')}", str(v)]
+    train_cmd.run(parser.parse_args(argv))
+    assert "fashion-mnist" in capsys.readouterr().out
+    assert "fashion-mnist" in parser.format_help()
+
+
+# --- the classifier and the quality score -----------------------------------------------------
+
+class Replay(MLVGM):
+    """A stand-in generator whose samples are given images, picked by its noise."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        super().__init__()
+        self.images = images
+        self.latent_spec = LatentSpec([LatentGroup("z", (1,))])
+        self.image_shape = tuple(images.shape[1:])
+
+    def _decode(self, latents, classes):
+        u = torch.special.ndtr(latents["z"][:, 0])
+        return self.images[(u * len(self.images)).long().clamp(max=len(self.images) - 1)]
+
+
+def test_frechet_distance_matches_the_closed_form():
+    from scipy import linalg
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(400, 5, generator=g, dtype=torch.float64) @ torch.randn(5, 5, generator=g, dtype=torch.float64)
+    b = torch.randn(300, 5, generator=g, dtype=torch.float64) * 2 + 1
+    ca, cb = np.cov(a.numpy().T), np.cov(b.numpy().T)
+    expected = float(((a.mean(0) - b.mean(0)) ** 2).sum()) + np.trace(ca + cb - 2 * linalg.sqrtm(ca @ cb).real)
+    assert fc.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert fc.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    with pytest.raises(ValueError, match="two \\[N, D\\] feature sets"):
+        fc.frechet_distance(a, b[:, :4])
+    with pytest.raises(ValueError, match="N >= 2"):
+        fc.frechet_distance(a[:1], b)
+
+
+def test_classifier_crops_the_padding_and_checks_shapes():
+    torch.manual_seed(0)
+    clf = fc.FashionClassifier(4).eval()
+    x = torch.rand(2, 1, 28, 28)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), value=0.7)  # the border is ignored
+    with torch.no_grad():
+        assert torch.equal(clf(x), clf(padded))
+        assert clf.features(x).shape == (2, fc.FEATURES)
+    for bad in (torch.rand(2, 3, 32, 32), torch.rand(2, 1, 20, 20), torch.rand(1, 28, 28)):
+        with pytest.raises(ValueError, match=r"grey \[N, 1, R, R\] with R >= 28"):
+            fc.classify(bad, clf)
+
+
+def test_training_scoring_and_the_score_command(fashion_files, tmp_path, monkeypatch):
+    model, meta = fc.train_classifier(epochs=1, batch_size=4, width=4)
+    assert meta["test_images"] == 5 and 0.0 <= meta["test_accuracy"] <= 1.0 and meta["steps"] == 3
+    stem = tmp_path / "clf"
+    fc.save_classifier(model, stem, meta)
+    loaded = fc.load_classifier(stem)
+    x = torch.rand(3, 1, 32, 32)
+    assert torch.equal(fc.classify(x, loaded)[0], fc.classify(x, model)[0])
+    monkeypatch.setattr(fc, "_shipped", lambda: loaded)
+    real = fm.FashionMNIST(train=False, pad_to=32).batch(range(5))[0]
+    quality = fc.sample_quality(Replay(real), n=40, seed=0)
+    assert quality["n"] == 40 and sum(quality["class_counts"].values()) == 40
+    assert set(quality["class_fractions"]) == set(fm.CLASS_NAMES) and 0 < quality["mean_confidence"] <= 1
+    assert quality["frechet_distance"] >= 0 and fc.quality_floor(4) >= 0
+    assert quality == fc.sample_quality(Replay(real), n=40, seed=0)  # deterministic given the seed
+    assert "frechet_distance" not in fc.sample_quality(Replay(real), n=3, frechet=False)
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        fc.sample_quality(Replay(real), n=0)
+
+    import mlvgm_data.generators as generators
+
+    monkeypatch.setattr(generators, "load_generator", lambda name: Replay(real))
+    out = tmp_path / "q.json"
+    result = fc.main(["score", "fake", "--n", "20", "--json", str(out)])
+    assert json.loads(out.read_text())["n"] == 20 and result["frechet_vs_floor"] >= 0
+
+
+def test_classifier_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="classifier config"):
+        fc.load_classifier(tmp_path / "none")
+    fc.save_classifier(fc.FashionClassifier(4), tmp_path / "c", {"width": 8})
+    with pytest.raises(ValueError, match="does not match its config"):
+        fc.load_classifier(tmp_path / "c")
+
+
+def test_mi_encoder_data_fashion_mnist_reads_the_test_split(fashion_files, tmp_path, capsys, one_thread):
+    from mlvgm_data.cli import main
+    from mlvgm_data.generators import save_generator
+
+    torch.manual_seed(0)
+    model = HierarchicalVAE({**TINY, "image_channels": 1})
+    save_generator(model, tmp_path / "grey", "hvae", model.config)
+    argv = ["mi", str(tmp_path / "grey"), "--samples", "128", "--steps", "2", "--no-progress",
+            "--encoder-data", "fashion-mnist", "--json", "-"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Encoder metrics on 5 images (fashion-mnist)" in out  # all 5 test images, none of the 9 train ones
+    doc = json.loads(out[out.index("{\n  \"candidates\""):])
+    assert doc["encoder"]["n"] == 5 and set(doc["encoder"]["groups"]) == {"z1", "z2", "z3"}
+    fm_root = fashion_files
+    for f in fm_root.glob("t10k-*"):
+        f.unlink()
+    assert main(argv) == 2
+    err = capsys.readouterr()
+    assert "apt-get install dataset-fashion-mnist" in err.err and "| z1 |" not in err.out
