@@ -12,7 +12,7 @@ import torch
 from mlvgm_data.data import fashion_mnist as fm
 from mlvgm_data.generators import MLVGM, load_generator
 from mlvgm_data.latents import LatentGroup, LatentSpec
-from mlvgm_data.models import common
+from mlvgm_data.models import common, hvae
 from mlvgm_data.models import fashion_classifier as fc
 from mlvgm_data.models.hvae import HierarchicalVAE, make_config
 
@@ -73,6 +73,26 @@ def test_train_on_fashion_files_is_unconditional_and_grey(fashion_files, tmp_pat
                         **TINY_TRAIN)
     assert 0.0 <= cond["encoder_class_accuracy"] <= 1.0
     assert load_generator(tmp_path / "cond").num_classes == 10
+    with pytest.raises(ValueError, match="--probe needs --data fashion-mnist and an unconditional model"):
+        common.train("hvae", data="fashion-mnist", out=str(tmp_path / "c2"), steps=1, conditional=True, probe=True,
+                     **TINY_TRAIN)
+    with pytest.raises(ValueError, match="--probe needs --data fashion-mnist"):
+        common.train("hvae", data="shapes", out=str(tmp_path / "c3"), steps=1, probe=True, **TINY_TRAIN)
+
+
+def test_posterior_probe_on_the_means_of_every_group(fashion_files, tmp_path):
+    summary = common.train("hvae", data="fashion-mnist", out=str(tmp_path / "run"), steps=2, probe=True,
+                           **TINY_TRAIN)
+    acc = summary["probe_accuracy"]
+    assert set(acc) == {"all", "z1", "z2"} and all(0.0 <= v <= 1.0 for v in acc.values())
+    gen = load_generator(tmp_path / "run")
+    x = fm.FashionMNIST(train=False, pad_to=32).batch(range(5))[0]
+    means = hvae.posterior_means(gen, x, batch_size=2)  # batches give the same means as one pass
+    assert means["z1"].shape == (5, 4) and means["z2"].shape == (5, 2 * 4 * 4)
+    assert torch.allclose(means["z2"], gen.encode(x)["z2"][0].flatten(1), atol=1e-6)
+    # Labels that a group's means separate perfectly are found by its probe.
+    labels = (means["z1"][:, 0] > means["z1"][:, 0].median()).long()
+    assert hvae.posterior_probe(gen, x, labels, x, labels)["z1"] == 1.0
 
 
 def test_train_command_accepts_data_fashion_mnist(fashion_files, tmp_path, capsys):

@@ -581,6 +581,9 @@ def add_arguments(p) -> None:
                    help="first steps in which only the top group is inferred (lower groups at their prior means)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average that is exported")
     p.add_argument("--eval-images", type=int, default=2000, help="held-out images for the final ELBO figures")
+    p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=False,
+                   help="after training, linear-probe accuracy on the posterior means (fashion-mnist: fitted on "
+                        "the train split, scored on the test split)")
 
 
 def config_from_options(opts, num_classes: int = 0, image_channels: int = 3) -> dict:
@@ -629,6 +632,30 @@ def evaluate(model: HierarchicalVAE, images: torch.Tensor, batch_size: int = 250
             "bits_per_dim": -elbo / (math.log(2) * images[0].numel()), "recon_mse": mse / n}
 
 
+@torch.no_grad()
+def posterior_means(model: HierarchicalVAE, images: torch.Tensor, batch_size: int = 500) -> dict[str, torch.Tensor]:
+    """``{group: [N, D_g]}``: the flattened means of q(ε_g | x) of ``images`` (an unconditional model's)."""
+    model.eval()
+    chunks: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, len(images), batch_size):
+        for g, (mu, _) in model.encode(images[start:start + batch_size]).items():
+            chunks.setdefault(g, []).append(mu.flatten(1))
+    return {g: torch.cat(v) for g, v in chunks.items()}
+
+
+def posterior_probe(model: HierarchicalVAE, train_images: torch.Tensor, train_labels: torch.Tensor,
+                    test_images: torch.Tensor, test_labels: torch.Tensor) -> dict[str, float]:
+    """Held-out accuracy of linear probes on the posterior means (Dieng et al.'s Skip-VAE
+    measure): fitted on the train images, scored on the test images; ``"all"`` uses every group's
+    means together, each group name its own alone."""
+    from ..ssl import linear_probe
+
+    train, test = posterior_means(model, train_images), posterior_means(model, test_images)
+    sets = {"all": (torch.cat(list(train.values()), 1), torch.cat(list(test.values()), 1)),
+            **{g: (train[g], test[g]) for g in train}}
+    return {k: linear_probe(a, train_labels, b, test_labels).accuracy for k, (a, b) in sets.items()}
+
+
 def kl_weights(text: str | None, n_groups: int) -> list[float]:
     """The KL weight per group of ``--kl-weights`` (``"1,5,5"``); without it 1 for the top group and
     5 for every lower one."""
@@ -637,7 +664,7 @@ def kl_weights(text: str | None, n_groups: int) -> list[float]:
 
 def _run_options(opts) -> dict:
     """The options that define a run (a resumed run must use the same ones)."""
-    skip = {"out", "resume", "checkpoint_every", "export", "threads", "eval_images", "model"}
+    skip = {"out", "resume", "checkpoint_every", "export", "threads", "eval_images", "probe", "model"}
     return {k: v for k, v in sorted(vars(opts).items()) if k not in skip}
 
 
@@ -660,6 +687,8 @@ def train_hvae(opts) -> dict:
         raise ValueError(f"--top-only-steps must be >= 0, got {opts.top_only_steps}")
     if opts.kl_warmup < 0:
         raise ValueError(f"--kl-warmup must be >= 0 steps, got {opts.kl_warmup}")
+    if opts.probe and (opts.data != "fashion-mnist" or cfg["num_classes"]):
+        raise ValueError("--probe needs --data fashion-mnist and an unconditional model (its train/test split labels)")
     warmup = max(1, opts.kl_warmup)
     t0 = time.time()
     with seeded(opts.seed):
@@ -751,6 +780,10 @@ def train_hvae(opts) -> dict:
 
         if recognize.classifier_available():
             summary["recognizability"] = recognize.recognizability(ema, n=2000, seed=opts.seed)
+    if opts.probe:
+        train_x, train_y = real_images(opts.data, opts.resolution, train=True)
+        test_x, test_y = real_images(opts.data, opts.resolution, train=False)
+        summary["probe_accuracy"] = posterior_probe(ema, train_x, train_y, test_x, test_y)
     if opts.data == "fashion-mnist":
         from . import fashion_classifier
 
