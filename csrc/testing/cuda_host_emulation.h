@@ -91,7 +91,8 @@ void run_grid(dim3 grid, dim3 block, const Body& body) {
   gridDim = grid;
   blockDim = block;
   for (const uint64_t bi : block_order) {
-    blockIdx = uint3{static_cast<unsigned>(bi % grid.x), static_cast<unsigned>(bi / grid.x % grid.y),
+    blockIdx = uint3{static_cast<unsigned>(bi % grid.x),
+                     static_cast<unsigned>(bi / grid.x % grid.y),
                      static_cast<unsigned>(bi / grid.x / grid.y)};
     std::shuffle(thread_order.begin(), thread_order.end(), rng);
     for (const uint64_t ti : thread_order) {

@@ -15,8 +15,9 @@ void configure(unsigned max_blocks, unsigned block_threads, uint64_t order_seed)
 
 extern "C" {
 
-// Number of kernel launches of the last call.
+// Number of kernel launches of the last call, and how many groups one launch takes.
 int emulated_launches() { return emulated_launch_config.launches; }
+int emulated_max_groups_per_launch() { return mlvgm::kMaxGroupsPerLaunch; }
 
 // Same unpacking as resample_host.h's unpack_groups (whose checks the CPU tests cover).
 int emulated_resample(const int64_t* meta, const double* params, int num_groups, int32_t batch,
