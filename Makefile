@@ -29,8 +29,17 @@ nvcc-check: setup
 	  done; \
 	else echo "nvcc not found: CUDA compile check skipped"; fi
 
+# The exactness subset again under each CPU path a machine may take (MKL's and ATen's kernel
+# dispatch), so that bit-exactness claims cannot hold on this CPU and fail on the next.
+CPU_PATHS := ATEN_CPU_CAPABILITY=default ATEN_CPU_CAPABILITY=avx2 ATEN_CPU_CAPABILITY=avx512 \
+	MKL_ENABLE_INSTRUCTIONS=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX512
+
 test: setup nvcc-check
 	$(PY) -m pytest -q
+	@for path in $(CPU_PATHS); do \
+	  echo "exactness tests with $$path"; \
+	  env $$path $(PY) -m pytest -q -m exactness -p no:cacheprovider || exit 1; \
+	done
 
 demo: setup
 	$(VENV)/bin/mlvgm-data demo

@@ -120,16 +120,60 @@ def test_views_draw_independently():
     assert torch.equal(p1.box[0], p.box[0]) and torch.equal(p1.jitter_factors[0], p.jitter_factors[0])
 
 
-def test_batch_composition_independence():
-    aug = A.byol(16)
-    x = _images(v=2, b=10, h=16, w=16)
+def _philox_images(v: int, b: int, c: int, h: int, w: int) -> torch.Tensor:
+    """Images from the counter streams (bit-exact on every machine, unlike torch.rand)."""
+    from mlvgm_data import ops
+
+    return ops.uniform(v * b, c * h * w, 11, 0, domain=ops.DOMAIN_DATA).view(v, b, c, h, w)
+
+
+@pytest.mark.exactness
+@pytest.mark.parametrize("preset", ["simclr", "byol", "crop_flip"])
+@pytest.mark.parametrize("channels, in_size, size", [(3, 16, 16), (1, 28, 32), (3, 40, 24)])
+def test_a_sample_is_bit_identical_in_any_batch(preset, channels, in_size, size):
+    """By construction (elementwise kernels, own exp/cos/log): a sample's views do not depend on
+    what else is in its batch, on its position, on the batch size or on the thread count."""
+    aug = A.preset(preset, size)
+    b = 70  # long enough for vector bodies, tails and ATen's parallel split
+    x = _philox_images(2, b, channels, in_size, in_size)
     full = aug(x, seed=1, step=2, sample_offset=100)
-    ids = [107, 102, 109]
-    part = aug(x[:, [7, 2, 9]], seed=1, step=2, sample_ids=ids)
-    assert torch.equal(part, full[:, [7, 2, 9]])
-    p = aug.sample_params((2, 3, 3, 16, 16), 1, 2, sample_ids=torch.tensor(ids))
-    q = aug.sample_params((2, 10, 3, 16, 16), 1, 2, sample_offset=100)
-    assert torch.equal(p.blur_sigma, q.blur_sigma[:, [7, 2, 9]])
+    for ids in ([7], [69, 3, 41], list(range(64, 1, -3))):
+        part = aug(x[:, ids], seed=1, step=2, sample_ids=[100 + i for i in ids])
+        assert torch.equal(part, full[:, ids])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(aug(x, seed=1, step=2, sample_offset=100), full)
+    finally:
+        torch.set_num_threads(before)
+    p = aug.sample_params((2, 3, channels, in_size, in_size), 1, 2, sample_ids=torch.tensor([107, 102, 109]))
+    q = aug.sample_params((2, b, channels, in_size, in_size), 1, 2, sample_offset=100)
+    assert torch.equal(p.blur_sigma, q.blur_sigma[:, [7, 2, 9]]) and torch.equal(p.box, q.box[:, [7, 2, 9]])
+
+
+# The bits of the presets' output for fixed counter-stream input, on any CPU capability: `make
+# test` runs this under ATEN_CPU_CAPABILITY=default/avx2/avx512 and MKL_ENABLE_INSTRUCTIONS=
+# AVX2/AVX512, so a kernel that takes another path per CPU turns it red.
+GOLDEN = {
+    "simclr": "878de6e039ae9e304dfa69ef5b6eae1b",
+    "byol": "e40797a24fe460f3eb3077bec35efba8",
+    "crop_flip": "3b605cbce95a0c38e62d9f332f9a5738",
+}
+
+
+def _digest(preset: str) -> str:
+    import hashlib
+
+    aug = A.preset(preset, 24)
+    out = torch.cat([aug(_philox_images(2, 37, 3, 32, 32), seed=5, step=9).flatten(),
+                     aug(_philox_images(2, 37, 1, 20, 20), seed=5, step=9).flatten()])
+    return hashlib.sha256(out.numpy().tobytes()).hexdigest()[:32]
+
+
+@pytest.mark.exactness
+@pytest.mark.parametrize("preset", sorted(GOLDEN))
+def test_presets_give_the_same_bits_on_every_cpu_path(preset):
+    assert _digest(preset) == GOLDEN[preset]
 
 
 # --- identity when disabled -----------------------------------------------------------------
@@ -408,3 +452,42 @@ def test_augment_params_check():
     bad = AugmentParams(**{**vars(p), "flip": p.flip[:, :2]})
     with pytest.raises(ValueError, match=r"params\.flip must have shape \[2, 3\]"):
         bad.check(2, 3)
+
+
+# --- the exact math the parameters use --------------------------------------------------------
+
+def test_exact_math_matches_libm_and_is_exact_where_it_must_be():
+    from mlvgm_data.augment import exact
+
+    x = torch.linspace(-30.0, 30.0, 2001, dtype=torch.float64)
+    torch.testing.assert_close(exact.exp(x), torch.exp(x), rtol=2e-15, atol=0)
+    assert float(exact.exp(torch.tensor([0.0]))[0]) == 1.0 and float(exact.exp(torch.tensor([-1e4]))[0]) < 1e-300
+    pos = torch.logspace(-8, 8, 2001, dtype=torch.float64)
+    torch.testing.assert_close(exact.log(pos), torch.log(pos), rtol=0, atol=4e-15)
+    assert exact.log_scalar(1.0) == 0.0 and abs(exact.log_scalar(4 / 3) - 0.28768207245178085) < 1e-15
+    h = torch.linspace(-1.5, 1.5, 3001, dtype=torch.float64)
+    cos, sin = exact.cos_sin_turns(h)
+    torch.testing.assert_close(cos, torch.cos(2 * torch.pi * h), rtol=0, atol=2e-15)
+    torch.testing.assert_close(sin, torch.sin(2 * torch.pi * h), rtol=0, atol=2e-15)
+    quarter = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0, -0.25], dtype=torch.float64)
+    c, s = exact.cos_sin_turns(quarter)
+    assert c.tolist() == [1.0, 0.0, -1.0, 0.0, 1.0, 0.0] and s.tolist() == [0.0, 1.0, 0.0, -1.0, 0.0, -1.0]
+    v = torch.rand(5, 1000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(exact.tree_sum(v), v.sum(-1), rtol=1e-14, atol=0)
+    torch.testing.assert_close(exact.ordered_sum(v[:, :7]), v[:, :7].sum(-1), rtol=1e-15, atol=0)
+
+
+def test_in_place_kernels_equal_the_out_of_place_ones_and_workspaces_are_reused():
+    x = _images(v=1, b=5)[0]
+    f = torch.tensor([[0.7, 1.3, 0.4, 0.1]] * 5)
+    mask = torch.tensor([True, False, True, True, False])
+    ws = A.functional.Workspace()
+    for _ in range(2):  # the second round reuses the first round's buffers
+        assert torch.equal(A.functional.color_jitter_(x.clone(), f, workspace=ws), A.color_jitter(x, f))
+        assert torch.equal(A.functional.grayscale_(x.clone(), mask, workspace=ws), A.grayscale(x, mask))
+        sigma = torch.linspace(0.2, 2.0, 5)
+        assert torch.equal(A.functional.gaussian_blur_(x.clone(), sigma, 5, mask, workspace=ws),
+                           A.gaussian_blur(x, sigma, 5, mask))
+        assert torch.equal(A.functional.solarize_(x.clone(), mask, 0.3, workspace=ws), A.solarize(x, mask, 0.3))
+    grey = ws.get("grey", (5, 1, 32, 32), x)
+    assert ws.get("grey", (2, 1, 8, 8), x).data_ptr() == grey.data_ptr()  # smaller requests share it

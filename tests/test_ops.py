@@ -39,6 +39,7 @@ def random_case(rng: random.Random) -> tuple[LatentSpec, ViewPolicy]:
     return LatentSpec(groups), policy
 
 
+@pytest.mark.exactness
 def test_philox_known_answers() -> None:
     # Random123's kat_vectors for philox4x32_10.
     cases = [
@@ -52,6 +53,7 @@ def test_philox_known_answers() -> None:
         assert tuple(int(w) for w in words) == expected
 
 
+@pytest.mark.exactness
 @native
 @pytest.mark.parametrize("case", range(40))
 def test_native_equals_reference_bit_for_bit(case: int) -> None:
@@ -68,6 +70,7 @@ def test_native_equals_reference_bit_for_bit(case: int) -> None:
         assert torch.equal(got[name], want[name]), name
 
 
+@pytest.mark.exactness
 @native
 @pytest.mark.parametrize("n", [1, 3, 4, 5, 17, 64])
 def test_native_uniform_equals_reference(n: int) -> None:
@@ -78,6 +81,7 @@ def test_native_uniform_equals_reference(n: int) -> None:
     assert float(got.min()) > 0.0 and float(got.max()) < 1.0
 
 
+@pytest.mark.exactness
 def test_tail_values_match_reference() -> None:
     # |z| > 2.9 takes erfinv's tail branch (and a square root): check it on many draws.
     spec = LatentSpec([LatentGroup("a", (4096,))])
@@ -151,6 +155,7 @@ def test_tied_groups_share_anchor_with_independent_views() -> None:
     assert torch.equal(z["w2"][1], z["w0"][0])
 
 
+@pytest.mark.exactness
 def test_same_counter_same_numbers_and_thread_independence() -> None:
     spec, policy = random_case(random.Random(7))
     a = ops.resample(spec, policy, 64, 3, seed=11, step=5)
@@ -186,6 +191,7 @@ def test_different_step_stream_or_seed_share_no_stream() -> None:
         assert int((base == other).sum()) <= 2
 
 
+@pytest.mark.exactness
 def test_sample_ids_make_rows_independent_of_batch_composition() -> None:
     spec, policy = random_case(random.Random(3))
     full = ops.resample(spec, policy, 10, 2, seed=4, step=9)
@@ -205,6 +211,7 @@ def test_output_is_one_flat_group_major_buffer() -> None:
     assert z["a"].is_contiguous() and z["b"].is_contiguous()
 
 
+@pytest.mark.exactness
 def test_fallback_matches_native(monkeypatch: pytest.MonkeyPatch) -> None:
     spec, policy = random_case(random.Random(11))
     native_out = ops.resample(spec, policy, 5, 2, seed=1, step=2)
