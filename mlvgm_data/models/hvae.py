@@ -23,6 +23,8 @@ Options (config keys):
   class code, and ``decode``/``forward`` need ``classes``; a small CNN head q(class | x), trained
   on its own (its loss reaches no other weight), lets ``encode(x)`` run without labels.
 
+- ``image_channels``: 3 (RGB, the default) or 1 (grey: ``--data fashion-mnist``).
+
 The likelihood is a Gaussian with fixed standard deviation ``sigma`` around the decoder's mean
 image; ELBO figures are in nats per image.
 """
