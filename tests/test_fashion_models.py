@@ -49,6 +49,8 @@ def test_grey_hvae_decodes_encodes_and_trains():
     assert y.shape == (2, 1, 32, 32) and 0 <= float(y.min()) and float(y.max()) <= 1
     with pytest.raises(ValueError, match=r"images must be a \[N, 1, 32, 32\] tensor"):
         m.encode(torch.rand(3, 3, 32, 32))
+    plain = HierarchicalVAE({**TINY, "image_channels": 1, "skip": False})  # the Skip-VAE comparison's other arm
+    assert plain(x)["recon"].shape == (3, 1, 32, 32)
     vmi = HierarchicalVAE({**TINY, "image_channels": 1, "vmi_weight": 1.0, "vmi_groups": ["z2"]})
     assert set(vmi.vmi_terms(2)) == {"z2"}
     cond = HierarchicalVAE({**TINY, "image_channels": 1, "num_classes": 10})
