@@ -1,10 +1,12 @@
 """SimCLR with DistributedDataParallel on generated views.
 
-Each rank builds its own ViewPairPipe; the pipe reads its rank and world size from
-torch.distributed and draws its share of every step's global batch, so ranks never see the
-same anchors. On CPU this runs with the gloo backend:
+Each rank builds its own ViewPairPipe — here before ``init_process_group``, as a script or a
+Lightning DataModule that sets up its data first would; the pipe reads its rank and world size
+from torch.distributed when iteration starts and draws its share of every step's global batch, so
+ranks never see the same anchors, with or without DataLoader workers. On CPU this runs with the
+gloo backend:
 
-    torchrun --nproc_per_node=2 examples/ddp_simclr.py --steps 20
+    torchrun --nproc_per_node=2 examples/ddp_simclr.py --steps 20 --workers 2
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import time
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
 from mlvgm_data import ViewPairPipe, ViewPolicy, load_generator, recommended_policy
 from mlvgm_data.ssl import ConvEncoder, SimCLR, nt_xent
@@ -28,26 +32,31 @@ def main() -> None:
     parser.add_argument("--policy", default=None, help="ViewPolicy JSON (default: the generator's recommended policy)")
     parser.add_argument("--batch-size", type=int, default=64, help="per rank")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers per rank (CPU generators)")
     parser.add_argument("--report", default=None, help="rank 0 writes losses and anchor statistics here (JSON)")
     args = parser.parse_args()
 
     cuda = torch.cuda.is_available()
-    dist.init_process_group("nccl" if cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    device = torch.device("cuda", rank % torch.cuda.device_count()) if cuda else torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))  # set by torchrun
+    device = torch.device("cuda", local_rank % torch.cuda.device_count()) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    torch.manual_seed(0)  # identical initial weights on every rank
 
+    # The data first: the pipe does not need the process group yet.
     generator = load_generator(args.generator, device)
     policy = ViewPolicy.from_dict(json.loads(args.policy)) if args.policy else recommended_policy(args.generator)
     pipe = ViewPairPipe(generator, policy, args.batch_size, seed=0, augment="simclr", steps=args.steps,
                         return_latents=True)
+    batches = DataLoader(pipe, batch_size=None, num_workers=args.workers) if args.workers else pipe
+
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(0)  # identical initial weights on every rank
     model = DistributedDataParallel(SimCLR(ConvEncoder(width=16)).to(device))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     losses, anchors = [], []
-    for (x0, x1), _, latents in pipe:
+    for (x0, x1), _, latents in batches:
         # Both views in one forward through the DDP wrapper, so gradients are all-reduced once.
         z = model(torch.cat([x0, x1]))
         loss = nt_xent(z[: len(x0)], z[len(x0):], model.module.temperature)

@@ -52,7 +52,7 @@ from . import ops
 from .augment import ViewAugment, default_blur_kernel, simclr
 from .datasets import GeneratedViews
 from .generators import load_generator, recommended_policy
-from .generators.base import checked_decode, draw_classes
+from .generators.base import checked_decode, decode_views, draw_classes
 from .pipe import ViewPairPipe
 from .views import Keep, Perturb, Resample, ViewPolicy
 
@@ -160,7 +160,7 @@ def decode_cost(generator: nn.Module) -> tuple[float, int]:
     latents = ops.resample(generator.latent_spec, ViewPolicy({}), 1, 1, 0, 0)
     try:
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            generator.decode({k: v[0] for k, v in latents.items()}, draw_classes(generator, 1, 0, 0))
+            checked_decode(generator, {k: v[0] for k, v in latents.items()}, draw_classes(generator, 1, 0, 0))
     finally:
         for h in hooks:
             h.remove()
@@ -237,16 +237,10 @@ def bare_loop(generator: nn.Module, policy: ViewPolicy, batch_size: int, augment
     """resample → decode → augment in the caller's thread with nothing around it: the floor the
     pipe's machinery is measured against."""
     steps = itertools.count()
-    spec = generator.latent_spec
 
     def step() -> torch.Tensor:
         s = next(steps)
-        latents = ops.resample(spec, policy, batch_size, 2, seed, s)
-        classes = draw_classes(generator, batch_size, seed, s)
-        with torch.inference_mode():
-            images = generator.decode({k: v.reshape(2 * batch_size, *v.shape[2:]) for k, v in latents.items()},
-                                      None if classes is None else classes.repeat(2))
-            return augment(images.view(2, batch_size, *images.shape[1:]), seed, s)
+        return augment(decode_views(generator, policy, batch_size, 2, seed, s).images, seed, s)
 
     return step
 
@@ -625,7 +619,7 @@ def decodes_channels_last(generator: nn.Module) -> bool:
     """Whether ``generator.decode`` already returns a channels_last tensor."""
     latents = ops.resample(generator.latent_spec, ViewPolicy({}), 2, 1, 0, 0)
     with torch.inference_mode():
-        out = generator.decode({k: v[0] for k, v in latents.items()}, draw_classes(generator, 2, 0, 0))
+        out = checked_decode(generator, {k: v[0] for k, v in latents.items()}, draw_classes(generator, 2, 0, 0))
     return out.shape[1] > 1 and out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
 
 

@@ -4,93 +4,114 @@ either drops into the same training script."""
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
-from . import ops
+from ._checks import U32, check_int
 from .augment import ViewAugment
-from .generators.base import check_generator, checked_decode, draw_classes
-from .pipe import generator_device
+from .generators.base import (
+    check_eval_mode,
+    check_generator,
+    decode_views,
+    set_eval_mode,
+)
+from .progress import SharedEpoch
 from .views import ViewPolicy
 
 
+def _check_index(index: object, length: int, who: str) -> int:
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+        raise TypeError(f"{who} indices must be integers, got {index!r}")
+    i = int(index)
+    if not 0 <= i < length:
+        raise IndexError(f"index {i} out of range for {who} of length {length}")
+    return i
+
+
 class GeneratedViews(Dataset):
-    """``ds[i] -> ((v0, v1, …), target)``: item i is a deterministic function of ``(seed, i)``.
+    """``ds[i] -> ((v0, v1, …), target)``: item i is a deterministic function of ``(seed, epoch, i)``.
 
     A drop-in for an image dataset of view pairs: works with ``DataLoader`` (any
     ``num_workers``; CPU generators only when workers > 0), ``DistributedSampler`` and shuffling.
-    ``__getitems__`` makes one generator forward per DataLoader batch. ``transform`` is any
-    callable on a ``[C, H, W]`` tensor (torchvision v2 transforms work), applied to each view; a
-    :class:`~mlvgm_data.augment.ViewAugment` (e.g. ``augment.simclr(32)``) is applied to the
-    whole batch at once with counter-based parameters, so items replay exactly. ``target`` is the
-    class of a class-conditional generator, else −1 (then ``target_transform``).
+    ``__getitems__`` makes one generator forward per DataLoader batch (a subclass that overrides
+    ``__getitem__``, e.g. solo-learn's ``dataset_with_index``, is called item by item instead).
+    ``transform`` is any callable on a ``[C, H, W]`` tensor (torchvision v2 transforms work),
+    applied to each view; a :class:`~mlvgm_data.augment.ViewAugment` (e.g. ``augment.simclr(32)``)
+    is applied to the whole batch at once with counter-based parameters, so items replay exactly.
+    ``target`` is the class of a class-conditional generator, else −1 (then ``target_transform``).
+    ``with_index=True`` gives solo-learn's format, ``(i, (v0, v1, …), target)``.
+
+    The dataset is fixed within an epoch (a generated dataset of ``length`` items);
+    ``set_epoch(e)`` draws fresh ones, and reaches persistent DataLoader workers too.
     """
 
     def __init__(self, generator: torch.nn.Module, policy: ViewPolicy, length: int, seed: int = 0,
                  transform: Callable[[torch.Tensor], Any] | ViewAugment | None = None,
-                 target_transform: Callable[[int], Any] | None = None, num_views: int = 2, stream: int = 0) -> None:
+                 target_transform: Callable[[int], Any] | None = None, num_views: int = 2, stream: int = 0,
+                 with_index: bool = False) -> None:
         check_generator(generator, policy)
-        for value, name, low, high in ((length, "length", 1, 1 << 32), (num_views, "num_views", 1, 256),
-                                       (seed, "seed", 0, 1 << 32), (stream, "stream", 0, 1 << 32)):
-            ops._int_in(value, name, low, high)
+        set_eval_mode(generator, "GeneratedViews")
+        self.length = check_int(length, "length", 1, U32)
+        self.num_views = check_int(num_views, "num_views", 1, 256)
+        self.seed = check_int(seed, "seed", 0, U32)
+        self.stream = check_int(stream, "stream", 0, U32)
         if transform is not None and not callable(transform):
             raise ValueError(f"transform must be callable, got {type(transform).__name__}")
         if target_transform is not None and not callable(target_transform):
             raise ValueError(f"target_transform must be callable, got {type(target_transform).__name__}")
+        if not isinstance(with_index, bool):
+            raise ValueError(f"with_index must be a bool, got {with_index!r}")
         self.generator = generator
         self.policy = policy
-        self.length = length
-        self.seed = seed
         self.transform = transform
         self.target_transform = target_transform
-        self.num_views = num_views
-        self.stream = stream
-        self.epoch = 0
+        self.with_index = with_index
+        self._epoch = SharedEpoch()
 
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def epoch(self) -> int:
+        """The epoch whose items ``ds[i]`` returns (the counter step of their draws)."""
+        return self._epoch.get()
+
     def set_epoch(self, epoch: int) -> None:
         """Items of epoch e use counter step e: fresh latents and augmentations every epoch
         (continuous sampling); without calls every epoch sees the same items."""
-        self.epoch = ops._int_in(epoch, "epoch", 0, 1 << 32)
+        self._epoch.set(check_int(epoch, "epoch", 0, U32))
 
-    def __getitem__(self, index: int) -> tuple[tuple[Any, ...], Any]:
-        return self.__getitems__([index])[0]
+    def __getitem__(self, index: int) -> tuple:
+        return self._make([index])[0]
 
-    def _check_indices(self, indices: Sequence[int]) -> list[int]:
-        out = []
-        for i in indices:
-            i = int(i)
-            if not 0 <= i < self.length:
-                raise IndexError(f"index {i} out of range for GeneratedViews of length {self.length}")
-            out.append(i)
-        return out
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple]:
+        """Items ``indices`` with one batched generator forward (used by DataLoader); a subclass's
+        own ``__getitem__`` is honoured."""
+        if type(self).__getitem__ is not GeneratedViews.__getitem__:
+            return [self[i] for i in indices]
+        return self._make(indices)
 
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[tuple[Any, ...], Any]]:
-        """Items ``indices`` with one batched generator forward (used by DataLoader)."""
-        idx = self._check_indices(indices)
+    def _make(self, indices: Sequence[int]) -> list[tuple]:
+        idx = [_check_index(i, self.length, "GeneratedViews") for i in indices]
         if not idx:
             return []
-        device = generator_device(self.generator)
-        n, v = len(idx), self.num_views
+        check_eval_mode(self.generator, "GeneratedViews")
         ids = torch.tensor(idx, dtype=torch.int64)
+        epoch = self.epoch
         # The counter's step is the epoch and its sample id the dataset index.
-        latents = ops.resample(self.generator.latent_spec, self.policy, n, v, self.seed, self.epoch, device,
-                               self.stream, sample_ids=ids)
-        classes = draw_classes(self.generator, n, self.seed, self.epoch, device, self.stream, sample_ids=ids)
-        with torch.no_grad():
-            # no_grad rather than inference_mode: items may be transformed in place by users.
-            flat = {name: z.reshape(v * n, *z.shape[2:]) for name, z in latents.items()}
-            images = checked_decode(self.generator, flat, None if classes is None else classes.repeat(v))
-            images = images.float().reshape(v, n, *images.shape[1:])
-            if isinstance(self.transform, ViewAugment):
-                images = self.transform(images, self.seed, self.epoch, self.stream, sample_ids=ids)
-        targets = classes.tolist() if classes is not None else [-1] * n
+        made = decode_views(self.generator, self.policy, len(idx), self.num_views, self.seed, epoch,
+                            stream=self.stream, sample_ids=ids)
+        images = made.images
+        if isinstance(self.transform, ViewAugment):
+            with torch.no_grad():
+                images = self.transform(images, self.seed, epoch, self.stream, sample_ids=ids)
+        targets = made.classes.tolist() if made.classes is not None else [-1] * len(idx)
         per_view = None if isinstance(self.transform, ViewAugment) else self.transform
-        return _items(images, targets, per_view, self.target_transform)
+        items = _items(images, targets, per_view, self.target_transform)
+        return [(i, *item) for i, item in zip(idx, items)] if self.with_index else items
 
 
 def _items(images: torch.Tensor, targets: list[Any], transform: Callable | None,
@@ -120,28 +141,38 @@ class AugmentedViews(Dataset):
                  seed: int = 0, target_transform: Callable[[int], Any] | None = None, stream: int = 0) -> None:
         if not callable(augment):
             raise ValueError(f"augment must be a ViewAugment or a callable, got {type(augment).__name__}")
-        for value, name, low, high in ((num_views, "num_views", 1, 256), (seed, "seed", 0, 1 << 32),
-                                       (stream, "stream", 0, 1 << 32)):
-            ops._int_in(value, name, low, high)
-        self.images, self.augment, self.num_views = images, augment, num_views
-        self.seed, self.stream, self.target_transform = seed, stream, target_transform
-        self.epoch = 0
+        self.images, self.augment = images, augment
+        self.num_views = check_int(num_views, "num_views", 1, 256)
+        self.seed = check_int(seed, "seed", 0, U32)
+        self.stream = check_int(stream, "stream", 0, U32)
+        self.target_transform = target_transform
+        self._epoch = SharedEpoch()
 
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def epoch(self) -> int:
+        """The epoch whose augmentations ``ds[i]`` draws (the counter step)."""
+        return self._epoch.get()
+
     def set_epoch(self, epoch: int) -> None:
-        """Epoch e draws its augmentations with counter step e (fresh views every epoch)."""
-        self.epoch = ops._int_in(epoch, "epoch", 0, 1 << 32)
+        """Epoch e draws its augmentations with counter step e (fresh views every epoch); reaches
+        persistent DataLoader workers too."""
+        self._epoch.set(check_int(epoch, "epoch", 0, U32))
 
     def __getitem__(self, index: int) -> tuple[tuple[Any, ...], Any]:
-        return self.__getitems__([index])[0]
+        return self._make([index])[0]
 
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[tuple[Any, ...], Any]]:
-        idx = [int(i) for i in indices]
-        for i in idx:
-            if not 0 <= i < len(self):
-                raise IndexError(f"index {i} out of range for AugmentedViews of length {len(self)}")
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple]:
+        """Items ``indices``, augmented as one batch (used by DataLoader); a subclass's own
+        ``__getitem__`` is honoured."""
+        if type(self).__getitem__ is not AugmentedViews.__getitem__:
+            return [self[i] for i in indices]
+        return self._make(indices)
+
+    def _make(self, indices: Sequence[int]) -> list[tuple[tuple[Any, ...], Any]]:
+        idx = [_check_index(i, len(self), "AugmentedViews") for i in indices]
         if not idx:
             return []
         getitems = getattr(self.images, "__getitems__", None)

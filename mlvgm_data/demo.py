@@ -31,7 +31,9 @@ from .augment import ViewAugment, simclr
 from .data.shapes import Shapes
 from .data.shapes import num_classes as shapes_num_classes
 from .generators import load_generator
-from .pipe import ThreadProducer, ViewBatch, ViewPairPipe
+from .pipe import ViewPairPipe
+from .producers import ThreadProducer
+from .step import ViewBatch
 from .ssl import ConvEncoder, embed, linear_probe, make_method, ridge_r2
 from .views import Perturb, ViewPolicy
 from .viz import save_view_grid

@@ -2,69 +2,50 @@
 
 Per step the pipe draws anchors and views for every latent group with one fused op, runs the
 generator once on all ``num_views · batch_size`` latents, augments the views in one batched pass
-and hands ``ViewBatch((x0, x1, …), target)`` to the training loop. A producer runs ahead by
-``prefetch`` batches: a background thread on the CPU, a dedicated CUDA stream on the GPU. Both
-cycle through the same ring of slots (:class:`SlotRing`).
+and hands ``ViewBatch((x0, x1, …), target)`` to the training loop (:mod:`.step`). A producer runs
+ahead by ``prefetch`` batches: a background thread on the CPU, a dedicated CUDA stream on the GPU
+(:mod:`.producers`).
 
 Randomness is counter-based: step ``s`` of rank ``r`` uses counter step ``s`` and sample ids
 ``r·B … r·B + B − 1``, so the global batch of a step is the same however it is split across
-ranks, DataLoader workers split steps (worker w takes steps w, w + W, …) without changing them,
-and resuming needs only the step number.
+ranks, DataLoader workers split steps (worker w of W takes every W-th step) without changing
+them, and resuming needs only the step numbers. Which steps come next is kept in shared memory
+(:mod:`.progress`), so every copy of the pipe — DataLoader workers, persistent or not — continues
+the same sequence: epochs never repeat and no step is lost.
+
+The pipe is an ``IterableDataset`` with its own ``state_dict``/``load_state_dict`` (torchdata's
+``Stateful`` protocol): ``StatefulDataLoader`` saves and restores it directly (O(1) resume). An
+``IterDataPipe`` would be wrapped by ``DataLoader`` in a serialisation wrapper that hides the
+state, and ``StatefulDataLoader`` would replay every consumed batch instead.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import threading
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+import os
+import weakref
+from typing import Any, Iterator, Mapping
 
 import torch
-from torch.utils.data import IterDataPipe, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
-from . import ops
-from .generators.base import check_generator, checked_decode, draw_classes
+from ._checks import U32, check_int
+from .generators.base import (
+    check_eval_mode,
+    check_generator,
+    fingerprint,
+    generator_device,
+    set_eval_mode,
+)
+from .producers import CudaProducer, SyncProducer, ThreadProducer
+from .progress import MAX_SHARDS, Plan, SharedProgress
+from .step import Augment, StepWork, ViewBatch
 from .views import ViewPolicy
 
-Augment = Callable[..., torch.Tensor]
-STATE_FORMAT = "mlvgm-data/pipe/1"
-
-
-class ViewBatch(tuple):
-    """``(views, target)`` — or ``(views, target, latents)`` with ``return_latents`` — so that
-    ``(x0, x1), y = batch`` works as with an image dataset of view pairs.
-
-    ``views`` is a tuple of ``[B, C, H, W]`` tensors, ``target`` ``[B]`` int64 (class labels of a
-    class-conditional generator, else −1), ``latents`` the ``ops.resample`` dict
-    ``{group: [V, B, *shape]}``.
-    """
-
-    def __new__(cls, views: tuple[torch.Tensor, ...], target: torch.Tensor,
-                latents: dict[str, torch.Tensor] | None = None) -> "ViewBatch":
-        return super().__new__(cls, (views, target) if latents is None else (views, target, latents))
-
-    def __getnewargs__(self) -> tuple:
-        return tuple(self)
-
-    @property
-    def views(self) -> tuple[torch.Tensor, ...]:
-        return self[0]
-
-    @property
-    def target(self) -> torch.Tensor:
-        return self[1]
-
-    @property
-    def latents(self) -> dict[str, torch.Tensor] | None:
-        return self[2] if len(self) > 2 else None
-
-
-def generator_device(generator: torch.nn.Module) -> torch.device:
-    """The device of the generator's first parameter or buffer (CPU if it has none)."""
-    for t in itertools.chain(generator.parameters(), generator.buffers()):
-        return t.device
-    return torch.device("cpu")
+STATE_FORMAT = "mlvgm-data/pipe/2"
+_CONFIG_KEYS = ("seed", "stream", "batch_size", "num_views", "steps", "policy", "generator")
+_POSITION_KEYS = ("epoch_start", "base", "num_shards", "shard", "delivered")
+_RANK_KEYS = ("rank", "world_size")
 
 
 def resolve_augment(augment: Augment | str | None, generator: torch.nn.Module, batch_size: int,
@@ -88,6 +69,7 @@ def resolve_augment(augment: Augment | str | None, generator: torch.nn.Module, b
 
 
 def image_size(generator: torch.nn.Module) -> int:
+    """The generator's image width (``image_shape[-1]``), for augmentation presets."""
     shape = getattr(generator, "image_shape", None)
     if shape is None:
         raise ValueError(
@@ -97,318 +79,64 @@ def image_size(generator: torch.nn.Module) -> int:
     return int(shape[-1])
 
 
-class StepWork:
-    """What one step computes, as a pure function of the step number: latents with the fused
-    op, one generator forward over all views, the augmentation, the targets."""
-
-    def __init__(self, generator: torch.nn.Module, policy: ViewPolicy, batch_size: int, num_views: int, seed: int,
-                 sample_offset: int, augment: Augment | None, device: torch.device,
-                 return_latents: bool = False, autocast: torch.dtype | None = None, stream: int = 0) -> None:
-        self.generator = generator
-        self.spec = generator.latent_spec
-        self.policy = policy
-        self.batch_size = batch_size
-        self.num_views = num_views
-        self.seed = seed
-        self.sample_offset = sample_offset
-        self.augment = augment
-        self.device = device
-        self.return_latents = return_latents
-        self.autocast = autocast
-        self.stream = stream
-
-    def __call__(self, step: int, latent_out: torch.Tensor | None = None) -> ViewBatch:
-        b, v = self.batch_size, self.num_views
-        latents = ops.resample(self.spec, self.policy, b, v, self.seed, step, self.device, self.stream,
-                               sample_offset=self.sample_offset, out=latent_out)
-        flat = {name: z.reshape(v * b, *z.shape[2:]) for name, z in latents.items()}
-        # One class per anchor, shared by its views (class-conditional generators only).
-        classes = draw_classes(self.generator, b, self.seed, step, self.device, self.stream,
-                               sample_offset=self.sample_offset)
-        autocast = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
-                    else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
-            images = checked_decode(self.generator, flat, None if classes is None else classes.repeat(v))
-        with torch.no_grad():
-            # Leaves inference mode: the views must be ordinary tensors a training step can save.
-            images = images.float().reshape(v, b, *images.shape[1:])
-            out = (self.augment(images, self.seed, step, self.stream, self.sample_offset)
-                   if self.augment is not None else images.clone())
-        target = classes if classes is not None else torch.full((b,), -1, dtype=torch.int64, device=self.device)
-        return ViewBatch(tuple(out.unbind(0)), target, latents if self.return_latents else None)
-
-
-# --- the slot ring shared by both producers --------------------------------------------------
-
-FREE, FILLING, READY, HELD = "free", "filling", "ready", "held"
-
-
-class SlotRing:
-    """Bookkeeping of K output slots cycled in step order: FREE → FILLING → READY → HELD → FREE.
-
-    The producer fills slots in order; the consumer takes them in the same order and holds one
-    until it asks for the next. No synchronisation here: the CPU producer guards the ring with a
-    condition variable, the CUDA producer with events (device-side) in one host thread.
-    """
-
-    def __init__(self, num_slots: int) -> None:
-        if num_slots < 1:
-            raise ValueError(f"a ring needs at least one slot, got {num_slots}")
-        self.states = [FREE] * num_slots
-        self.filled = 0  # slots ever handed to the producer
-        self.taken = 0  # slots ever handed to the consumer
-        self.held: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.states)
-
-    def can_fill(self) -> bool:
-        return self.states[self.filled % len(self)] == FREE
-
-    def begin_fill(self) -> int:
-        i = self.filled % len(self)
-        if self.states[i] != FREE:
-            raise RuntimeError(f"slot {i} is {self.states[i]}, not free")
-        self.states[i] = FILLING
-        self.filled += 1
-        return i
-
-    def end_fill(self, i: int) -> None:
-        self._move(i, FILLING, READY)
-
-    def has_ready(self) -> bool:
-        return self.states[self.taken % len(self)] == READY
-
-    def take(self) -> int:
-        i = self.taken % len(self)
-        self._move(i, READY, HELD)
-        self.taken += 1
-        self.held = i
-        return i
-
-    def release(self) -> int | None:
-        """Frees the slot the consumer holds (if any); returns its index."""
-        i, self.held = self.held, None
-        if i is not None:
-            self._move(i, HELD, FREE)
-        return i
-
-    def _move(self, i: int, old: str, new: str) -> None:
-        if self.states[i] != old:
-            raise RuntimeError(f"slot {i} is {self.states[i]}, expected {old}")
-        self.states[i] = new
-
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-class SyncProducer:
-    """``prefetch=0``: each batch is made in the consumer's thread when it is asked for."""
-
-    def __init__(self, work: Callable[[int], ViewBatch], steps: Iterator[int]) -> None:
-        self._work, self._steps = work, steps
-
-    def get(self) -> ViewBatch:
-        return self._work(next(self._steps))
-
-    def close(self) -> None:
-        pass
-
-
-class ThreadProducer:
-    """A background thread that runs ``work(step)`` up to ``prefetch`` batches ahead.
-
-    Errors raised by the work (including bad generator output) are re-raised in the consumer's
-    ``get()`` with their original traceback. The thread holds no reference to the pipe or its
-    iterator, so dropping the iterator (``break``, garbage collection) closes it.
-    """
-
-    POLL_S = 0.05  # lets a blocked wait notice close() and KeyboardInterrupt promptly
-
-    def __init__(self, work: Callable[[int], ViewBatch], steps: Iterator[int], prefetch: int) -> None:
-        self.ring = SlotRing(prefetch + 1)
-        self._items: list[ViewBatch | None] = [None] * len(self.ring)
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._end: _Failure | None | bool = False  # False: running; None: steps exhausted
-        self._thread = threading.Thread(target=self._run, args=(work, steps), name="mlvgm-data-producer", daemon=True)
-        self._thread.start()
-
-    def _run(self, work: Callable[[int], ViewBatch], steps: Iterator[int]) -> None:
-        end: _Failure | None = None
-        try:
-            for step in steps:
-                with self._cond:
-                    while not self.ring.can_fill():
-                        if self._stop.is_set():
-                            return
-                        self._cond.wait(self.POLL_S)
-                    i = self.ring.begin_fill()
-                if self._stop.is_set():
-                    return
-                batch = work(step)
-                with self._cond:
-                    self._items[i] = batch
-                    self.ring.end_fill(i)
-                    self._cond.notify_all()
-        except BaseException as e:  # handed to the consumer, which re-raises it
-            end = _Failure(e)
-        with self._cond:
-            self._end = end
-            self._cond.notify_all()
-
-    def get(self) -> ViewBatch:
-        with self._cond:
-            released = self.ring.release()
-            if released is not None:
-                self._items[released] = None
-                self._cond.notify_all()
-            while not self.ring.has_ready():
-                if self._end is None:
-                    raise StopIteration
-                if isinstance(self._end, _Failure):
-                    raise self._end.error
-                if not self._thread.is_alive() and self._end is False:
-                    raise RuntimeError("the producer thread stopped unexpectedly")
-                self._cond.wait(self.POLL_S)
-            i = self.ring.take()
-            batch = self._items[i]
-            assert batch is not None
-            return batch
-
-    def close(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
-
-
-@dataclass
-class _CudaSlot:
-    ready: Any  # torch.cuda.Event recorded on the producer stream after the slot is written
-    free: Any  # torch.cuda.Event recorded on the consumer stream when the consumer lets go
-    latents: torch.Tensor
-    views: torch.Tensor | None = None
-    target: torch.Tensor | None = None
-    latent_views: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-class CudaProducer:
-    """Runs the work on a dedicated CUDA stream into a ring of preallocated slots.
-
-    Everything is enqueued from the consumer's thread; the host never waits for the device in
-    the steady state. Ordering is by events only (no ``record_stream``): the producer stream
-    waits for a slot's ``free`` event before overwriting it, the consumer stream waits for its
-    ``ready`` event before reading it. A batch's tensors belong to the ring: they are overwritten
-    once ``num_slots − 1`` further batches have been requested (clone what you keep).
-    Non-finite generator output is detected on the device and reported a few steps later.
-    """
-
-    def __init__(self, work: StepWork, steps: Iterator[int], num_slots: int, stream: "torch.cuda.Stream") -> None:
-        self.work = work
-        self.steps = steps
-        self.stream = stream
-        self.device = work.device
-        self.ring = SlotRing(num_slots)
-        total = work.spec.numel * work.batch_size * work.num_views
-        # Each slot's latent buffer is written in place by the fused op (ops.resample(out=...)).
-        self.slots = [
-            _CudaSlot(torch.cuda.Event(), torch.cuda.Event(),
-                      torch.empty(total, dtype=torch.float32, device=self.device))
-            for _ in range(num_slots)
-        ]
-        for slot in self.slots:
-            # Sync point: an initial `free` record on the consumer stream makes the producer's
-            # first wait on every slot well defined.
-            slot.free.record(torch.cuda.current_stream(self.device))
-        self.exhausted = False
-        self.pending: list[tuple[Any, torch.Tensor, int]] = []  # (event, pinned flag, step)
-
-    def _fill(self, i: int, step: int) -> None:
-        slot = self.slots[i]
-        with torch.cuda.stream(self.stream):
-            # Sync point: do not overwrite the slot before the consumer's reads of it finished.
-            self.stream.wait_event(slot.free)
-            batch = self.work(step, latent_out=slot.latents)
-            views = torch.stack(batch.views)
-            if slot.views is None:
-                slot.views = torch.empty_like(views)
-                slot.target = torch.empty_like(batch.target)
-            slot.views.copy_(views)
-            slot.target.copy_(batch.target)
-            slot.latent_views = batch.latents or {}
-            bad = torch.logical_not(torch.isfinite(slot.views).all()).reshape(1)
-            flag = torch.empty(1, dtype=torch.bool, pin_memory=True)
-            flag.copy_(bad, non_blocking=True)
-            # Sync point: the consumer waits on `ready` before reading the slot.
-            slot.ready.record(self.stream)
-            done = torch.cuda.Event()
-            done.record(self.stream)
-            self.pending.append((done, flag, step))
-
-    def _check(self, block: bool = False) -> None:
-        # Polls (never waits, unless closing) for the device-side finiteness flags.
-        while self.pending and (block or self.pending[0][0].query()):
-            done, flag, step = self.pending.pop(0)
-            if block:
-                done.synchronize()
-            if bool(flag.item()):
-                raise RuntimeError(f"{type(self.work.generator).__name__}.decode returned non-finite values at step {step}")
-
-    def get(self) -> ViewBatch:
-        consumer = torch.cuda.current_stream(self.device)
-        held = self.ring.release()
-        if held is not None:
-            # Sync point: everything the consumer enqueued so far may read the held slot.
-            self.slots[held].free.record(consumer)
-        self._check()
-        while not self.exhausted and self.ring.can_fill():
-            try:
-                step = next(self.steps)
-            except StopIteration:
-                self.exhausted = True
-                break
-            i = self.ring.begin_fill()
-            self._fill(i, step)
-            self.ring.end_fill(i)
-        if not self.ring.has_ready():
-            self._check(block=True)
-            raise StopIteration
-        slot = self.slots[self.ring.take()]
-        # Sync point: the consumer stream reads the slot only after the producer wrote it.
-        consumer.wait_event(slot.ready)
-        assert slot.views is not None and slot.target is not None
-        return ViewBatch(tuple(slot.views.unbind(0)), slot.target, slot.latent_views or None)
-
-    def close(self) -> None:
-        # Sync point: later allocations from the producer stream's pool must come after the
-        # consumer's last reads of the slot buffers that are about to be freed.
-        self.stream.wait_stream(torch.cuda.current_stream(self.device))
-        self._check(block=True)
-
-
-# --- the pipe --------------------------------------------------------------------------------
-
-def _dist_rank_world() -> tuple[int, int]:
+def _dist_rank_world() -> tuple[int, int] | None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+    return None
 
 
-def _positive_int(value: object, field: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{field} must be an int >= {low}, got {value!r}")
-    return value
+class PipeIterator:
+    """One iteration of a :class:`ViewPairPipe` in one process (or DataLoader worker): hands out
+    the producer's batches and records each in the pipe's shared progress."""
+
+    def __init__(self, producer: SyncProducer | ThreadProducer | CudaProducer, progress: SharedProgress,
+                 plan: Plan) -> None:
+        self._producer = producer
+        self._progress = progress
+        self._plan = plan
+        self._delivered = plan.delivered
+        self._closed: str | None = None
+
+    def __iter__(self) -> "PipeIterator":
+        return self
+
+    def __next__(self) -> ViewBatch:
+        if self._closed is not None:
+            if self._closed == "superseded":
+                raise RuntimeError("this iterator of the pipe was closed because a newer iter(pipe) started in "
+                                   "this process (two iterators would hand out the same steps)")
+            raise StopIteration
+        try:
+            batch = self._producer.get()
+        except KeyboardInterrupt:  # reaches the caller at once: a stuck step is not waited for
+            self.close(timeout=0.0)
+            raise
+        except BaseException:  # exhausted or failed: the producer has stopped already
+            self.close()
+            raise
+        self._delivered += 1
+        self._progress.record(self._plan.shard, self._delivered)
+        return batch
+
+    def close(self, reason: str = "closed", timeout: float | None = None) -> None:
+        """Stops the producer, waiting at most ``timeout`` seconds for a step in progress (default:
+        :attr:`~mlvgm_data.producers.ThreadProducer.JOIN_S`, one second)."""
+        if self._closed is None:
+            self._closed = reason
+            self._producer.close(timeout)
+
+    def __del__(self) -> None:
+        if getattr(self, "_closed", "closed") is None:
+            self.close()
 
 
-class ViewPairPipe(IterDataPipe):
-    """An iterable DataPipe of ``ViewBatch((x0, x1, …), target)`` generated from ``generator``.
+class ViewPairPipe(IterableDataset):
+    """An iterable data pipe of ``ViewBatch((x0, x1, …), target)`` generated from ``generator``.
 
     Args:
-        generator: an MLVGM (``latent_spec``, ``decode``), e.g. ``load_generator("builtin:shapes")``.
+        generator: an MLVGM (``latent_spec``, ``decode``), e.g. ``load_generator("builtin:shapes")``;
+            the pipe puts it in eval mode (with a warning if it was not) and refuses to iterate
+            if it is switched back to train mode.
         policy: the ``ViewPolicy`` that turns anchors into views.
         batch_size: anchors per step on this rank.
         seed: the key of every random draw (latents, augmentation, classes).
@@ -417,13 +145,16 @@ class ViewPairPipe(IterDataPipe):
             or a callable ``aug(views[V,B,C,H,W], seed, step, stream, sample_offset)``.
         num_views: views per anchor (view 0 is the anchor if ``policy.include_anchor``).
         prefetch: batches made ahead of the consumer (0: synchronous, in the consumer's thread).
-        rank, world_size: this process's share (default: from ``torch.distributed`` when
-            initialised); rank r draws sample ids r·B … r·B + B − 1 of each step.
-        steps: steps per epoch (``None``: endless). Each new epoch continues the step counter,
-            so epochs never repeat; with DataLoader workers call ``set_epoch`` as for a sampler.
+        rank, world_size: this process's share of each step's global batch; by default read from
+            ``torch.distributed`` when iteration starts (so the pipe may be built before
+            ``init_process_group``); rank r draws sample ids r·B … r·B + B − 1.
+        steps: steps per epoch (``None``: endless). Each epoch continues the step counter, under
+            DataLoader workers too, without calls; ``set_epoch(e)`` jumps to epoch e.
         return_latents: also return the latents of each batch.
         autocast: run the generator under ``torch.autocast`` with this dtype (e.g. bfloat16).
         stream: the Philox stream id; pipes with different streams share no numbers.
+
+    ``close()`` (or ``with ViewPairPipe(...) as pipe:``) stops every open iterator in this process.
     """
 
     def __init__(self, generator: torch.nn.Module, policy: ViewPolicy, batch_size: int, seed: int = 0,
@@ -432,25 +163,17 @@ class ViewPairPipe(IterDataPipe):
                  return_latents: bool = False, autocast: torch.dtype | None = None, stream: int = 0) -> None:
         super().__init__()
         check_generator(generator, policy)
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        self.num_views = _positive_int(num_views, "num_views")
-        if self.num_views > 255:
-            raise ValueError(f"num_views must be <= 255, got {num_views}")
-        self.prefetch = _positive_int(prefetch, "prefetch", low=0)
-        ops._int_in(seed, "seed", 0, 1 << 32)
-        ops._int_in(stream, "stream", 0, 1 << 32)
-        self.seed, self.stream = seed, stream
-        if steps is not None:
-            _positive_int(steps, "steps")
-        self.steps = steps
-        default_rank, default_world = _dist_rank_world()
-        self.rank = default_rank if rank is None else rank
-        self.world_size = default_world if world_size is None else world_size
-        _positive_int(self.world_size, "world_size")
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank must be in [0, world_size={self.world_size}), got {self.rank!r}")
-        if self.world_size * self.batch_size > 1 << 32:
-            raise ValueError("world_size * batch_size must be <= 2**32 (sample ids are 32-bit)")
+        set_eval_mode(generator, "ViewPairPipe")
+        self.batch_size = check_int(batch_size, "batch_size", 1, U32)
+        self.num_views = check_int(num_views, "num_views", 1, 256)
+        self.prefetch = check_int(prefetch, "prefetch", 0, 65)
+        self.seed = check_int(seed, "seed", 0, U32)
+        self.stream = check_int(stream, "stream", 0, U32)
+        self.steps = None if steps is None else check_int(steps, "steps", 1, U32)
+        self._rank = None if rank is None else check_int(rank, "rank", 0)
+        self._world_size = None if world_size is None else check_int(world_size, "world_size", 1)
+        if self._rank is not None and self._world_size is not None:
+            self._check_rank(self._rank, self._world_size)
         gen_device = generator_device(generator)
         self.device = gen_device if device is None else torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
@@ -462,14 +185,46 @@ class ViewPairPipe(IterDataPipe):
             raise ValueError(f"autocast must be torch.bfloat16, torch.float16 or None, got {autocast!r}")
         self.generator = generator
         self.policy = policy
-        self.augment = resolve_augment(augment, generator, self.batch_size, self.num_views, seed, self.device)
+        self.augment = resolve_augment(augment, generator, self.batch_size, self.num_views, self.seed, self.device)
         self.return_latents = return_latents
         self.autocast = autocast
-        self._epoch_start = 0
-        self._delivered = 0  # batches this process (or worker) handed out in the current epoch
+        self._progress = SharedProgress()
+        self._restored: Plan | None = None  # a worker's loaded state, applied when it iterates
+        self._restored_rank: tuple[int, int] | None = None
+        self._baked_rank: tuple[int, int] | None = None  # torch.distributed's, when pickled for workers
+        self._fingerprint: str | None = None
+        self._iterators: weakref.WeakSet[PipeIterator] = weakref.WeakSet()
         self._cuda_stream: Any = None
+        self._iterations = 0  # iterations started in this process (tags a persistent worker's epochs)
 
-    # --- iteration ----------------------------------------------------------------------
+    # --- rank ---------------------------------------------------------------------------------
+
+    def _check_rank(self, rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if world_size * self.batch_size > U32:
+            raise ValueError("world_size * batch_size must be <= 2**32 (sample ids are 32-bit)")
+
+    def _rank_world(self) -> tuple[int, int]:
+        """This process's (rank, world size): explicit, else torch.distributed's now (or when the
+        pipe was pickled into a DataLoader worker), else (0, 1)."""
+        known = _dist_rank_world() or self._baked_rank or (0, 1)
+        rank = known[0] if self._rank is None else self._rank
+        world = known[1] if self._world_size is None else self._world_size
+        self._check_rank(rank, world)
+        return rank, world
+
+    @property
+    def rank(self) -> int:
+        """This process's rank, resolved now (see ``rank`` in the class docs)."""
+        return self._rank_world()[0]
+
+    @property
+    def world_size(self) -> int:
+        """The world size, resolved now."""
+        return self._rank_world()[1]
+
+    # --- iteration ----------------------------------------------------------------------------
 
     def __len__(self) -> int:
         if self.steps is None:
@@ -477,24 +232,13 @@ class ViewPairPipe(IterDataPipe):
         return self.steps
 
     def work(self) -> StepWork:
-        """The per-step computation (also what the benchmarks time without a producer)."""
+        """The per-step computation of this rank (also what the benchmarks time without a producer)."""
+        rank, _ = self._rank_world()
         return StepWork(self.generator, self.policy, self.batch_size, self.num_views, self.seed,
-                        self.rank * self.batch_size, self.augment, self.device, self.return_latents,
+                        rank * self.batch_size, self.augment, self.device, self.return_latents,
                         self.autocast, self.stream)
 
-    def _share(self, worker: int, num_workers: int) -> float:
-        if self.steps is None:
-            return float("inf")
-        return len(range(worker, self.steps, num_workers))
-
-    def _steps(self, worker: int, num_workers: int) -> Iterator[int]:
-        first = self._epoch_start + worker + self._delivered * num_workers
-        end = None if self.steps is None else self._epoch_start + self.steps
-        it = itertools.count(first, num_workers)
-        return it if end is None else iter(range(first, end, num_workers))
-
-    def _producer(self, steps: Iterator[int]) -> SyncProducer | ThreadProducer | CudaProducer:
-        work = self.work()
+    def _producer(self, work: StepWork, steps: Iterator[int]) -> SyncProducer | ThreadProducer | CudaProducer:
         if self.device.type == "cuda":
             if self._cuda_stream is None:
                 self._cuda_stream = torch.cuda.Stream(self.device)  # one dedicated stream per pipe
@@ -503,57 +247,162 @@ class ViewPairPipe(IterDataPipe):
             return SyncProducer(work, steps)
         return ThreadProducer(work, steps, self.prefetch)
 
-    def __iter__(self) -> Iterator[ViewBatch]:
+    def __iter__(self) -> PipeIterator:
+        check_eval_mode(self.generator, "ViewPairPipe")
+        rank, world = self._rank_world()
+        if self._restored_rank is not None and self._restored_rank != (rank, world):
+            raise ValueError(f"the loaded state was saved by rank {self._restored_rank[0]} of {self._restored_rank[1]}, "
+                             f"but this pipe is rank {rank} of {world}")
         info = get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        if self._delivered >= self._share(worker, num_workers):
-            # The previous epoch was consumed to the end: continue the step counter.
-            self._epoch_start += self.steps
-            self._delivered = 0
-        producer = self._producer(self._steps(worker, num_workers))
-        try:
-            while True:
-                try:
-                    batch = producer.get()
-                except StopIteration:
-                    return
-                self._delivered += 1
-                yield batch
-        finally:
-            producer.close()
+        self._iterations += 1
+        if info is None:
+            shard, num_shards, tag = 0, 1, int.from_bytes(os.urandom(7), "big") + 1
+        else:
+            # Workers of one DataLoader iteration share its base seed (seed − id) and start in step.
+            shard, num_shards = info.id, info.num_workers
+            tag = hash((info.seed - info.id, self._iterations)) & ((1 << 62) - 1) | 1
+        for old in list(self._iterators):
+            old.close("superseded")
+        plan = self._progress.start(shard, num_shards, rank, tag, self.steps, self._restored)
+        self._restored, self._restored_rank = None, None
+        first = plan.first_step()
+        steps: Iterator[int] = (itertools.count(first, num_shards) if self.steps is None
+                                else iter(range(first, plan.epoch_start + self.steps, num_shards)))
+        it = PipeIterator(self._producer(self.work(), steps), self._progress, plan)
+        self._iterators.add(it)
+        return it
 
     def set_epoch(self, epoch: int) -> None:
-        """Starts epoch ``epoch`` (steps ``epoch·steps …``), as ``DistributedSampler.set_epoch``."""
+        """Jumps to epoch ``epoch`` (steps ``epoch·steps …``), as ``DistributedSampler.set_epoch``;
+        call it between epochs. Without calls every epoch continues after the previous one."""
         if self.steps is None:
             raise ValueError("set_epoch needs a finite pipe (steps=N)")
-        self._epoch_start = _positive_int(epoch, "epoch", low=0) * self.steps
-        self._delivered = 0
+        start = check_int(epoch, "epoch", 0) * self.steps
+        if start + self.steps > U32:
+            raise ValueError(f"epoch {epoch} is past the counter's last step (2**32 steps)")
+        self._progress.set(Plan(start, start, 1, 0, 0))
 
-    # --- exact resume ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Stops every open iterator of this pipe in this process (their producers included)."""
+        for it in list(self._iterators):
+            it.close()
+
+    def __enter__(self) -> "ViewPairPipe":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- exact resume -------------------------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.generator)
+        return {"seed": self.seed, "stream": self.stream, "batch_size": self.batch_size,
+                "num_views": self.num_views, "steps": self.steps, "policy": self.policy.to_dict(),
+                "generator": self._fingerprint}
+
+    def _position(self) -> Plan:
+        """Where this process stands: its own shard in a DataLoader worker, else the newest plan."""
+        rank, _ = self._rank_world()
+        info = get_worker_info()
+        generation, plan, delivered, rows = self._progress.newest(rank)
+        if info is not None:
+            row = rows[info.id]
+            return Plan(row[1], row[2], row[3], info.id, row[4]) if row[0] else Plan(0, 0, 1, 0, 0)
+        if plan is None:
+            return Plan(0, 0, 1, 0, 0)
+        if plan.num_shards == 1:
+            return Plan(plan.epoch_start, plan.base, 1, 0, delivered[0])
+        shares = [Plan(plan.epoch_start, plan.base, plan.num_shards, w, 0).share(self.steps)
+                  for w in range(plan.num_shards)]
+        if self.steps is not None and all(d >= s for d, s in zip(delivered, shares)):
+            nxt = plan.epoch_start + self.steps
+            return Plan(nxt, nxt, 1, 0, 0)
+        raise RuntimeError(
+            "the pipe is being iterated by DataLoader workers, which run ahead of what the training loop has "
+            "received: its own state would count batches you never saw. Checkpoint the loader instead "
+            "(torchdata's StatefulDataLoader(...).state_dict() saves each worker's pipe state), or call "
+            "pipe.state_dict() at an epoch's end"
+        )
 
     def state_dict(self) -> dict[str, Any]:
-        """What the consumer has received (not what the producer ran ahead to): O(1)."""
-        return {"format": STATE_FORMAT, "epoch_start": self._epoch_start, "delivered": self._delivered,
-                "seed": self.seed, "batch_size": self.batch_size, "num_views": self.num_views,
-                "stream": self.stream, "steps": self.steps}
+        """What the consumer has received (not what the producer ran ahead to), and what it depends
+        on (seed, policy, generator, batch, views, rank, world size, steps): O(1)."""
+        rank, world = self._rank_world()
+        p = self._position()
+        return {"format": STATE_FORMAT, **self._config(), "rank": rank, "world_size": world,
+                "epoch_start": p.epoch_start, "base": p.base, "num_shards": p.num_shards, "shard": p.shard,
+                "delivered": p.delivered}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continues exactly after the last batch counted in ``state`` (no replay)."""
+        """Continues exactly after the last batch counted in ``state`` (no replay). Refuses, with a
+        ``ValueError`` naming the field, a state of another pipe or a malformed one."""
         if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
-            raise ValueError(f"not a ViewPairPipe state (format {STATE_FORMAT!r} expected)")
-        for key in ("seed", "batch_size", "num_views", "stream", "steps"):
-            if state.get(key) != getattr(self, key):
-                raise ValueError(f"state was saved with {key}={state.get(key)!r} but this pipe has "
-                                 f"{key}={getattr(self, key)!r}; resuming would not continue the same stream")
-        self._epoch_start = _positive_int(state["epoch_start"], "epoch_start", low=0)
-        self._delivered = _positive_int(state["delivered"], "delivered", low=0)
+            got = state.get("format") if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(f"not a ViewPairPipe state: format {got!r}, expected {STATE_FORMAT!r}")
+        for key in _CONFIG_KEYS + _RANK_KEYS + _POSITION_KEYS:
+            if key not in state:
+                raise ValueError(f"the pipe state has no {key!r} field")
+        config = self._config()
+        for key in _CONFIG_KEYS:
+            if state[key] != config[key]:
+                what = "another generator (or other weights)" if key == "generator" else f"{key}={state[key]!r}"
+                raise ValueError(f"the state was saved with {what}, but this pipe has {key}={config[key]!r}: "
+                                 "resuming would not continue the same stream")
+        rank = check_int(state["rank"], "state['rank']", 0)
+        world = check_int(state["world_size"], "state['world_size']", 1)
+        if rank >= world:
+            raise ValueError(f"state['rank'] must be < state['world_size'], got {rank} of {world}")
+        for key, mine in (("rank", self._rank), ("world_size", self._world_size)):
+            if mine is not None and state[key] != mine:
+                raise ValueError(f"the state was saved by {key}={state[key]}, but this pipe has {key}={mine}")
+        plan = self._check_position(state)
+        known = _dist_rank_world()
+        if known is not None or (self._rank is not None and self._world_size is not None):
+            mine = self._rank_world()
+            if mine != (rank, world):
+                raise ValueError(f"the state was saved by rank {rank} of {world}, but this pipe is rank "
+                                 f"{mine[0]} of {mine[1]}")
+        else:
+            self._restored_rank = (rank, world)  # checked when iteration resolves the rank
+        if get_worker_info() is not None:
+            self._restored = plan  # this worker's own shard, taken up by its next iteration
+        elif plan.num_shards != 1:
+            raise ValueError(f"state['num_shards'] is {plan.num_shards}: a DataLoader worker's state; load the "
+                             "loader's state (StatefulDataLoader.load_state_dict) rather than the pipe's")
+        else:
+            self._progress.set(plan)
+
+    def _check_position(self, state: Mapping[str, Any]) -> Plan:
+        e = check_int(state["epoch_start"], "state['epoch_start']", 0, U32)
+        w = check_int(state["num_shards"], "state['num_shards']", 1, MAX_SHARDS + 1)
+        shard = check_int(state["shard"], "state['shard']", 0, w)
+        if self.steps is not None and e % self.steps:
+            raise ValueError(f"state['epoch_start'] must be a multiple of steps={self.steps}, got {e}")
+        end = U32 if self.steps is None else e + self.steps
+        b = check_int(state["base"], "state['base']", e, end + 1)
+        plan = Plan(e, b, w, shard, 0)
+        share = plan.share(self.steps)
+        delivered = check_int(state["delivered"], "state['delivered']", 0)
+        if delivered > share:
+            raise ValueError(f"state['delivered'] is {delivered}, more than the {share} steps of this shard's epoch")
+        return Plan(e, b, w, shard, delivered)
 
     def __repr__(self) -> str:
+        rank = "auto" if self._rank is None else f"{self._rank}/{self._world_size or 'auto'}"
         return (f"ViewPairPipe({type(self.generator).__name__}, batch_size={self.batch_size}, "
                 f"num_views={self.num_views}, seed={self.seed}, device={self.device}, steps={self.steps}, "
-                f"rank={self.rank}/{self.world_size})")
+                f"rank={rank})")
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(super().__getstate__())
+        state = dict(self.__dict__)
         state["_cuda_stream"] = None  # streams do not cross process boundaries
+        state["_iterators"] = None  # iterators (and their threads) stay in their process
+        # A spawned DataLoader worker has no process group: it takes the rank this process has now.
+        state["_baked_rank"] = _dist_rank_world() or self._baked_rank
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._iterators = weakref.WeakSet()

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import torch
 
-from . import ops
-from .generators.base import checked_decode, draw_classes
-from .pipe import generator_device
+from .generators.base import decode_views, eval_mode
 from .views import ViewPolicy
 
 
@@ -38,12 +36,8 @@ def view_sets(generator: torch.nn.Module, policy: ViewPolicy, anchors: int = 8, 
               seed: int = 0, augment=None) -> torch.Tensor:
     """Images ``[anchors, num_views, C, H, W]``: row a holds the views of anchor a (view 0 is the
     anchor itself when ``policy.include_anchor``); optionally augmented."""
-    device = generator_device(generator)
-    latents = ops.resample(generator.latent_spec, policy, anchors, num_views, seed, 0, device)
-    flat = {k: z.reshape(num_views * anchors, *z.shape[2:]) for k, z in latents.items()}
-    classes = draw_classes(generator, anchors, seed, 0, device)  # one class per anchor, shared by its views
-    classes = None if classes is None else classes.repeat(num_views)
-    images = checked_decode(generator, flat, classes).float().reshape(num_views, anchors, *generator.image_shape)
+    with eval_mode(generator):
+        images = decode_views(generator, policy, anchors, num_views, seed, 0).images
     if augment is not None:
         images = augment(images, seed, 0)
     return images.transpose(0, 1).cpu()

@@ -4,8 +4,8 @@
     python scripts/make_docs_images.py --generator builtin:shapes-stylegan --out docs/stylegan_samples.png
 
 Rows: real Shapes; their reconstructions by the generator (a VAE's only); then prior samples
-at its default temperature (the anchors of ``ops.resample``, seed 0, with
-``draw_classes`` classes for a class-conditional model); then rows where one latent group is
+at its default temperature (``decode_views`` anchors, seed 0, with a class per anchor for a
+class-conditional model); then rows where one latent group is
 resampled and the others kept (z1, z2, z3 / w0 … w3), each row sharing one anchor and its class.
 """
 
@@ -15,9 +15,9 @@ import argparse
 
 import torch
 
-from mlvgm_data import Resample, ViewPolicy, load_generator, ops
+from mlvgm_data import Resample, ViewPolicy, load_generator
 from mlvgm_data.data import Shapes
-from mlvgm_data.generators.base import draw_classes
+from mlvgm_data.generators.base import decode_views
 from mlvgm_data.viz import save_image_grid
 
 
@@ -36,13 +36,9 @@ def main() -> None:
     with torch.no_grad():
         if hasattr(gen, "reconstruct"):  # a VAE; a GAN has no encoder
             rows.append(gen.reconstruct(real, labels) if gen.num_classes else gen.reconstruct(real))
-        n = k * args.sample_rows
-        anchors = ops.resample(gen.latent_spec, ViewPolicy({}), n, 1, 0, 0)
-        rows.append(gen.decode({g: v[0] for g, v in anchors.items()}, draw_classes(gen, n, 0, 0)))
+        rows.append(decode_views(gen, ViewPolicy({}), k * args.sample_rows, 1, 0, 0).images[0])
         for g in gen.latent_spec.names:
-            views = ops.resample(gen.latent_spec, ViewPolicy({g: Resample()}), 1, k, 0, 1)
-            cls = draw_classes(gen, 1, 0, 1)
-            rows.append(gen.decode({name: v[:, 0] for name, v in views.items()}, None if cls is None else cls.repeat(k)))
+            rows.append(decode_views(gen, ViewPolicy({g: Resample()}), 1, k, 0, 1).images[:, 0])
     save_image_grid(torch.cat(rows), args.out, nrow=k)
     print(f"wrote {args.out}")
 

@@ -25,6 +25,7 @@ class TinyGenerator(MLVGM):
         for p in self.parameters():
             with torch.no_grad():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        self.eval()  # a frozen generator, as load_generator returns them
 
     def _decode(self, latents, classes):
         x = self.lin(latents["top"]).view(-1, 3, 4, 4) + self.conv(latents["map"])
@@ -55,3 +56,63 @@ class BrokenGenerator(TinyGenerator):
         if self.mode == "interrupt":
             raise KeyboardInterrupt
         return out
+
+
+class OneArgGenerator(nn.Module):
+    """The documented protocol at its plainest: ``latent_spec``, ``image_shape`` and
+    ``decode(latents)`` with no ``classes`` argument (not an MLVGM subclass)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.latent_spec = LatentSpec([LatentGroup("a", (3,)), LatentGroup("b", (3,))])
+        self.image_shape = (3, 8, 8)
+        self.scale = nn.Parameter(torch.tensor(0.2))
+        self.eval()
+
+    def decode(self, latents):
+        x = latents["a"] + 0.5 * latents["b"]
+        return torch.sigmoid(self.scale * x)[:, :, None, None].expand(-1, 3, 8, 8).contiguous()
+
+
+class PointwiseGenerator(MLVGM):
+    """A generator whose decode is per sample by construction (elementwise IEEE operations only,
+    no matmul, no transcendental function): a sample's image does not depend on its batch, so the
+    pipe's own exactness (latents, classes, augmentation) can be tested bit for bit."""
+
+    def __init__(self, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.latent_spec = LatentSpec([LatentGroup("top", (3,)), LatentGroup("map", (1, 8, 8))])
+        self.image_shape = (3, 8, 8)
+        self.num_classes = num_classes
+        self.eval()
+
+    def _decode(self, latents, classes):
+        top = latents["top"][:, :, None, None]
+        x = 0.5 + 0.1 * top + 0.05 * latents["map"]
+        if classes is not None:
+            x = x + 0.01 * classes.to(x.dtype)[:, None, None, None]
+        return x.clamp(0.0, 1.0)
+
+
+class BatchNormGenerator(TinyGenerator):
+    """TinyGenerator with a batch norm on its output, in train mode (as BigBiGAN ports come)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(3)
+        self.train()
+
+    def _decode(self, latents, classes):
+        return torch.sigmoid(self.norm(torch.logit(super()._decode(latents, classes), eps=1e-6)))
+
+
+class CountingGenerator(TinyGenerator):
+    """Counts its decodes in shared memory (DataLoader workers included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decodes = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def _decode(self, latents, classes):
+        self.decodes += 1
+        return super()._decode(latents, classes)

@@ -26,13 +26,15 @@ def untrained_generator(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, 
     return str(path), json.dumps({"rules": {config["groups"][-1][0]: {"kind": "resample"}}})
 
 
-def test_ddp_example_under_torchrun(untrained_generator: tuple[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ddp_example_under_torchrun(untrained_generator: tuple[str, str], tmp_path: Path, workers: int) -> None:
+    """The example builds its pipe before init_process_group: ranks must still differ."""
     generator, policy = untrained_generator
     report = tmp_path / "ddp.json"
     # --standalone: torchrun picks a free local port (a fixed one collides with other jobs)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "examples" / "ddp_simclr.py"), "--generator", generator, "--policy", policy,
-           "--batch-size", "16", "--steps", "3", "--report", str(report)]
+           "--batch-size", "16", "--steps", "3", "--workers", str(workers), "--report", str(report)]
     run = subprocess.run(cmd, timeout=300, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
     summary = json.loads(report.read_text())

@@ -16,7 +16,9 @@ from torch.utils.data import DataLoader
 from helpers import BrokenGenerator, TinyGenerator
 from mlvgm_data import Perturb, Resample, ViewPolicy
 from mlvgm_data.augment import simclr
-from mlvgm_data.pipe import FREE, HELD, READY, SlotRing, ThreadProducer, ViewBatch, ViewPairPipe
+from mlvgm_data.pipe import ViewPairPipe
+from mlvgm_data.producers import FREE, HELD, READY, SlotRing, ThreadProducer
+from mlvgm_data.step import ViewBatch
 
 POLICY = ViewPolicy({"top": Perturb(0.3), "map": Resample()})
 
@@ -28,6 +30,8 @@ def make(**kw) -> ViewPairPipe:
 
 
 def producer_threads() -> list[threading.Thread]:
+    # Loops like torchdata's Loader hold their iterator in a reference cycle: collect those first.
+    gc.collect()
     return [t for t in threading.enumerate() if t.name == "mlvgm-data-producer"]
 
 
@@ -138,12 +142,14 @@ def test_dataloader_workers_split_steps_without_changing_them() -> None:
 
 
 def test_ranks_partition_the_global_batch() -> None:
+    # The decode (a linear layer and a convolution) is equal across batch sizes only to float
+    # tolerance on some CPUs; test_pipe_setups checks the pipe's own part bit for bit.
     whole = list(make(batch_size=8, steps=2))
     parts = [list(make(batch_size=4, steps=2, rank=r, world_size=2)) for r in range(2)]
     for step in range(2):
         for v in range(2):
             joined = torch.cat([parts[0][step].views[v], parts[1][step].views[v]])
-            assert torch.equal(joined, whole[step].views[v])
+            torch.testing.assert_close(joined, whole[step].views[v], rtol=0, atol=1e-5)
 
 
 def test_no_repeated_anchors_across_ranks_and_workers() -> None:

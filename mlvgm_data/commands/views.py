@@ -11,7 +11,7 @@ import torch
 from .. import ops
 from ..augment import preset
 from ..generators import load_generator, recommended_policy
-from ..pipe import generator_device
+from ..generators.base import generator_device
 from ..viz import save_image_grid, view_sets
 from ..views import Perturb, ViewPolicy
 

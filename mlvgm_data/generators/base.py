@@ -1,8 +1,13 @@
-"""The MLVGM protocol: what the pipe, the datasets and the MI utility need from a generator."""
+"""The MLVGM protocol: what the pipe, the datasets and the MI utility need from a generator,
+and :func:`decode_views`, the one place where a step's views are made."""
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, runtime_checkable
+import contextlib
+import hashlib
+import itertools
+import warnings
+from typing import Iterator, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
@@ -18,7 +23,8 @@ class MLVGMProtocol(Protocol):
 
     ``latent_spec`` names its noise groups; ``decode(latents)`` maps ``{group: [N, *shape]}``
     (standard-normal noise) to images ``[N, C, H, W]`` in [0, 1]. Class-conditional models set
-    ``num_classes`` and accept ``classes`` (``[N]`` int64).
+    ``num_classes`` and accept ``classes`` (``[N]`` int64): ``decode(latents, classes)``; a
+    generator without ``num_classes`` is always called as ``decode(latents)``.
     """
 
     latent_spec: LatentSpec
@@ -101,7 +107,12 @@ def checked_decode(
         raise ValueError(f"latents must have one batch dimension, got leading shape {list(lead)}")
     n = lead[0]
     check_classes(generator, classes, n)
-    out = generator._decode(latents, classes) if _inner else generator.decode(latents, classes)
+    if _inner:
+        out = generator._decode(latents, classes)
+    elif getattr(generator, "num_classes", None):
+        out = generator.decode(latents, classes)
+    else:
+        out = generator.decode(latents)  # the protocol's one-argument form
     return check_images(generator, out, n)
 
 
@@ -117,3 +128,112 @@ def check_images(generator: object, out: object, n: int) -> torch.Tensor:
     if out.device.type == "cpu" and not bool(torch.isfinite(out).all()):
         raise RuntimeError(f"{name}.decode returned non-finite values")
     return out
+
+
+def generator_device(generator: nn.Module) -> torch.device:
+    """The device of the generator's first parameter or buffer (CPU if it has none)."""
+    for t in itertools.chain(generator.parameters(), generator.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _training_module(generator: object) -> str | None:
+    if isinstance(generator, nn.Module):
+        for name, module in generator.named_modules():
+            if module.training:
+                return name or type(generator).__name__
+    return None
+
+
+def set_eval_mode(generator: object, who: str) -> None:
+    """Puts a generator that is (partly) in train mode into eval mode, with a warning: ``who``
+    decodes in background threads and worker processes for as long as it lives, and in train mode
+    batch norm and dropout would make each sample depend on the batch it is decoded in."""
+    name = _training_module(generator)
+    if name is not None:
+        generator.eval()
+        warnings.warn(f"{who} put the generator in eval mode ({name!r} was in train mode, where batch norm and "
+                      "dropout make each sample depend on its batch)", UserWarning, stacklevel=3)
+
+
+def check_eval_mode(generator: object, who: str) -> None:
+    """Refuses a generator switched back to train mode after :func:`set_eval_mode`."""
+    name = _training_module(generator)
+    if name is not None:
+        raise ValueError(f"{who} needs the generator in eval mode, but {name!r} is in train mode again (batch norm "
+                         "and dropout would make each sample depend on its batch): call generator.eval()")
+
+
+@contextlib.contextmanager
+def eval_mode(generator: object) -> Iterator[None]:
+    """Runs the block with ``generator`` in eval mode and restores every submodule's mode after:
+    for the single-threaded users (MI analysis, view grids, scores)."""
+    modules = list(generator.modules()) if isinstance(generator, nn.Module) else []
+    before = [m.training for m in modules]
+    for m in modules:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, before):
+            m.training = mode
+
+
+def fingerprint(generator: object) -> str:
+    """A digest of what makes the generator's samples: its type, latent spec, classes, image shape
+    and every parameter and buffer (names, shapes, dtypes and bytes)."""
+    h = hashlib.sha256()
+    h.update(f"{type(generator).__module__}.{type(generator).__qualname__}".encode())
+    h.update(repr(generator.latent_spec.to_dict()).encode())
+    h.update(repr((getattr(generator, "num_classes", None), getattr(generator, "image_shape", None))).encode())
+    state = generator.state_dict() if isinstance(generator, nn.Module) else {}
+    for name, t in state.items():
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:32]
+
+
+class Views(NamedTuple):
+    """One step's generated views: ``images`` ``[V, B, C, H, W]`` (float32), ``classes`` ``[B]``
+    (one class per anchor, shared by its views; ``None`` for an unconditional generator) and the
+    ``latents`` ``{group: [V, B, *shape]}`` they were decoded from."""
+
+    images: torch.Tensor
+    classes: torch.Tensor | None
+    latents: dict[str, torch.Tensor]
+
+
+def decode_views(
+    generator: MLVGMProtocol, policy: ViewPolicy, batch_size: int, num_views: int, seed: int, step: int,
+    device: torch.device | str | None = None, stream: int = 0, *, sample_offset: int = 0,
+    sample_ids: torch.Tensor | Sequence[int] | None = None, latent_out: torch.Tensor | None = None,
+    autocast: torch.dtype | None = None, views: Sequence[int] | None = None, spec: LatentSpec | None = None,
+) -> Views:
+    """Draws the latents of ``batch_size`` anchors and their views (:func:`ops.resample`), one class
+    per anchor for a class-conditional generator (:func:`draw_classes`), and decodes all
+    ``num_views · batch_size`` images in one forward, without autograd.
+
+    Sample b uses counter sample id ``sample_offset + b`` (or ``sample_ids[b]``), so the same
+    ``(seed, step, stream, id)`` gives the same latents and class anywhere. ``latent_out`` is the
+    flat buffer :func:`ops.resample` writes into; ``autocast`` (bfloat16 or float16) runs the
+    generator under :func:`torch.autocast`; ``views`` decodes only those views (``images`` then
+    holds them in that order; ``latents`` always has all ``num_views``); ``spec`` draws the
+    latents under another layout of the generator's groups (e.g. with ties undone).
+    """
+    dev = generator_device(generator) if device is None else torch.device(device)
+    latents = ops.resample(generator.latent_spec if spec is None else spec, policy, batch_size, num_views, seed, step, dev, stream,
+                           sample_offset=sample_offset, sample_ids=sample_ids, out=latent_out)
+    classes = draw_classes(generator, batch_size, seed, step, dev, stream, sample_offset=sample_offset,
+                           sample_ids=sample_ids)
+    chosen = list(range(num_views)) if views is None else list(views)
+    if any(not 0 <= v < num_views for v in chosen) or not chosen:
+        raise ValueError(f"views must be a non-empty list of view indices in [0, {num_views}), got {views!r}")
+    picked = latents if views is None else {name: z[chosen] for name, z in latents.items()}
+    flat = {name: z.reshape(len(chosen) * batch_size, *z.shape[2:]) for name, z in picked.items()}
+    cast = torch.autocast(dev.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    # no_grad rather than inference_mode: the views must be ordinary tensors that a training
+    # step can save for backward and a user transform may change in place.
+    with torch.no_grad(), cast:
+        images = checked_decode(generator, flat, None if classes is None else classes.repeat(len(chosen)))
+    images = images.float().reshape(len(chosen), batch_size, *images.shape[1:])
+    return Views(images, classes, latents)

@@ -20,8 +20,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .. import ops
-from ..generators.base import checked_decode, draw_classes
+from ..generators.base import decode_views, eval_mode, generator_device
 from ..latents import LatentGroup, LatentSpec
 from ..views import Perturb, Resample, Rule, ViewPolicy
 from .estimators import MIEstimate, _positive_int, ba_multi, infonce
@@ -57,14 +56,6 @@ class _Clock:
         return time.monotonic() - self.start
 
 
-def _device_of(generator: object) -> torch.device:
-    params = getattr(generator, "parameters", None)
-    if callable(params):
-        for p in params():
-            return p.device
-    return torch.device("cpu")
-
-
 def generate(
     generator: object,
     spec: LatentSpec,
@@ -78,22 +69,19 @@ def generate(
     views: Sequence[int] | None = None,
 ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
     """Decodes ``n`` samples of the chosen ``views`` under ``policy`` (latents from
-    ``ops.resample``, one decode per chunk under ``inference_mode``); returns the images per view
+    ``decode_views``, one decode per chunk, in eval mode); returns the images per view
     (float32 on ``out_device``) and view 0's latents (on the CPU)."""
-    gen_device = _device_of(generator)
     views = list(range(num_views)) if views is None else list(views)
     images: list[list[torch.Tensor]] = [[] for _ in views]
     anchors: dict[str, list[torch.Tensor]] = {g.name: [] for g in spec}
     for step, start in enumerate(range(0, n, decode_batch)):
         size = min(decode_batch, n - start)
-        lat = ops.resample(spec, policy, size, num_views, seed, step, gen_device, stream)
+        with eval_mode(generator):  # a train-mode generator's batch norm would mix the samples
+            made = decode_views(generator, policy, size, num_views, seed, step, stream=stream, views=views, spec=spec)
         for g in spec:
-            anchors[g.name].append(lat[g.name][0].cpu().clone())
-        cls = draw_classes(generator, size, seed, step, gen_device, stream)
-        with torch.inference_mode():
-            for i, v in enumerate(views):
-                x = checked_decode(generator, {name: t[v] for name, t in lat.items()}, cls)
-                images[i].append(x.to(out_device, torch.float32))
+            anchors[g.name].append(made.latents[g.name][0].cpu().clone())
+        for i in range(len(views)):
+            images[i].append(made.images[i].to(out_device, torch.float32))
     return [torch.cat(chunks) for chunks in images], {k: torch.cat(v) for k, v in anchors.items()}
 
 
@@ -189,7 +177,7 @@ def analyze(
     sigmas = tuple(float(s) for s in sigmas)
     for s in sigmas:
         Perturb(s)
-    dev = _device_of(generator) if device is None else torch.device(device)
+    dev = generator_device(generator) if device is None else torch.device(device)
     clock = _Clock(budget, 1 + len(names))
     common = dict(steps=steps, batch_size=batch_size, width=width, image_res=image_res, device=dev, progress=progress)
     truncated = False

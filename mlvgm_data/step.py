@@ -1,0 +1,80 @@
+"""One step of the pipe: ``ViewBatch`` and ``StepWork`` (views → augmentation → the batch).
+
+A step is a pure function of its step number: :func:`~mlvgm_data.generators.base.decode_views`
+makes the views, the augmentation draws its parameters from the same counter streams, and the
+target is the anchors' class (or −1). The producers run ``StepWork`` ahead of the consumer.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .generators.base import decode_views
+from .views import ViewPolicy
+
+Augment = Callable[..., torch.Tensor]
+"""``aug(views[V, B, C, H, W], seed, step, stream, sample_offset) -> views`` (a ViewAugment, DALI …)."""
+
+
+class ViewBatch(tuple):
+    """``(views, target)`` — or ``(views, target, latents)`` with ``return_latents`` — so that
+    ``(x0, x1), y = batch`` works as with an image dataset of view pairs.
+
+    ``views`` is a tuple of ``[B, C, H, W]`` tensors, ``target`` ``[B]`` int64 (class labels of a
+    class-conditional generator, else −1), ``latents`` the ``ops.resample`` dict
+    ``{group: [V, B, *shape]}``.
+    """
+
+    def __new__(cls, views: tuple[torch.Tensor, ...], target: torch.Tensor,
+                latents: dict[str, torch.Tensor] | None = None) -> "ViewBatch":
+        return super().__new__(cls, (views, target) if latents is None else (views, target, latents))
+
+    def __getnewargs__(self) -> tuple:
+        return tuple(self)
+
+    @property
+    def views(self) -> tuple[torch.Tensor, ...]:
+        return self[0]
+
+    @property
+    def target(self) -> torch.Tensor:
+        return self[1]
+
+    @property
+    def latents(self) -> dict[str, torch.Tensor] | None:
+        return self[2] if len(self) > 2 else None
+
+
+class StepWork:
+    """What one step computes, as a pure function of the step number: the views of
+    ``batch_size`` anchors (sample ids ``sample_offset …``), their augmentation, the targets."""
+
+    def __init__(self, generator: torch.nn.Module, policy: ViewPolicy, batch_size: int, num_views: int, seed: int,
+                 sample_offset: int, augment: Augment | None, device: torch.device,
+                 return_latents: bool = False, autocast: torch.dtype | None = None, stream: int = 0) -> None:
+        self.generator = generator
+        self.spec = generator.latent_spec
+        self.policy = policy
+        self.batch_size = batch_size
+        self.num_views = num_views
+        self.seed = seed
+        self.sample_offset = sample_offset
+        self.augment = augment
+        self.device = device
+        self.return_latents = return_latents
+        self.autocast = autocast
+        self.stream = stream
+
+    def __call__(self, step: int, latent_out: torch.Tensor | None = None) -> ViewBatch:
+        made = decode_views(self.generator, self.policy, self.batch_size, self.num_views, self.seed, step,
+                            self.device, self.stream, sample_offset=self.sample_offset, latent_out=latent_out,
+                            autocast=self.autocast)
+        with torch.no_grad():
+            out = (self.augment(made.images, self.seed, step, self.stream, self.sample_offset)
+                   if self.augment is not None else made.images)
+        classes = made.classes
+        target = classes if classes is not None else torch.full((self.batch_size,), -1, dtype=torch.int64,
+                                                                device=self.device)
+        return ViewBatch(tuple(out.unbind(0)), target, made.latents if self.return_latents else None)
