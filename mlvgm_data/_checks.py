@@ -82,3 +82,24 @@ def check_per_sample(t: object, n: int, name: str, *trailing: int) -> torch.Tens
         raise ValueError(f"{name} must have shape {[n, *trailing]}, got {got}")
     return t
 
+
+
+def check_device(device: object, name: str = "device") -> torch.device:
+    """A ``torch.device`` (or its string) that exists on this machine."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str):
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"{name} {device!r} is not a device (e.g. 'cpu', 'cuda', 'cuda:1')") from None
+    else:
+        raise ValueError(f"{name} must be a torch.device or a string such as 'cpu' or 'cuda', got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {str(dev)!r}: CUDA is not available here (a CPU build of torch, or no GPU)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name} {str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type not in ("cpu", "meta"):
+        raise ValueError(f"{name} {str(dev)!r}: only 'cpu' and 'cuda' devices are supported")
+    return dev

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
 import torch
+
+
+MAX_GROUP_NUMEL = 1 << 28
+"""Values per sample of one group (the kernels index a group's values with 32-bit ints)."""
 
 
 def _check_name(name: object, field: str) -> str:
@@ -30,16 +35,20 @@ class LatentGroup:
 
     def __post_init__(self) -> None:
         _check_name(self.name, "LatentGroup.name")
-        shape = (self.shape,) if isinstance(self.shape, int) else self.shape
+        raw = (self.shape,) if isinstance(self.shape, numbers.Integral) else self.shape
         try:
-            shape = tuple(shape)
+            items = tuple(raw)
         except TypeError:
-            raise ValueError(f"LatentGroup.shape of {self.name!r} must be a tuple of ints") from None
-        if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+            raise ValueError(f"LatentGroup.shape of {self.name!r} must be a tuple of ints, got {self.shape!r}") from None
+        if not items or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in items):
             raise ValueError(
                 f"LatentGroup.shape of {self.name!r} must be a non-empty tuple of positive ints, "
                 f"got {self.shape!r}"
             )
+        shape = tuple(int(s) for s in items)
+        if math.prod(shape) > MAX_GROUP_NUMEL:
+            raise ValueError(f"LatentGroup {self.name!r} has {math.prod(shape):,} values per sample; at most "
+                             f"{MAX_GROUP_NUMEL:,} (2**28) are supported")
         object.__setattr__(self, "shape", shape)
         if self.tie is not None:
             _check_name(self.tie, f"LatentGroup.tie of {self.name!r}")

@@ -14,6 +14,8 @@ from typing import Sequence
 
 import torch
 
+from ._checks import U32 as _U32
+from ._checks import check_device, check_int
 from .latents import LatentSpec
 from .views import Keep, Perturb, Resample, ViewPolicy
 
@@ -25,7 +27,6 @@ DOMAIN_CLASS = 4
 """Counter domains: anchors, view noise, augmentation parameters, procedural data (Shapes),
 class labels of class-conditional generators; 5–15 are free for users."""
 
-_U32 = 1 << 32
 _MASK = 0xFFFFFFFF
 _KIND = {Keep: 0, Perturb: 1, Resample: 2}
 
@@ -62,22 +63,17 @@ def has_native(device: torch.device | str | None = None) -> bool:
 
 # --- argument checks -----------------------------------------------------------------------
 
-def _int_in(value: object, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{field} must be an int, got {value!r}")
-    if not low <= value < high:
-        raise ValueError(f"{field} must be in [{low}, {high}), got {value}")
-    return value
-
-
 def _sample_ids(
     sample_ids: torch.Tensor | Sequence[int] | None, batch_size: int, sample_offset: int,
     device: torch.device,
 ) -> torch.Tensor | None:
     if sample_ids is None:
-        _int_in(sample_offset, "sample_offset", 0, _U32 - batch_size + 1)
+        check_int(sample_offset, "sample_offset", 0, _U32 - batch_size + 1)
         return None
-    ids = torch.as_tensor(sample_ids, dtype=torch.int64)
+    try:
+        ids = torch.as_tensor(sample_ids, dtype=torch.int64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"sample_ids must be a sequence or tensor of integers, got {sample_ids!r}") from None
     if ids.dim() != 1 or ids.numel() != batch_size:
         raise ValueError(f"sample_ids must be a vector of batch_size={batch_size} ids, got {list(ids.shape)}")
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= _U32):
@@ -86,7 +82,7 @@ def _sample_ids(
 
 
 def _device(device: torch.device | str | None) -> torch.device:
-    return torch.device("cpu") if device is None else torch.device(device)
+    return torch.device("cpu") if device is None else check_device(device)
 
 
 def _erf_c(trunc: float | None) -> float:
@@ -122,11 +118,9 @@ def _check_resample(
     policy.check(spec)
     if len(spec) >= 1 << 20:
         raise ValueError("a spec may have at most 2**20 groups")
-    _int_in(batch_size, "batch_size", 1, _U32)
-    _int_in(num_views, "num_views", 1, 256)
-    _int_in(seed, "seed", 0, _U32)
-    _int_in(step, "step", 0, _U32)
-    _int_in(stream, "stream", 0, _U32)
+    for value, name, low, high in ((batch_size, "batch_size", 1, _U32), (num_views, "num_views", 1, 256),
+                                   (seed, "seed", 0, _U32), (step, "step", 0, _U32), (stream, "stream", 0, _U32)):
+        check_int(value, name, low, high)
 
 
 def _as_views(spec: LatentSpec, out: torch.Tensor, batch_size: int, num_views: int) -> dict[str, torch.Tensor]:
@@ -163,13 +157,23 @@ def resample(
     the same numbers on every device, and different steps or streams share no values.
     """
     _check_resample(spec, policy, batch_size, num_views, seed, step, stream)
-    dev = _device(device if out is None else out.device)
-    ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
+    batch_size, num_views, seed, step, stream = (int(v) for v in (batch_size, num_views, seed, step, stream))
     total = spec.numel * batch_size * num_views
     if out is None:
+        dev = _device(device)
         out = torch.empty(total, dtype=torch.float32, device=dev)
-    elif out.dtype != torch.float32 or not out.is_contiguous() or out.numel() != total:
-        raise ValueError(f"out must be a contiguous float32 tensor of {total} elements")
+    else:
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"out must be a tensor, got {type(out).__name__}")
+        dev = out.device
+        want = None if device is None else _device(device)
+        if want is not None and (want.type != dev.type or want.index not in (None, dev.index)):
+            raise ValueError(f"out is on {dev} but device={str(device)!r}")
+        if out.dtype != torch.float32 or not out.is_contiguous() or out.numel() != total:
+            raise ValueError(f"out must be a contiguous float32 tensor of {total} elements")
+        if out.requires_grad:
+            raise ValueError("out must not require grad (the op writes it in place)")
+    ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
     meta, params = _pack(spec, policy, batch_size, num_views)
     if has_native(dev):
         torch.ops.mlvgm_data.resample_(
@@ -222,14 +226,11 @@ def uniform(
     The augmentations draw their per-sample parameters here, so they replay exactly and never
     share numbers with the latents (which use domains 0 and 1).
     """
-    _int_in(batch_size, "batch_size", 0, _U32)
-    _int_in(n, "n", 0, 1 << 31)
-    _int_in(seed, "seed", 0, _U32)
-    _int_in(step, "step", 0, _U32)
-    _int_in(stream, "stream", 0, _U32)
-    _int_in(domain, "domain", 0, 16)
-    _int_in(view, "view", 0, 256)
-    _int_in(slot, "slot", 0, 1 << 20)
+    batch_size, n, seed, step, stream, domain, view, slot = (
+        check_int(value, name, low, high) for value, name, low, high in (
+            (batch_size, "batch_size", 0, _U32), (n, "n", 0, 1 << 31), (seed, "seed", 0, _U32),
+            (step, "step", 0, _U32), (stream, "stream", 0, _U32), (domain, "domain", 0, 16),
+            (view, "view", 0, 256), (slot, "slot", 0, 1 << 20)))
     dev = _device(device)
     ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
     out = torch.empty(batch_size, n, dtype=torch.float32, device=dev)

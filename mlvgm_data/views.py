@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Mapping, Union
 
+from ._checks import check_number
 from .latents import LatentSpec
 
 
-def _finite(value: object, field: str, *, low: float | None = None, strict: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{field} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{field} must be finite, got {value!r}")
-    if low is not None and (v <= low if strict else v < low):
-        raise ValueError(f"{field} must be {'>' if strict else '>='} {low}, got {value!r}")
-    return v
+MAX_SCALE = 1e6
+"""Largest |μ| and σ of a perturbation: latents are standard normal, and far larger values would
+leave float32's range in the op."""
 
 
 def _trunc(value: object, field: str) -> float | None:
-    return None if value is None else _finite(value, field, low=0.0, strict=True)
+    return None if value is None else check_number(value, field, 0.0, strict_low=True)
 
 
 @dataclass(frozen=True)
@@ -41,8 +35,8 @@ class Perturb:
     trunc: float | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sigma", _finite(self.sigma, "Perturb.sigma", low=0.0))
-        object.__setattr__(self, "mu", _finite(self.mu, "Perturb.mu"))
+        object.__setattr__(self, "sigma", check_number(self.sigma, "Perturb.sigma", 0.0, MAX_SCALE))
+        object.__setattr__(self, "mu", check_number(self.mu, "Perturb.mu", -MAX_SCALE, MAX_SCALE))
         object.__setattr__(self, "trunc", _trunc(self.trunc, "Perturb.trunc"))
 
     def to_dict(self) -> dict:
@@ -90,6 +84,9 @@ class ViewPolicy:
         anchor_trunc: float | None = None,
         include_anchor: bool = True,
     ) -> None:
+        if rules is not None and not isinstance(rules, Mapping):
+            raise ValueError(f"ViewPolicy.rules must be a dict of group name -> Keep()/Perturb(...)/Resample(...), "
+                             f"got {type(rules).__name__} {rules!r}")
         rules = dict(rules or {})
         for name, rule in rules.items():
             if not isinstance(name, str) or not name:

@@ -282,7 +282,7 @@ def test_tied_groups_are_analysed_per_copy() -> None:
         ({"groups": ["pos", "pos"]}, "duplicates"),
         ({"groups": []}, "at least one latent group"),
         ({"samples": 100}, "samples must be an int >= 128"),
-        ({"threshold": 1.5}, "threshold must be a number in"),
+        ({"threshold": 1.5}, r"threshold must be in \(0.0, 1.0\]"),
         ({"anchor_trunc": -1.0}, "anchor_trunc"),
         ({"sigmas": (-0.1,)}, "Perturb.sigma"),
         ({"seed": -1}, "seed must be"),

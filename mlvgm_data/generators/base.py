@@ -55,13 +55,18 @@ def _wants_finite_check(latents: Mapping[str, torch.Tensor]) -> bool:
     return all(t.device.type == "cpu" for t in latents.values() if isinstance(t, torch.Tensor))
 
 
-def check_generator(generator: object, policy: ViewPolicy | None = None) -> None:
-    """Raises ``ValueError`` unless ``generator`` follows the protocol (and ``policy`` fits it)."""
+_NO_POLICY = object()
+
+
+def check_generator(generator: object, policy: object = _NO_POLICY) -> None:
+    """Raises ``ValueError`` unless ``generator`` follows the protocol (and ``policy``, when given,
+    is a ``ViewPolicy`` that fits it)."""
     if not isinstance(getattr(generator, "latent_spec", None), LatentSpec) or not callable(getattr(generator, "decode", None)):
         raise ValueError("generator must have a latent_spec (LatentSpec) and a decode(latents) method (see MLVGMProtocol)")
-    if policy is not None:
+    if policy is not _NO_POLICY:
         if not isinstance(policy, ViewPolicy):
-            raise ValueError(f"policy must be a ViewPolicy, got {type(policy).__name__}")
+            raise ValueError(f"policy must be a ViewPolicy, got {type(policy).__name__} (ViewPolicy({{}}) keeps "
+                             "every group)")
         policy.check(generator.latent_spec)
 
 

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from ..generators.base import decode_views, eval_mode, generator_device
 from ..latents import LatentGroup, LatentSpec
 from ..views import Perturb, Resample, Rule, ViewPolicy
-from .estimators import MIEstimate, _positive_int, ba_multi, infonce
+from .._checks import check_int, check_number
+from .estimators import MIEstimate, ba_multi, infonce
 from .report import Candidate, GroupMI, MIReport
 
 _STREAM_ANCHORS = 0
@@ -166,13 +167,11 @@ def analyze(
         spec.index(g)
     if len(set(names)) != len(names):
         raise ValueError(f"groups has duplicates: {names}")
-    _positive_int(samples, "samples", 128)
-    _positive_int(steps, "steps")
-    _positive_int(decode_batch, "decode_batch")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32 - 1000:
-        raise ValueError(f"seed must be an int in [0, 2**32 - 1000), got {seed!r}")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-        raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}")
+    check_int(samples, "samples", 128)
+    check_int(steps, "steps", 1)
+    check_int(decode_batch, "decode_batch", 1)
+    seed = check_int(seed, "seed", 0, 2**32 - 1000)
+    threshold = check_number(threshold, "threshold", 0.0, 1.0, strict_low=True)
     ViewPolicy({}, anchor_trunc=anchor_trunc)  # validates anchor_trunc
     sigmas = tuple(float(s) for s in sigmas)
     for s in sigmas:

@@ -13,6 +13,7 @@ import copy
 import math
 import time
 import warnings
+from .._checks import check_int
 from dataclasses import asdict, dataclass, fields
 from typing import Callable, Mapping, Sequence
 
@@ -120,12 +121,6 @@ def _check_pairs(x: object, y: object, method: str, min_samples: int) -> tuple[t
         if bool(bad.any()):
             raise ValueError(f"{name} has non-finite values in {int(bad.sum())} samples (first: index {int(bad.nonzero()[0])})")
     return x, y
-
-
-def _positive_int(value: object, field: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{field} must be an int >= {low}, got {value!r}")
-    return value
 
 
 def _budget(value: object) -> float | None:
@@ -493,8 +488,8 @@ def ba_multi(
     checked = {k: _check_pairs(x, y, "ba", MIN_SAMPLES["ba"]) for k, y in ys.items()}
     xt = next(iter(checked.values()))[0]
     targets = {k: xy[1].reshape(xy[1].shape[0], -1).cpu() for k, xy in checked.items()}
-    _positive_int(steps, "steps")
-    _positive_int(batch_size, "batch_size", 2)
+    check_int(steps, "steps", 1)
+    check_int(batch_size, "batch_size", 2)
     budget = _budget(budget)
     refs = {k: reference_of(targets[k], y_dists.get(k, "gaussian")) for k in checked}
     n = xt.shape[0]
@@ -561,9 +556,9 @@ def infonce(
     """InfoNCE on checked samples (``estimate(..., method="infonce")``; ``analyze`` calls it
     directly with ``shared=True`` for image pairs)."""
     start = time.monotonic()
-    _positive_int(steps, "steps")
-    _positive_int(batch_size, "batch_size", 2)
-    _positive_int(eval_batch, "eval_batch", 2)
+    check_int(steps, "steps", 1)
+    check_int(batch_size, "batch_size", 2)
+    check_int(eval_batch, "eval_batch", 2)
     budget = _budget(budget)
     if shared and x.shape[1:] != y.shape[1:]:
         raise ValueError(f"shared=True needs x and y of one sample shape, got {list(x.shape[1:])} and {list(y.shape[1:])}")
@@ -619,7 +614,7 @@ def _digamma(t: torch.Tensor) -> torch.Tensor:
 
 def _ksg(x: torch.Tensor, y: torch.Tensor, *, k: int = 3, seed: int = 0, device: object = None) -> MIEstimate:
     start = time.monotonic()
-    _positive_int(k, "k")
+    check_int(k, "k", 1)
     n = x.shape[0]
     if n < 2 * k + 2:
         raise ValueError(f"method 'ksg' with k={k} needs at least {2 * k + 2} paired samples, got {n}")
@@ -690,7 +685,7 @@ def estimate(x: object, y: object, method: str = "ba", **kw) -> MIEstimate:
     max_samples = kw.pop("max_samples", None)
     xt, yt = _check_pairs(x, y, method, MIN_SAMPLES.get(method, 1))
     if max_samples is not None:
-        _positive_int(max_samples, "max_samples")
+        check_int(max_samples, "max_samples", 1)
         if xt.shape[0] > max_samples:
             gen = torch.Generator().manual_seed(kw.get("seed", 0) + 7919)
             keep = torch.randperm(xt.shape[0], generator=gen)[:max_samples]

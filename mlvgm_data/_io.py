@@ -1,0 +1,77 @@
+"""The one way this package writes files: atomically, never through a symlink, never outside
+the folder it was given.
+
+A file is written to a temporary name in its own folder, flushed to disk, then renamed over the
+target (``os.replace``), so a kill at any moment leaves either the old file or the new one —
+never a truncated one — and the temporary file is removed on failure. A target that is a
+symlink, or a ``root`` that it would leave, is refused: a link planted in an output folder
+cannot redirect a write elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+
+def check_output_path(path: str | Path, what: str, root: str | Path | None = None) -> Path:
+    """``path`` as a writable file target: its folder exists and is a folder, it is not a folder or
+    a symlink itself, and (with ``root``) it lies inside ``root``. Raises ``ValueError`` naming ``what``."""
+    p = Path(path)
+    if p.is_symlink():
+        raise ValueError(f"{what} {str(p)!r} is a symlink; refusing to write through it")
+    if p.is_dir():
+        raise ValueError(f"{what} {str(p)!r} is a folder, not a file")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"{what} {str(p)!r}: the folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{what} {str(p)!r}: the folder {str(parent)!r} is not writable")
+    if root is not None:
+        base = Path(root).resolve()
+        target = parent.resolve() / p.name
+        if target != base and base not in target.parents:
+            raise ValueError(f"{what} {str(p)!r} leaves the output folder {str(base)!r} (through a link?)")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, what: str = "output", root: str | Path | None = None,
+                  mode: str = "wb") -> Iterator[IO]:
+    """A file object whose contents replace ``path`` when the block ends without an error."""
+    p = check_output_path(path, what, root)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        check_output_path(p, what, root)  # a link planted while writing is refused too
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself survives a crash once the folder is synced
+        dir_fd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def write_text(path: str | Path, text: str, what: str = "output", root: str | Path | None = None) -> Path:
+    """Writes ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_writer(path, what, root, mode="w") as f:
+        f.write(text)
+    return Path(path)
+
+
+def write_bytes(path: str | Path, data: bytes, what: str = "output", root: str | Path | None = None) -> Path:
+    """Writes ``data`` to ``path`` atomically."""
+    with atomic_writer(path, what, root) as f:
+        f.write(data)
+    return Path(path)
