@@ -1,135 +1,180 @@
 // CPU kernels of mlvgm_data::resample_ and mlvgm_data::uniform_.
-// Parallel over (anchor set, sample) rows with at::parallel_for. Each row is produced in three
-// vectorisable passes (Philox words, words -> truncated normals, rule application); on x86-64
-// Linux the passes are compiled for AVX-512, AVX2 and baseline and picked at load time. The
-// arithmetic is resample.h's, so the bits do not depend on the ISA or the thread count.
+//
+// Work items are (anchor set, run of samples): each draws the anchors of its rows once and writes
+// every view of every group of the set straight into its place in the output ([V, B, numel] per
+// group, so an item's rows of one group and view are one contiguous block), sized so an item is
+// ~16k floats whatever the group sizes (small groups don't pay per-row or per-group overhead).
+// The numbers come from resample_rows.h, compiled for AVX-512, AVX2 and in plain C++ (16 lanes),
+// and the path is picked at run time: the best the CPU has, or MLVGM_CPU_PATH. Every path runs
+// resample.h's operations per number, so the bits do not depend on the path, the thread count or
+// the item split (tests/test_op_paths.py runs each path against the reference).
+#include <ATen/ops/empty.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "../resample_host.h"
+#include "item_pool.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define MLVGM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MLVGM_CLONES
-#endif
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define MLVGM_AVX2_PHILOX 1
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// GCC's target pragmas compile the AVX2 and AVX-512 paths into this baseline x86-64 build.
+#define MLVGM_X86_PATHS 1
 #include <immintrin.h>
 #endif
 
 namespace mlvgm {
 namespace {
 
+// The counter of one run of rows, less the block and sample words.
 struct RowKey {
-  uint32_t seed, stream, step, sample, domain, view, slot;
+  uint32_t seed, stream, step, w3;
 };
 
-void fill_words_scalar(const RowKey& k, int32_t first, int32_t nb, uint32_t* __restrict__ words) {
-  const uint32_t w3 = counter_word3(k.domain, k.view, k.slot);
-  for (int32_t b = first; b < nb; ++b) {
-    const Words4 w =
-        philox4x32_10(Words4{static_cast<uint32_t>(b), k.sample, k.step, w3}, k.seed, k.stream);
-    words[b] = w.x;
-    words[nb + b] = w.y;
-    words[2 * nb + b] = w.z;
-    words[3 * nb + b] = w.w;
-  }
-}
+// What each instruction-set path provides (resample_rows.h).
+struct Kernels {
+  // dst[r * n + e] = truncated_normal(word e of row r, c) for r < rows; row r has sample id samples[r].
+  void (*normals)(const RowKey& key, const uint32_t* samples, int64_t rows, int32_t n, float c,
+                  float* dst);
+  void (*uniforms)(const RowKey& key, const uint32_t* samples, int64_t rows, int32_t n, float* dst);
+  void (*perturb)(const float* anchor, float* z, int64_t count, float mu, float sigma);
+  void (*normals_of_words)(const uint32_t* words, int64_t count, float c, float* out);
+};
 
-#ifdef MLVGM_AVX2_PHILOX
-// Eight Philox blocks per iteration. GCC does not vectorise the 32x32->64 multiplies of the
-// scalar round, so it is spelled out: _mm256_mul_epu32 multiplies the even lanes, the odd lanes
-// go through a 32-bit shift, and blends reassemble the high and low words. Integer arithmetic
-// only, so the words equal philox4x32_10's.
-__attribute__((target("avx2"))) int32_t fill_words_avx2(const RowKey& k, int32_t nb,
-                                                        uint32_t* __restrict__ words) {
-  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kPhiloxM0));
-  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kPhiloxM1));
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i y0 = _mm256_set1_epi32(static_cast<int>(k.sample));
-  const __m256i z0 = _mm256_set1_epi32(static_cast<int>(k.step));
-  const __m256i w0 = _mm256_set1_epi32(static_cast<int>(counter_word3(k.domain, k.view, k.slot)));
-  int32_t b = 0;
-  for (; b + 8 <= nb; b += 8) {
-    __m256i x = _mm256_add_epi32(_mm256_set1_epi32(b), lane), y = y0, z = z0, w = w0;
-    uint32_t k0 = k.seed, k1 = k.stream;
-    for (int round = 0; round < 10; ++round) {
-      const __m256i pe0 = _mm256_mul_epu32(x, m0);
-      const __m256i po0 = _mm256_mul_epu32(_mm256_srli_epi64(x, 32), m0);
-      const __m256i pe1 = _mm256_mul_epu32(z, m1);
-      const __m256i po1 = _mm256_mul_epu32(_mm256_srli_epi64(z, 32), m1);
-      const __m256i lo0 = _mm256_blend_epi32(pe0, _mm256_slli_epi64(po0, 32), 0xAA);
-      const __m256i hi0 = _mm256_blend_epi32(_mm256_srli_epi64(pe0, 32), po0, 0xAA);
-      const __m256i lo1 = _mm256_blend_epi32(pe1, _mm256_slli_epi64(po1, 32), 0xAA);
-      const __m256i hi1 = _mm256_blend_epi32(_mm256_srli_epi64(pe1, 32), po1, 0xAA);
-      x = _mm256_xor_si256(_mm256_xor_si256(hi1, y), _mm256_set1_epi32(static_cast<int>(k0)));
-      z = _mm256_xor_si256(_mm256_xor_si256(hi0, w), _mm256_set1_epi32(static_cast<int>(k1)));
-      y = lo1;
-      w = lo0;
-      k0 += kPhiloxW0;
-      k1 += kPhiloxW1;
-    }
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words + b), x);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words + nb + b), y);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words + 2 * nb + b), z);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words + 3 * nb + b), w);
-  }
-  return b;
-}
+#define MLVGM_LANES inline __attribute__((always_inline))
+
+// GCC notes that 64-byte vectors are passed differently with AVX-512 enabled; the generic
+// path's lane functions are all inlined, so no call crosses that ABI. (Reported at the end of
+// the file, so not in a push/pop region.)
+#pragma GCC diagnostic ignored "-Wpsabi"
+namespace generic {
+#include "simd_generic.h"
+#include "resample_rows.h"
+}  // namespace generic
+
+#ifdef MLVGM_X86_PATHS
+#pragma GCC push_options
+#pragma GCC target("avx2")
+namespace avx2 {
+#include "simd_avx2.h"
+#include "resample_rows.h"
+}  // namespace avx2
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+// GCC 12 warns about the deliberately undefined pass-through operand of its own AVX-512
+// intrinsics (_mm512_undefined_*).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+namespace avx512 {
+#include "simd_avx512.h"
+#include "resample_rows.h"
+}  // namespace avx512
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
 #endif
 
-// words[lane * nb + block] = word `lane` of Philox block `block`.
-void fill_words(const RowKey& k, int32_t nb, uint32_t* __restrict__ words) {
-  int32_t done = 0;
-#ifdef MLVGM_AVX2_PHILOX
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) done = fill_words_avx2(k, nb, words);
+#undef MLVGM_LANES
+
+// --- which path runs -------------------------------------------------------------------------
+
+constexpr int kNumPaths = 3;
+const char* const kPathNames[kNumPaths] = {"generic", "avx2", "avx512"};
+
+const Kernels* path_kernels(int path) {
+  switch (path) {
+#ifdef MLVGM_X86_PATHS
+    case 2: return &avx512::kernels;
+    case 1: return &avx2::kernels;
 #endif
-  fill_words_scalar(k, done, nb, words);
+    default: return &generic::kernels;
+  }
 }
 
-// truncated_normal over a row in two passes: the central erfinv branch for every element
-// (vectorised: no square root, no branch), then the exact per-element function for the ~1 %
-// whose |x| could reach the tail. Elements with |x| <= kErfinvCentralBound have w < 5, where
-// truncated_normal selects the central branch, so every output equals truncated_normal's bits.
-MLVGM_CLONES void words_to_normals(const uint32_t* __restrict__ words, int32_t n, float c,
-                                   float* __restrict__ out) {
-  for (int32_t e = 0; e < n; ++e) {
-    const float x = fmul(c, signed_uniform(words[e]));
-    out[e] = fmul(kSqrt2, fmul(erfinv_central(erfinv_w(x)), x));
+bool path_supported(int path) {
+  if (path == 0) return true;
+#ifdef MLVGM_X86_PATHS
+  __builtin_cpu_init();
+  if (path == 1) return __builtin_cpu_supports("avx2");
+  if (path == 2) return __builtin_cpu_supports("avx512f");
+#endif
+  return false;
+}
+
+int best_path() {
+  for (int p = kNumPaths - 1; p > 0; --p) {
+    if (path_supported(p)) return p;
   }
-  for (int32_t e = 0; e < n; ++e) {
-    if (std::fabs(fmul(c, signed_uniform(words[e]))) > kErfinvCentralBound) {
-      out[e] = truncated_normal(words[e], c);
+  return 0;
+}
+
+int path_named(const std::string& name, const char* where) {
+  for (int p = 0; p < kNumPaths; ++p) {
+    if (name == kPathNames[p]) {
+      TORCH_CHECK(path_supported(p), where, "=", name, ": this CPU (or build) has no ", name,
+                  " path; the best it has is ", kPathNames[best_path()]);
+      return p;
     }
   }
+  TORCH_CHECK(false, where, " must be generic, avx2 or avx512, got '", name, "'");
 }
 
-MLVGM_CLONES void words_to_uniforms(const uint32_t* words, int32_t n, float* out) {
-  for (int32_t e = 0; e < n; ++e) out[e] = unit_uniform(words[e]);
+// -1 until first use; then the path every call takes.
+std::atomic<int> g_path{-1};
+
+int active_path() {
+  int p = g_path.load(std::memory_order_relaxed);
+  if (p < 0) {
+    const char* env = std::getenv("MLVGM_CPU_PATH");
+    p = (env != nullptr && *env != '\0') ? path_named(env, "MLVGM_CPU_PATH") : best_path();
+    g_path.store(p, std::memory_order_relaxed);
+  }
+  return p;
 }
 
-MLVGM_CLONES void perturb_row(const float* anchor, const float* z, int32_t n, float mu,
-                              float sigma, float* out) {
-  for (int32_t e = 0; e < n; ++e) out[e] = fadd(anchor[e], fadd(mu, fmul(sigma, z[e])));
+// --- work split ------------------------------------------------------------------------------
+
+// Output floats per work item: large enough that the per-item cost (a few calls, the sample ids)
+// vanishes, small enough that an item's anchors and output stay in L2 and the items balance.
+constexpr int64_t kItemFloats = 16384;
+// Below this many output floats per thread, waking a helper costs more than it saves.
+constexpr int64_t kFloatsPerThread = 32768;
+
+int helpers_for(int64_t items, int64_t total_floats) {
+  if (at::in_parallel_region()) return 0;
+  const int64_t threads = std::min<int64_t>(
+      {static_cast<int64_t>(at::get_num_threads()), items, total_floats / kFloatsPerThread});
+  return static_cast<int>(std::max<int64_t>(threads, 1) - 1);
 }
 
-// Scratch for one row, reused across the rows a thread handles.
+// Per-thread scratch, reused across items and calls.
 struct Scratch {
-  std::vector<uint32_t> words;
+  std::vector<uint32_t> samples;
   std::vector<float> anchor;
-  void fit(int32_t n) {
-    const size_t w = 4 * static_cast<size_t>(blocks_of(n));
-    if (words.size() < w) words.resize(w);
-    if (anchor.size() < static_cast<size_t>(n)) anchor.resize(n);
+};
+thread_local Scratch tls_scratch;
+
+const uint32_t* sample_ids_of(Scratch& s, const int64_t* ids, int64_t sample_offset, int64_t first,
+                              int64_t rows) {
+  if (s.samples.size() < static_cast<size_t>(rows)) s.samples.resize(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    s.samples[r] = static_cast<uint32_t>(ids ? ids[first + r] : sample_offset + first + r);
   }
+  return s.samples.data();
+}
+
+// Groups tied to one anchor (style mixing): the anchor is drawn once per item for all of them.
+struct AnchorSet {
+  std::vector<const GroupRule*> groups;
+  int64_t rows_per_item = 1;
+  int64_t first_item = 0;
+  bool needs_anchor = false;  // some view copies or perturbs it
 };
 
 at::Tensor& resample_cpu(at::Tensor& out, const c10::optional<at::Tensor>& sample_ids,
@@ -140,49 +185,69 @@ at::Tensor& resample_cpu(at::Tensor& out, const c10::optional<at::Tensor>& sampl
   const int64_t total =
       check_resample_args(out, sample_ids, groups, batch, views, seed, stream, step, sample_offset);
   TORCH_CHECK(out.device().is_cpu(), "resample_cpu called with a non-CPU tensor");
+  const Kernels& k = *path_kernels(active_path());
   const int64_t* ids = sample_ids.has_value() ? sample_ids->data_ptr<int64_t>() : nullptr;
   float* dst = out.data_ptr<float>();
-  // Groups tied to one anchor (style mixing) are handled together so the anchor is drawn once.
-  std::vector<std::vector<const GroupRule*>> sets;
-  for (const auto& g : groups) {
-    auto it = std::find_if(sets.begin(), sets.end(), [&](const auto& set) { return set[0]->slot == g.slot; });
-    if (it == sets.end()) sets.push_back({&g}); else it->push_back(&g);
+
+  std::vector<AnchorSet> sets;
+  for (const GroupRule& g : groups) {
+    auto it = std::find_if(sets.begin(), sets.end(),
+                           [&](const AnchorSet& s) { return s.groups[0]->slot == g.slot; });
+    if (it == sets.end()) it = sets.insert(sets.end(), AnchorSet{});
+    it->groups.push_back(&g);
+    it->needs_anchor |= include_anchor || g.kind != kResample;
   }
-  const int64_t rows = static_cast<int64_t>(sets.size()) * batch;
-  // Rows are (anchor set, sample); aim for ~16k output floats per task.
-  const int64_t grain = std::max<int64_t>(1, (16384 * rows) / std::max<int64_t>(total, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    Scratch s;
-    for (int64_t r = begin; r < end; ++r) {
-      const auto& set = sets[r / batch];
-      const int64_t b = r % batch;
-      const int32_t n = set[0]->numel;  // tied groups share their shape (LatentSpec checks)
-      const int32_t nb = blocks_of(n);
-      s.fit(n);
-      RowKey key{static_cast<uint32_t>(seed), static_cast<uint32_t>(stream),
-                 static_cast<uint32_t>(step),
-                 static_cast<uint32_t>(ids ? ids[b] : sample_offset + b), kDomainAnchor, 0,
-                 static_cast<uint32_t>(set[0]->slot)};
-      fill_words(key, nb, s.words.data());
-      words_to_normals(s.words.data(), n, set[0]->c_anchor, s.anchor.data());
-      key.domain = kDomainView;
-      for (const GroupRule* g : set) {
-        key.slot = static_cast<uint32_t>(g->index);
-        for (int64_t v = 0; v < views; ++v) {
-          float* row = dst + g->out_offset + (v * batch + b) * n;
-          if ((include_anchor && v == 0) || g->kind == kKeep) {
-            std::memcpy(row, s.anchor.data(), sizeof(float) * n);
-            continue;
-          }
-          key.view = static_cast<uint32_t>(v);
-          fill_words(key, nb, s.words.data());
-          words_to_normals(s.words.data(), n, g->c_view, row);
-          // Perturb combines the fresh normals with the anchor in place; Resample keeps them.
-          if (g->kind == kPerturb) perturb_row(s.anchor.data(), row, n, g->mu, g->sigma, row);
+  int64_t items = 0;
+  for (AnchorSet& s : sets) {
+    const int64_t floats_per_row = int64_t{s.groups[0]->numel} * views * s.groups.size();
+    s.rows_per_item = std::min(batch, std::max<int64_t>(1, kItemFloats / floats_per_row));
+    s.first_item = items;
+    items += (batch + s.rows_per_item - 1) / s.rows_per_item;
+  }
+
+  const uint32_t seed32 = static_cast<uint32_t>(seed);
+  const uint32_t stream32 = static_cast<uint32_t>(stream);
+  const uint32_t step32 = static_cast<uint32_t>(step);
+  auto run_item = [&](int64_t item) {
+    size_t si = 0;
+    while (si + 1 < sets.size() && sets[si + 1].first_item <= item) ++si;
+    const AnchorSet& set = sets[si];
+    const GroupRule& first = *set.groups[0];
+    const int32_t n = first.numel;  // tied groups share their shape (checked on the host)
+    const int64_t r0 = (item - set.first_item) * set.rows_per_item;
+    const int64_t rows = std::min(set.rows_per_item, batch - r0);
+    const int64_t count = rows * n;
+    Scratch& s = tls_scratch;
+    const uint32_t* samples = sample_ids_of(s, ids, sample_offset, r0, rows);
+
+    // With include_anchor the anchors are view 0 of the set's first group; else scratch.
+    const float* anchor = nullptr;
+    if (set.needs_anchor) {
+      float* a = dst + first.out_offset + r0 * n;
+      if (!include_anchor) {
+        if (s.anchor.size() < static_cast<size_t>(count)) s.anchor.resize(count);
+        a = s.anchor.data();
+      }
+      k.normals(RowKey{seed32, stream32, step32, counter_word3(kDomainAnchor, 0, first.slot)},
+                samples, rows, n, first.c_anchor, a);
+      anchor = a;
+    }
+    for (const GroupRule* g : set.groups) {
+      for (int64_t v = 0; v < views; ++v) {
+        float* block = dst + g->out_offset + (v * batch + r0) * n;
+        if ((include_anchor && v == 0) || g->kind == kKeep) {
+          if (block != anchor) std::memcpy(block, anchor, sizeof(float) * count);
+          continue;
         }
+        const RowKey key{seed32, stream32, step32,
+                         counter_word3(kDomainView, static_cast<uint32_t>(v), g->index)};
+        k.normals(key, samples, rows, n, g->c_view, block);
+        // Perturb combines the fresh normals with the anchor in place; Resample keeps them.
+        if (g->kind == kPerturb) k.perturb(anchor, block, count, g->mu, g->sigma);
       }
     }
-  });
+  };
+  ItemPool::run(items, helpers_for(items, total), run_item);
   return out;
 }
 
@@ -194,29 +259,66 @@ at::Tensor& uniform_cpu(at::Tensor& out, const c10::optional<at::Tensor>& sample
   const int64_t batch = out.size(0);
   const int32_t n = static_cast<int32_t>(out.size(1));
   if (batch == 0 || n == 0) return out;
+  const Kernels& k = *path_kernels(active_path());
   const int64_t* ids = sample_ids.has_value() ? sample_ids->data_ptr<int64_t>() : nullptr;
   float* dst = out.data_ptr<float>();
-  const int64_t grain = std::max<int64_t>(1, 16384 / n);
-  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
-    std::vector<uint32_t> words(4 * static_cast<size_t>(blocks_of(n)));
-    for (int64_t b = begin; b < end; ++b) {
-      const RowKey key{static_cast<uint32_t>(seed), static_cast<uint32_t>(stream),
-                       static_cast<uint32_t>(step),
-                       static_cast<uint32_t>(ids ? ids[b] : sample_offset + b),
-                       static_cast<uint32_t>(domain), static_cast<uint32_t>(view),
-                       static_cast<uint32_t>(slot)};
-      fill_words(key, blocks_of(n), words.data());
-      words_to_uniforms(words.data(), n, dst + b * n);
-    }
-  });
+  const RowKey key{static_cast<uint32_t>(seed), static_cast<uint32_t>(stream),
+                   static_cast<uint32_t>(step),
+                   counter_word3(static_cast<uint32_t>(domain), static_cast<uint32_t>(view),
+                                 static_cast<uint32_t>(slot))};
+  const int64_t rows_per_item = std::min(batch, std::max<int64_t>(1, kItemFloats / n));
+  const int64_t items = (batch + rows_per_item - 1) / rows_per_item;
+  auto run_item = [&](int64_t item) {
+    const int64_t r0 = item * rows_per_item;
+    const int64_t rows = std::min(rows_per_item, batch - r0);
+    k.uniforms(key, sample_ids_of(tls_scratch, ids, sample_offset, r0, rows), rows, n,
+               dst + r0 * n);
+  };
+  ItemPool::run(items, helpers_for(items, batch * n), run_item);
+  return out;
+}
+
+// --- introspection and the exhaustive test's entry point (not part of the op's contract) -----
+
+std::string cpu_path(const c10::optional<std::string>& force) {
+  if (force.has_value()) g_path.store(path_named(*force, "cpu_path"), std::memory_order_relaxed);
+  return kPathNames[active_path()];
+}
+
+std::vector<std::string> cpu_paths() {
+  std::vector<std::string> names;
+  for (int p = kNumPaths - 1; p >= 0; --p) {
+    if (path_supported(p)) names.emplace_back(kPathNames[p]);
+  }
+  return names;
+}
+
+at::Tensor normals_of_words(const at::Tensor& words, double c) {
+  TORCH_CHECK(words.device().is_cpu() && words.scalar_type() == at::kInt && words.dim() == 1,
+              "words must be a CPU int32 vector");
+  const at::Tensor w = words.contiguous();
+  at::Tensor out = at::empty({w.numel()}, w.options().dtype(at::kFloat));
+  path_kernels(active_path())
+      ->normals_of_words(reinterpret_cast<const uint32_t*>(w.data_ptr<int32_t>()), w.numel(),
+                         static_cast<float>(c), out.data_ptr<float>());
   return out;
 }
 
 }  // namespace
 
+TORCH_LIBRARY_FRAGMENT(mlvgm_data, m) {
+  // The CPU path in use (generic, avx2, avx512); with an argument, switch to it (tests, benchmarks).
+  m.def("_cpu_path(str? force=None) -> str", &cpu_path);
+  // The paths this CPU and build can run, best first.
+  m.def("_cpu_paths() -> str[]", &cpu_paths);
+  // truncated_normal(words[i], c) for each int32 word, on the CPU path in use.
+  m.def("_normals_of_words(Tensor words, float c) -> Tensor");
+}
+
 TORCH_LIBRARY_IMPL(mlvgm_data, CPU, m) {
   m.impl("resample_", &resample_cpu);
   m.impl("uniform_", &uniform_cpu);
+  m.impl("_normals_of_words", &normals_of_words);
 }
 
 }  // namespace mlvgm
