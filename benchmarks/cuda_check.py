@@ -5,15 +5,17 @@
 
 Checks, each printed as PASS/FAIL (exit status 1 on any failure):
 1. the CUDA kernels of ``resample_`` and ``uniform_`` are registered and return the same bits as
-   the CPU kernel and the pure-PyTorch reference, over random specs and rules;
+   the CPU kernel and the pure-PyTorch reference, over random specs and rules (a third of the
+   groups tied to one anchor, sample ids from offsets and explicit lists);
 2. the CUDA-stream producer yields the same batches as the CPU producer (within float rounding
    of the generator), for prefetch 1 and 3;
 3. no host synchronisation in the steady state: after warm-up, iterating the pipe under
    ``torch.cuda.set_sync_debug_mode("error")`` raises nothing;
 4. a slot is not overwritten while the consumer still reads it: a slow consumer kernel reading
    every batch sees exactly the values a synchronous run produces;
-and reports throughput: pairs/s of the pipe vs the same work done synchronously in the loop,
-and a training-like consumer step overlapped with generation.
+and reports throughput: the op's write bandwidth on the benchmark specs as a fraction of the
+device's peak memory bandwidth (and of torch's fill_/normal_), pairs/s of the pipe vs the same
+work done synchronously in the loop, and a training-like consumer step overlapped with generation.
 """
 
 from __future__ import annotations
@@ -37,13 +39,29 @@ def check(name: str, ok: bool, detail: str = "") -> None:
 
 
 def random_case(rng: random.Random) -> tuple[LatentSpec, ViewPolicy]:
+    """1-D groups up to 600, spatial up to 8x9x9, every rule kind, a third of the groups tied to one
+    anchor (one shared shape per case), and > 64 groups in some cases (the split launch)."""
+    def shape() -> tuple[int, ...]:
+        return (rng.randint(1, 600),) if rng.random() < 0.5 else (rng.randint(1, 8), rng.randint(1, 9), rng.randint(1, 9))
+
     groups, rules = [], {}
-    for i in range(rng.randint(1, 70)):  # > 64 groups exercises the split launch
-        shape = rng.choice([(rng.randint(1, 600),), (rng.randint(1, 8), rng.randint(1, 9), rng.randint(1, 9))])
-        groups.append(LatentGroup(f"g{i}", shape, tie="t" if shape == (7,) else None))
+    tie_shape = shape()
+    for i in range(rng.randint(1, 70)):
+        tied = rng.random() < 1 / 3
+        groups.append(LatentGroup(f"g{i}", tie_shape, tie="t") if tied else LatentGroup(f"g{i}", shape()))
         rules[f"g{i}"] = rng.choice([Keep(), Perturb(rng.uniform(0, 2), rng.uniform(-1, 1), rng.choice([None, 1.0])),
                                      Resample(rng.choice([None, 2.0]))])
     return LatentSpec(groups), ViewPolicy(rules, anchor_trunc=rng.choice([None, 2.0]), include_anchor=rng.random() < 0.5)
+
+
+def counters(rng: random.Random, batch: int) -> dict:
+    """Counter sample ids: 0..B-1, an offset, or explicit ids anywhere in [0, 2**32)."""
+    mode = rng.randrange(3)
+    if mode == 1:
+        return {"sample_offset": rng.randrange(2**32 - batch + 1)}
+    if mode == 2:
+        return {"sample_ids": [rng.randrange(2**32) for _ in range(batch)]}
+    return {}
 
 
 def check_ops(cases: int) -> None:
@@ -52,18 +70,57 @@ def check_ops(cases: int) -> None:
     if not ops.has_native("cuda"):
         return
     rng = random.Random(0)
-    exact = True
+    exact, tied = True, 0
     for _ in range(cases):
         spec, policy = random_case(rng)
+        tied += any(g.tie for g in spec)
         b, v, seed, step = rng.choice([1, 3, 64, 257]), rng.randint(1, 4), rng.randrange(2**32), rng.randrange(2**32)
-        gpu = ops.resample(spec, policy, b, v, seed, step, "cuda", stream=5)
-        cpu = ops.resample(spec, policy, b, v, seed, step, "cpu", stream=5)
+        kw = counters(rng, b)
+        gpu = ops.resample(spec, policy, b, v, seed, step, "cuda", stream=5, **kw)
+        cpu = ops.resample(spec, policy, b, v, seed, step, "cpu", stream=5, **kw)
         exact &= all(torch.equal(gpu[k].cpu(), cpu[k]) for k in spec.names)
-    check("resample: CUDA bits == CPU bits", exact, f"{cases} random specs")
+    check("resample: CUDA bits == CPU bits", exact, f"{cases} random specs, {tied} with tied groups")
     ref = ops.resample_reference(*random_case(rng), 9, 3, 1, 2, "cuda")
     check("reference runs on CUDA", all(t.is_cuda for t in ref.values()))
-    u_gpu = ops.uniform(33, 17, 1, 2, "cuda", 3, domain=6, view=2, slot=9).cpu()
-    check("uniform: CUDA bits == CPU bits", torch.equal(u_gpu, ops.uniform(33, 17, 1, 2, "cpu", 3, domain=6, view=2, slot=9)))
+    u_kw = dict(domain=6, view=2, slot=9, sample_ids=[rng.randrange(2**32) for _ in range(33)])
+    u_gpu = ops.uniform(33, 17, 1, 2, "cuda", 3, **u_kw).cpu()
+    check("uniform: CUDA bits == CPU bits", torch.equal(u_gpu, ops.uniform(33, 17, 1, 2, "cpu", 3, **u_kw)))
+
+
+def cuda_seconds(fn, reps: int) -> float:
+    """Seconds per call on the device (CUDA events), after a warm-up call."""
+    fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1e3 / reps
+
+
+def write_bandwidth(reps: int, megabytes: int) -> None:
+    """The op's output bytes per second on the benchmark specs, as a fraction of the device's peak
+    memory bandwidth (DDR: 2 x memory clock x bus width) and of torch's fill_ and normal_ on the
+    same buffer (the issue's goal: >= 80 % of peak; random numbers are memory-bound on a GPU)."""
+    from resample import _specs  # benchmarks/resample.py, next to this file
+
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    peak = 2 * props.memory_clock_rate * 1e3 * props.memory_bus_width / 8
+    print(f"{props.name}: peak memory bandwidth {peak / 1e9:,.0f} GB/s "
+          f"({props.memory_bus_width}-bit bus, {props.memory_clock_rate / 1e6:.2f} GHz memory clock)")
+    for name, (spec, policy) in _specs().items():
+        batch = max(1, megabytes * 2**20 // (spec.numel * 2 * 4))
+        out = torch.empty(spec.numel * batch * 2, device="cuda")
+        nbytes = out.numel() * 4
+        step = iter(range(1 << 30))
+        t_op = cuda_seconds(lambda: ops.resample(spec, policy, batch, 2, 0, next(step), "cuda", out=out), reps)
+        t_fill = cuda_seconds(lambda: out.fill_(1.0), reps)
+        t_normal = cuda_seconds(lambda: out.normal_(), reps)
+        bw = nbytes / t_op
+        print(f"  {name}, B = {batch}, {nbytes / 2**20:.0f} MiB: op {bw / 1e9:,.0f} GB/s = {bw / peak:.0%} of peak "
+              f"({'meets' if bw >= 0.8 * peak else 'misses'} the 80 % goal); {t_fill / t_op:.0%} of fill_'s speed, "
+              f"{t_normal / t_op:.2f}x normal_'s")
 
 
 def batches(pipe: ViewPairPipe, n: int) -> list[tuple[torch.Tensor, ...]]:
@@ -157,6 +214,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=50)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--bandwidth-mib", type=int, default=256, help="output size of the bandwidth runs")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("no CUDA device: this script checks the GPU path")
@@ -164,6 +222,8 @@ def main() -> None:
 
     policy = recommended_policy(args.generator)
     check_ops(args.cases)
+    if ops.has_native("cuda"):
+        write_bandwidth(reps=20, megabytes=args.bandwidth_mib)
     check_producer(args.generator, policy)
     throughput(args.generator, policy, args.batch, args.steps)
     print("all checks passed" if not FAILURES else f"FAILED: {FAILURES}")

@@ -1,5 +1,7 @@
-// Schema of the mlvgm_data ops (one place) and the Python module that loads them.
+// Schema of the mlvgm_data ops and the Python module that loads them.
 // Kernels: cpu/resample_kernel.cpp (always), cuda/resample.cu + cuda/resample_cuda.cpp (CUDA builds).
+// The CPU kernel defines its own private helpers next to it (_cpu_path, _cpu_paths,
+// _normals_of_words: which instruction-set path runs, for tests and benchmarks).
 #include <Python.h>
 #include <torch/library.h>
 

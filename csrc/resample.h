@@ -101,13 +101,13 @@ MLVGM_HD float log_positive(float x) {
 }
 
 // erfinv for |x| < 1: M. Giles, "Approximating the erfinv function", GPU Computing Gems (2011),
-// single-precision coefficients, split into its parts so the CPU kernel can run the central
-// branch vectorised and patch the rare tail (see cpu/resample_kernel.cpp); erfinv_approx
-// evaluates both and selects, so a GPU warp never diverges.
+// single-precision coefficients, in its parts: the central branch for w < 5 and the tail (a
+// square root) for the ~0.3 % of numbers beyond. erfinv_approx evaluates the tail only where it
+// is taken: a GPU warp with no tail lane (~90 % of them) skips it, one with a tail lane runs
+// both; the CPU kernel (cpu/resample_rows.h) does the same per vector.
 MLVGM_HD float erfinv_w(float x) { return -log_positive(fmul(fadd(1.0f, -x), fadd(1.0f, x))); }
 
-// Valid for w < 5 (|x| < 0.9966). |x| <= kErfinvCentralBound guarantees w < 3.92.
-constexpr float kErfinvCentralBound = 0.99f;
+// Valid for w < 5 (|x| < 0.9966).
 
 MLVGM_HD float erfinv_central(float w) {
   const float a = fadd(w, -2.5f);
@@ -137,9 +137,7 @@ MLVGM_HD float erfinv_tail(float w) {
 
 MLVGM_HD float erfinv_approx(float x) {
   const float w = erfinv_w(x);
-  const float p = erfinv_central(w);
-  const float q = erfinv_tail(w);
-  return fmul(w < 5.0f ? p : q, x);
+  return fmul(w < 5.0f ? erfinv_central(w) : erfinv_tail(w), x);
 }
 
 // Standard normal truncated to [-t, t] by inverse CDF: z = sqrt(2) erfinv(c v), v uniform in

@@ -9,14 +9,18 @@
 namespace mlvgm {
 
 // Groups travel by value in the kernel's parameter block (no device metadata, no H2D copy).
-// 64 groups x 48 bytes stays under the 4 KiB parameter limit of every CUDA version; specs with
-// more groups are split over several launches.
+// 64 groups x 48 bytes plus the set table stays under the 4 KiB parameter limit of every CUDA
+// version; specs with more groups are split over several launches.
 constexpr int kMaxGroupsPerLaunch = 64;
 
+// Groups tied to one anchor (style mixing) form a set, stored contiguously in `groups`: a thread
+// draws the anchor of its Philox block once and writes every view of every group of its set,
+// like the CPU kernel's work items.
 struct ResampleLaunch {
   GroupRule groups[kMaxGroupsPerLaunch];
-  int64_t first_thread[kMaxGroupsPerLaunch + 1];  // prefix sum of batch * blocks per group
-  int32_t num_groups;
+  int32_t first_group[kMaxGroupsPerLaunch + 1];   // set s is groups[first_group[s] .. first_group[s + 1])
+  int64_t first_thread[kMaxGroupsPerLaunch + 1];  // prefix sum of batch * blocks per set
+  int32_t num_sets;
   int32_t batch;
   int32_t views;
   int32_t include_anchor;
