@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.mlvgm-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*)
 
-.PHONY: setup test demo bench nvcc-check clean
+.PHONY: setup test demo bench nvcc-check sdist-check clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,11 @@ test: setup nvcc-check
 	  echo "exactness tests with $$path"; \
 	  env $$path $(PY) -m pytest -q -m exactness -p no:cacheprovider || exit 1; \
 	done
+
+# The sdist as a user installs it: built from this tree, installed into a fresh venv with
+# $(TORCH) (_C compiled from the sdist's sources), run from another folder (a few minutes).
+sdist-check: setup
+	MLVGM_SDIST_TORCH="$(TORCH)" $(PY) -m pytest -q -p no:cacheprovider -m sdist tests/test_sdist.py
 
 demo: setup
 	$(VENV)/bin/mlvgm-data demo
