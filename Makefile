@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.mlvgm-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*)
 
-.PHONY: setup test demo bench nvcc-check sdist-check clean
+.PHONY: setup test demo fashion-data bench nvcc-check sdist-check clean
 
 setup: $(STAMP)
 
@@ -46,7 +46,21 @@ test: setup nvcc-check
 sdist-check: setup
 	MLVGM_SDIST_TORCH="$(TORCH)" $(PY) -m pytest -q -p no:cacheprovider -m sdist tests/test_sdist.py
 
-demo: setup
+# Fashion-MNIST's IDX files for the demo: Debian's package when apt can install it, else a hint
+# (the demo then runs on procedural Shapes).
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+fashion-data:
+	@if [ -f $(FASHION_DIR)/t10k-labels-idx1-ubyte.gz ] || [ -n "$$MLVGM_DATA" ]; then \
+	  echo "Fashion-MNIST: found"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "Fashion-MNIST: installing Debian's dataset-fashion-mnist (30 MB) into $(FASHION_DIR)"; \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else \
+	  echo "Fashion-MNIST not found: 'sudo apt-get install dataset-fashion-mnist', or put the four IDX files in a"; \
+	  echo "folder and set MLVGM_DATA=FOLDER; the demo runs on procedural Shapes meanwhile"; \
+	fi
+
+demo: setup fashion-data
 	$(VENV)/bin/mlvgm-data demo
 
 bench: setup

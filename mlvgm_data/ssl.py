@@ -198,3 +198,24 @@ def ridge_r2(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
     ss_res = ((yte - pred) ** 2).sum()
     ss_tot = ((yte - yte.mean(0)) ** 2).sum()
     return float(1 - ss_res / ss_tot) if ss_tot > 0 else math.nan
+
+
+@torch.no_grad()
+def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                 k: int = 20, chunk: int = 1024) -> float:
+    """Held-out accuracy of a k-nearest-neighbour vote on cosine similarity: each test feature takes
+    the majority class of its ``k`` most similar training features (ties go to the class whose
+    neighbours are more similar)."""
+    _check_probe_inputs(train_x, train_y, test_x, test_y)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(train_x):
+        raise ValueError(f"k must be an int in [1, {len(train_x)}], got {k!r}")
+    train = F.normalize(train_x.float(), dim=1)
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    correct = 0
+    for start in range(0, len(test_x), chunk):
+        sims, idx = (F.normalize(test_x[start:start + chunk].float(), dim=1) @ train.t()).topk(k, dim=1)
+        votes = F.one_hot(train_y[idx], classes).float()  # [n, k, classes]
+        # A count is an integer and k similarities sum to less than k·1e-3 < 1: they only break ties.
+        score = votes.sum(1) + 1e-3 / k * (votes * sims[..., None]).sum(1)
+        correct += int((score.argmax(1) == test_y[start:start + chunk]).sum())
+    return correct / len(test_x)

@@ -1,36 +1,112 @@
-"""The demo end to end at tiny sizes: artifacts written, JSON complete, accuracies in [0, 1]."""
+"""The demo end to end at tiny sizes, on Shapes and on (tiny, test-written) Fashion-MNIST files:
+every run of the report, pictures written, accuracies in [0, 1], the data sources' contracts."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
-from mlvgm_data.demo import RUNS, DemoConfig, run_demo
+from mlvgm_data import ViewPolicy
+from mlvgm_data.demo import RUNS, DemoConfig, FixedSetViews, RealViews, epoch_order, run_demo
 from mlvgm_data.generators import save_generator
 from mlvgm_data.models.hvae import build, make_config
+from mlvgm_data.ssl import knn_accuracy
+from test_fashion_data import write_split
 
 
-def test_demo_smoke(tmp_path: Path) -> None:
-    config = make_config()
+def tiny_generator(tmp_path: Path, channels: int) -> str:
+    config = make_config({"image_channels": channels, "channels": [16, 8, 8], "enc_channels": [8, 8, 8, 8]})
     torch.manual_seed(0)
-    generator = tmp_path / "hvae"
-    save_generator(build(config), generator, "hvae", config)
-    cfg = DemoConfig.quick_config(generator=str(generator), out=str(tmp_path / "out"), steps=3, batch_size=16,
-                                  seeds=2, real_train=64, probe_train=120, probe_test=60, mi_samples=128,
-                                  mi_steps=3, mi_budget=None, width=8, progress=False)
-    doc = run_demo(cfg, log=lambda _: None)
-    out = tmp_path / "out"
-    for name in ("demo_report.json", "demo_report.md", "mi.png", "mi_report.json", "views_recommended.png",
-                 "views_baseline.png"):
-        assert (out / name).stat().st_size > 0, name
+    path = tmp_path / f"hvae{channels}"
+    save_generator(build(config), path, "hvae", config,
+                   {"policy": {"rules": {"z1": {"kind": "perturb", "sigma": 0.5}}}})
+    return str(path)
+
+
+def quick(tmp_path: Path, **kw) -> DemoConfig:
+    args = dict(out=str(tmp_path / "out"), steps=4, batch_size=16, seeds=2, real_train=64, probe_train=80,
+                probe_test=40, eval_every=2, curve_probe=40, width=4, knn_k=5, probe_iters=15, progress=False)
+    args.update(kw)
+    return DemoConfig.quick_config(**args)
+
+
+def check_report(out: Path, seeds: int) -> dict:
     saved = json.loads((out / "demo_report.json").read_text())
     assert set(saved["runs"]) == set(RUNS)
     for name, run in saved["runs"].items():
-        assert 0.0 <= run["probe_accuracy"] <= 1.0
-        assert len(run["probe_accuracy_seeds"]) == 2
-        assert abs(run["probe_accuracy"] - sum(run["probe_accuracy_seeds"]) / 2) < 1e-9
-        assert (run["pairs_per_s"] is None) == (name == "random")
-    assert saved["policy"]["rules"] and saved["config"]["steps"] == 3
-    assert doc["runs"]["real"]["probe_accuracy"] == saved["runs"]["real"]["probe_accuracy"]
+        assert 0.0 <= run["probe_accuracy"] <= 1.0 and 0.0 <= run["knn_accuracy"] <= 1.0
+        n = 1 if name == "pixels" else seeds
+        assert len(run["probe_accuracy_seeds"]) == n
+        assert abs(run["probe_accuracy"] - sum(run["probe_accuracy_seeds"]) / n) < 1e-9
+        assert (run["probe_sd"] is None) == (n == 1)
+        assert (run["pairs_per_s"] is None) == (name in ("random", "pixels"))
+        assert bool(run["curve"]) == (name in ("generated", "real", "fixed_set"))
+    for name in ("demo_report.md", "views_generated.png", "views_baseline_policy.png", "views_augment_only.png",
+                 "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    return saved
+
+
+def test_demo_on_shapes(tmp_path: Path) -> None:
+    saved = check_report(Path(run_demo(quick(tmp_path, data="shapes", generator=tiny_generator(tmp_path, 3)),
+                                       log=lambda _: None)["config"]["out"]), seeds=2)
+    assert saved["policy"]["rules"]["z1"]["sigma"] == 0.5  # the stored policy
+    assert saved["policies"]["augment_only"]["rules"] == {}
+
+
+def test_demo_on_fashion_mnist_files(tmp_path: Path, monkeypatch) -> None:
+    data = tmp_path / "fm"
+    write_split(data, n=120, train=True)
+    write_split(data, n=60, train=False, seed=1)
+    monkeypatch.setenv("MLVGM_DATA", str(data))
+    cfg = quick(tmp_path, data="fashion-mnist", generator=tiny_generator(tmp_path, 1), seeds=1, real_train=None,
+                probe_train=None, probe_test=None, fixed_set=32)
+    doc = run_demo(cfg, log=lambda _: None)
+    saved = check_report(tmp_path / "out", seeds=1)
+    assert saved["fixed_set_size"] == 32 and doc["data"] == "fashion-mnist"
+    assert "*reference: human*" in (tmp_path / "out" / "demo_report.md").read_text()
+
+
+def test_demo_refuses_bad_settings(tmp_path: Path) -> None:
+    for kw, field in [(dict(data="mnist"), "data"), (dict(steps=0), "steps"), (dict(batch_size=1), "batch_size"),
+                      (dict(lr=float("nan")), "lr"), (dict(real_train=8), "real_train")]:
+        with pytest.raises(ValueError, match=field):
+            run_demo(quick(tmp_path, **kw), log=lambda _: None)
+
+
+def test_epoch_order_is_a_counter_based_permutation() -> None:
+    a = epoch_order(1000, seed=3, epoch=0, stream=1)
+    assert sorted(a.tolist()) == list(range(1000))
+    assert torch.equal(a, epoch_order(1000, 3, 0, 1)) and not torch.equal(a, epoch_order(1000, 3, 1, 1))
+
+
+def test_real_views_cover_an_epoch_and_fixed_sets_repeat_their_latents() -> None:
+    from helpers import PointwiseGenerator
+    from mlvgm_data.augment import crop_flip
+
+    # Constant images stay constant under crop and flip: a view's mean tells which image it is.
+    images = (torch.arange(8.0) / 8)[:, None, None, None].expand(8, 1, 8, 8).contiguous()
+    real = list(RealViews(images, crop_flip(8), batch_size=4, seed=0, steps=4, prefetch=1))
+    ids = [round(float(m) * 8) for b in real for m in b.views[0].mean((1, 2, 3))]
+    assert sorted(ids[:8]) == sorted(ids[8:]) == list(range(8)) and ids[:8] != ids[8:]  # two epochs, reshuffled
+
+    def same_images(x, *args, **kw):
+        return x
+
+    fixed = FixedSetViews(PointwiseGenerator(), ViewPolicy({}), size=8, augment=same_images, batch_size=8, seed=0,
+                          steps=2, prefetch=0)
+    first, second = (b.views[0].flatten(1) for b in fixed)
+    key = lambda x: sorted(x.sum(1).tolist())  # noqa: E731
+    assert key(first) == key(second) and not torch.equal(first, second)  # the same set, in another order
+
+
+def test_knn_accuracy_votes_by_cosine_similarity() -> None:
+    train = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert knn_accuracy(train, labels, torch.tensor([[5.0, 0.2], [0.1, 3.0]]), torch.tensor([0, 1]), k=2) == 1.0
+    assert knn_accuracy(train, labels, torch.tensor([[5.0, 0.2]]), torch.tensor([1]), k=1) == 0.0
+    with pytest.raises(ValueError, match="k must be"):
+        knn_accuracy(train, labels, train, labels, k=9)

@@ -1,30 +1,56 @@
-"""``mlvgm-data demo``: SSL on generated views vs real views, linear probes, pictures."""
+"""``mlvgm-data demo``: SSL on generated views vs real images, linear and k-NN probes, pictures."""
 
 from __future__ import annotations
 
 import argparse
-from ..demo import DemoConfig, run_demo
+import sys
 
-HELP = ("Train a small encoder with SimCLR (or SimSiam/BYOL) on generated views (MI-recommended and "
-        "baseline policies) and on real Shapes, compare linear-probe accuracy, write pictures and a report.")
+from ..demo import DATA, DemoConfig, run_demo
+
+HELP = ("Train a small encoder with SimCLR (or SimSiam/BYOL) on generated views (MI-recommended policy, "
+        "baselines, a fixed generated set) and on real images; compare linear-probe and k-NN accuracy on the "
+        "real test split; write pictures and a report.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DemoConfig()
-    p.add_argument("--generator", default=d.generator, help="builtin:NAME or PATH of a Shapes generator")
+    p.add_argument("--data", choices=DATA, default=None,
+                   help="fashion-mnist (default when its files are found) or shapes")
+    p.add_argument("--generator", default=None, help="builtin:NAME or PATH (default: builtin:fashion / builtin:shapes)")
     p.add_argument("--out", default=d.out, help="output folder (report, pictures)")
     p.add_argument("--method", default=d.method, choices=["simclr", "simsiam", "byol"])
     p.add_argument("--seeds", type=int, default=d.seeds, help="repeat every run with this many seeds")
     p.add_argument("--steps", type=int, default=None, help=f"training steps per run (default {d.steps})")
-    p.add_argument("--batch-size", type=int, default=None, help=f"anchors per step (default {d.batch_size})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"pairs per step (default {d.batch_size})")
+    p.add_argument("--fixed-set", type=int, default=None,
+                   help="anchors of the fixed generated set (e) (default: as many as real training images)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help=f"steps between the curve evaluations (default {d.eval_every}; 0: none)")
+    p.add_argument("--mi-budget", type=float, default=None,
+                   help="run the MI analysis afresh for this many seconds (default: the generator's stored policy)")
     p.add_argument("--device", default=d.device, help="cpu or cuda")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in under 2 minutes")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a minute or two")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def resolve_data(requested: str | None) -> str:
+    """``--data``, or fashion-mnist when its files are found, else shapes (saying why)."""
+    if requested is not None:
+        return requested
+    from ..data import find_fashion_mnist
+
+    try:
+        find_fashion_mnist()
+        return "fashion-mnist"
+    except FileNotFoundError as e:
+        print(f"Fashion-MNIST not found ({e}); running the demo on procedural Shapes instead", file=sys.stderr)
+        return "shapes"
+
+
 def run(args: argparse.Namespace) -> dict:
-    overrides = {k: v for k, v in dict(generator=args.generator, out=args.out, method=args.method, seeds=args.seeds,
-                                        steps=args.steps, batch_size=args.batch_size, device=args.device,
-                                        progress=not args.no_progress).items() if v is not None}
+    overrides = {k: v for k, v in dict(
+        data=resolve_data(args.data), generator=args.generator, out=args.out, method=args.method, seeds=args.seeds,
+        steps=args.steps, batch_size=args.batch_size, fixed_set=args.fixed_set, eval_every=args.eval_every,
+        mi_budget=args.mi_budget, device=args.device, progress=not args.no_progress).items() if v is not None}
     cfg = DemoConfig.quick_config(**overrides) if args.quick else DemoConfig(**overrides)
     return run_demo(cfg)

@@ -123,6 +123,14 @@ def recommended_policy(name_or_path: str | Path) -> "ViewPolicy":
     return ViewPolicy.from_dict(cfg["policy"])
 
 
+def mi_report_path(name_or_path: str | Path) -> Path | None:
+    """The MI report stored beside a saved generator (``PATH.mi.json``, an ``MIReport.to_json``
+    file), or ``None`` when it has none."""
+    _, config_path = _resolve(name_or_path)
+    path = config_path.with_name(config_path.stem + ".mi.json")
+    return path if path.is_file() else None
+
+
 def save_generator(model: nn.Module, path: str | Path, family: str, config: dict, extra: dict | None = None) -> Path:
     """Writes ``path.pt`` (state dict) and ``path.json`` (family + config + ``extra``)."""
     weights, config_path = _resolve(path)
