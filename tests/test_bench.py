@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mlvgm_data import Keep, LatentGroup, LatentSpec, Perturb, ViewPolicy, bench
+from mlvgm_data.augment import simclr
 from mlvgm_data.commands import bench as bench_cmd
 
 from helpers import TinyGenerator
@@ -111,7 +112,7 @@ def test_config_checks_name_the_field():
 def test_research_step_reuses_one_seed_for_every_perturbed_group():
     gen = TinyGenerator()
     policy = ViewPolicy({"top": Perturb(0.5, trunc=2.0), "map": Keep()}, anchor_trunc=1.0)
-    step = bench.ResearchStep(gen, policy, 5, bench.simclr(16))
+    step = bench.ResearchStep(gen, policy, 5, simclr(16))
     np.random.seed(3)
     latents = step.latents()
     assert latents["top"].shape == (10, 8) and latents["map"].shape == (10, 4, 4, 4)
@@ -142,7 +143,7 @@ def test_pil_view_and_dataset(tmp_path):
     from PIL import Image
 
     image = Image.fromarray((np.random.default_rng(0).random((20, 24, 3)) * 255).astype(np.uint8))
-    view = bench.pil_simclr_view(image, bench.simclr(16))
+    view = bench.pil_simclr_view(image, simclr(16))
     assert view.shape == (3, 16, 16) and view.dtype == torch.float32 and 0 <= view.min() and view.max() <= 1
     folder = bench.shapes_folder(tmp_path, 6, 32)
     (v0, v1), label = bench.PilViews(folder, 32)[0]

@@ -1,0 +1,63 @@
+"""Timing: repeated measurements of a step with their spread, and the machine they ran on."""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .. import ops
+
+
+@dataclass
+class Rate:
+    """Items per second over timed rounds: median, min and max of the rounds."""
+
+    median: float
+    low: float
+    high: float
+    samples: list[float]
+
+
+def measure(step: Callable[[], object], items: int, *, warmup: int, repeats: int, per_repeat: int,
+            sync: Callable[[], None] | None = None) -> Rate:
+    """``items`` per call of ``step``: ``warmup`` untimed calls, then ``repeats`` rounds of
+    ``per_repeat`` calls each; every round gives one rate (``sync`` runs before each clock read,
+    e.g. ``torch.cuda.synchronize``)."""
+    for name, value, low in (("warmup", warmup, 0), ("repeats", repeats, 1), ("per_repeat", per_repeat, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    for _ in range(warmup):
+        step()
+    sync = sync or (lambda: None)
+    sync()
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(per_repeat):
+            step()
+        sync()
+        rates.append(items * per_repeat / (time.perf_counter() - t0))
+    return Rate(statistics.median(rates), min(rates), max(rates), rates)
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers depend on: torch version and threads, cores, load, allocator setting."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
+    return {"torch": torch.__version__, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "loadavg": [round(x, 2) for x in load], "native_op": ops.has_native("cpu"),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
+
+
+# --- generators ----------------------------------------------------------------------------------
+
+
+def rate_dict(rate: Rate) -> dict[str, Any]:
+    return {"median": rate.median, "min": rate.low, "max": rate.high, "samples": rate.samples}

@@ -1,0 +1,154 @@
+"""Training fed by each data source: a SimCLR step on a small ResNet, steps/s per feed, and the
+command-line setup that ``benchmarks/pipe.py`` and ``benchmarks/overlap.py`` share."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..augment import simclr
+from ..pipe import ViewPairPipe
+from .._io import write_text
+from ..views import ViewPolicy
+from ..ssl import SmallResNet
+from .research import ResearchStep, bare_loop
+from .subjects import bench_generator
+from .timing import Rate, machine_info, measure
+
+
+class SimCLRStep:
+    """One SimCLR training step (small ResNet + projection head, NT-Xent, SGD) on a view pair."""
+
+    def __init__(self, width: int = 16, lr: float = 0.05, seed: int = 0) -> None:
+        from ..ssl import SimCLR
+
+        torch.manual_seed(seed)
+        self.model = SimCLR(SmallResNet(width))
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.9)
+
+    def to(self, device: torch.device | str) -> "SimCLRStep":
+        self.model.to(device)
+        return self
+
+    def __call__(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        loss = self.model.loss(x0, x1)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+
+FEEDS = ("pipe", "sync", "research", "materialised")
+FEED_NAMES = {
+    "pipe": "(a) ViewPairPipe, thread producer, prefetch 2",
+    "sync": "(b) synchronous generation in the step (same fused ops, no prefetch)",
+    "research": "(b') research code's synchronous step (scipy noise + 2B forward)",
+    "materialised": "(c) pre-materialised tensors (upper bound)",
+}
+
+
+def training_rates(generator: nn.Module, policy: ViewPolicy, batch_size: int, feeds: Sequence[str], *,
+                   width: int = 16, warmup: int = 2, repeats: int = 3, per_repeat: int = 3, seed: int = 0,
+                   materialised: int = 4) -> dict[str, Rate]:
+    """Training steps/s of :class:`SimCLRStep` fed by each of ``feeds`` (see :data:`FEEDS`)."""
+    unknown = sorted(set(feeds) - set(FEEDS))
+    if unknown:
+        raise ValueError(f"unknown feeds {unknown}; choose from {list(FEEDS)}")
+    augment = simclr(generator.image_shape[-1])
+    device = next(generator.parameters()).device
+    out: dict[str, Rate] = {}
+    for feed in feeds:
+        train = SimCLRStep(width, seed=seed).to(device)
+        pipe = ViewPairPipe(generator, policy, batch_size, seed=seed, augment=augment, prefetch=2)
+        close = lambda: None  # noqa: E731
+        if feed == "pipe":
+            it = iter(pipe)
+            close = it.close
+            source: Callable[[], Sequence[torch.Tensor]] = lambda: next(it).views  # noqa: E731
+        elif feed == "sync":
+            work, steps = pipe.work(), itertools.count()
+            source = lambda: work(next(steps)).views  # noqa: E731
+        elif feed == "research":
+            source = ResearchStep(generator, policy, batch_size, augment)
+        else:
+            work = pipe.work()
+            batches = itertools.cycle([work(s).views for s in range(materialised)])
+            source = lambda: next(batches)  # noqa: E731
+        try:
+            out[feed] = measure(lambda: train(*source()), 1, warmup=warmup, repeats=repeats, per_repeat=per_repeat)
+        finally:
+            close()
+    return out
+
+
+def pipe_vs_bare(generator: nn.Module, policy: ViewPolicy, batch_size: int, *, warmup: int = 2, repeats: int = 3,
+                 per_repeat: int = 3, seed: int = 0) -> dict[str, Rate]:
+    """Pairs/s of the pipe (thread producer, prefetch 2, SimCLR) and of :func:`bare_loop` on the
+    same generator, batch and thread count; measured one after the other (a live producer would
+    run ahead while the other is timed)."""
+    augment = simclr(generator.image_shape[-1])
+    it = iter(ViewPairPipe(generator, policy, batch_size, seed=seed, augment=augment, prefetch=2))
+    try:
+        pipe = measure(lambda: next(it), batch_size, warmup=warmup, repeats=repeats, per_repeat=per_repeat)
+    finally:
+        it.close()
+    bare = measure(bare_loop(generator, policy, batch_size, augment, seed), batch_size, warmup=warmup,
+                   repeats=repeats, per_repeat=per_repeat)
+    return {"pipe": pipe, "bare": bare}
+
+
+# --- the loader benchmark --------------------------------------------------------------------
+
+
+def training_markdown(rates: dict[str, Rate], unit: str = "steps/s") -> str:
+    lines = [f"| feed | {unit} (median) | min–max |", "|---|---:|---:|"]
+    for feed, r in rates.items():
+        lines.append(f"| {FEED_NAMES.get(feed, feed)} | {r.median:.3f} | {r.low:.3f}–{r.high:.3f} |")
+    return "\n".join(lines)
+
+
+def training_bench_setup(description: str, per_repeat: str, extra: Callable[[Any], None] | None = None
+                         ) -> tuple[Any, nn.Module, ViewPolicy, str]:
+    """The command line shared by ``benchmarks/pipe.py`` and ``benchmarks/overlap.py``: parses it
+    (``--quick`` fills the unset sizes), loads the generator; ``per_repeat`` names the option
+    counting batches or steps per timed round, ``extra(parser)`` adds script options. Returns
+    ``(args, generator, policy, note)``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--generator", default="builtin:shapes")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None, help="default 256 (quick 128)")
+    p.add_argument("--threads", default="1,2", help="torch intra-op thread counts to measure at")
+    p.add_argument("--widths", default="8,16", help="ResNet widths of the training step (cheaper step → data matters more)")
+    p.add_argument("--channels-last", action="store_true", help="convert the generator to channels_last first")
+    p.add_argument("--warmup", type=int, default=None, help="default 2 (quick 1)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds, default 5 (quick 3)")
+    p.add_argument(f"--{per_repeat}", type=int, default=None, help=f"{per_repeat} per timed round, default 4 (quick 2)")
+    p.add_argument("--quick", action="store_true", help="batch 128, 3 rounds of 2")
+    p.add_argument("--json", default=None)
+    if extra is not None:
+        extra(p)
+    args = p.parse_args()
+    defaults = (dict(batch_size=128, warmup=1, repeats=3) if args.quick else dict(batch_size=256, warmup=2, repeats=5))
+    defaults[per_repeat] = 2 if args.quick else 4
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    gen, policy, note = bench_generator(args.generator, args.resolution)
+    if args.channels_last:
+        gen = gen.to(memory_format=torch.channels_last)
+    return args, gen, policy, note
+
+
+def write_training_bench_json(args: Any, note: str, results: list[dict]) -> None:
+    """``--json`` of ``benchmarks/pipe.py`` and ``benchmarks/overlap.py`` (nothing without it)."""
+    if not args.json:
+        return
+    write_text(args.json, json.dumps({"generator": args.generator, "note": note, "batch_size": args.batch_size,
+                                      "channels_last": args.channels_last, "feeds": FEED_NAMES,
+                                      "machine": machine_info(), "results": results}, indent=2) + "\n", "--json")
