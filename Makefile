@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; override for a CUDA build, e.g. TORCH="torch==2.13.0 --index-url ...".
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.mlvgm-installed
-SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*)
+SOURCES := setup.py pyproject.toml $(shell find csrc -type f)
 
 .PHONY: setup test demo fashion-data bench nvcc-check sdist-check clean
 
@@ -16,7 +16,7 @@ $(STAMP): $(SOURCES)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q setuptools wheel ninja
-	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,dali]"
 	touch $(STAMP)
 
 # A real compile of every CUDA source with torch's include paths (nvcc present, no GPU needed).

@@ -1,7 +1,7 @@
 """Generators: the MLVGM protocol, adapters for users' models, and the loader/registry."""
 
-from .adapters import BigGANAdapter, CallableGenerator, HierarchicalAdapter, StyleGANAdapter
-from .base import MLVGM, MLVGMProtocol, checked_decode, draw_classes
+from .adapters import BigGANAdapter, CallableGenerator, HierarchicalAdapter, NVAESampler, StyleGANAdapter, VDVAESampler
+from .base import MLVGM, MLVGMProtocol, Views, checked_decode, decode_views, draw_classes
 from .registry import (
     builtin_names,
     load_generator,
@@ -15,11 +15,15 @@ __all__ = [
     "BigGANAdapter",
     "CallableGenerator",
     "HierarchicalAdapter",
+    "NVAESampler",
+    "VDVAESampler",
+    "Views",
     "StyleGANAdapter",
     "MLVGM",
     "MLVGMProtocol",
     "builtin_names",
     "checked_decode",
+    "decode_views",
     "draw_classes",
     "load_generator",
     "recommended_policy",

@@ -52,7 +52,8 @@ class MLVGM(nn.Module):
 def _wants_finite_check(latents: Mapping[str, torch.Tensor]) -> bool:
     # A finiteness check is a host sync on a GPU: do it on the CPU only (the CUDA producer
     # checks its outputs asynchronously, see pipe.py).
-    return all(t.device.type == "cpu" for t in latents.values() if isinstance(t, torch.Tensor))
+    return isinstance(latents, Mapping) and all(
+        t.device.type == "cpu" for t in latents.values() if isinstance(t, torch.Tensor))
 
 
 _NO_POLICY = object()
