@@ -177,55 +177,39 @@ def analyze(
     for s in sigmas:
         Perturb(s)
     dev = generator_device(generator) if device is None else torch.device(device)
-    clock = _Clock(budget, 1 + len(names))
-    common = dict(steps=steps, batch_size=batch_size, width=width, image_res=image_res, device=dev, progress=progress)
-    truncated = False
+    settings = {
+        "generator": name or type(generator).__name__, "groups": names, "samples": samples, "steps": steps,
+        "batch_size": batch_size, "seed": seed, "anchor_trunc": anchor_trunc, "sigmas": list(sigmas),
+        "eval_batch": eval_batch, "critic_width": width, "critic_image_res": image_res, "device": str(dev),
+        "budget_s": budget,
+    }
+    critic = dict(steps=steps, batch_size=batch_size, width=width, image_res=image_res, device=dev, progress=progress)
+    run = _Analysis(generator, names, settings, critic, decode_batch, eval_batch, budget, progress)
     bar = tqdm(total=2 + len(names), desc="MI analysis", disable=not progress)
-
-    # One set of anchors serves every estimate: I(z_g; x), and x0 of every I(x0; x1).
-    keep_all = ViewPolicy({}, anchor_trunc=anchor_trunc)
-    (x0,), anchors = generate(generator, spec, keep_all, samples, 1, seed, _STREAM_ANCHORS, decode_batch, dev)
-    untied = any(g.tie is not None for g in spec)
-    if untied:
-        # Tied groups share their anchor; I(z_g; x) asks about each group's own copy, so those
-        # latents are drawn independently per group.
-        free = LatentSpec([LatentGroup(g.name, g.shape) for g in spec])
-        (x_lat,), z_lat = generate(generator, free, keep_all, samples, 1, seed, _STREAM_UNTIED, decode_batch, dev)
-    else:
-        x_lat, z_lat = x0, anchors
-    y_dist: object = "normal" if anchor_trunc is None else ("truncnormal", anchor_trunc)
-    latent = ba_multi(x_lat, {g: z_lat[g] for g in names}, {g: y_dist for g in names}, seed=seed, budget=clock.share(),
-                      desc="I(z; x) [ba]", **common)
-    del x_lat, z_lat
-    truncated |= any(e.truncated for e in latent.values())
+    latent = run.latent_mi()
     bar.update(1)
-
-    # Every critic splits the anchors the same way (one seed): no critic ever trains on an anchor
-    # that another estimate holds out.
-    def views_mi(policy: ViewPolicy, desc: str) -> tuple[MIEstimate, float]:
-        (x1,), _ = generate(generator, spec, policy, samples, 2, seed, _STREAM_ANCHORS, decode_batch, dev, views=[1])
-        est = infonce(x0, x1, shared=True, eval_batch=eval_batch, seed=seed, budget=clock.share(), desc=desc,
-                      **common)
-        return est, _sq_change(x0, x1)
-
-    image: dict[str, MIEstimate] = {}
-    change: dict[str, float] = {}
+    image, change = {}, {}
     for g in names:
-        image[g], change[g] = views_mi(ViewPolicy({g: Resample(anchor_trunc)}, anchor_trunc=anchor_trunc),
-                                       f"I(x; x') {g} resampled [infonce]")
-        truncated |= image[g].truncated
+        image[g], change[g] = run.image_mi(g)
         bar.update(1)
-    # The decoder's own noise floor: the same latents decoded twice. A decoder that repeats its
-    # first chunk bit for bit is taken as deterministic (floor 0) without decoding the rest.
-    first = min(samples, decode_batch)
-    (again,), _ = generate(generator, spec, keep_all, first, 1, seed, _STREAM_ANCHORS, decode_batch, dev)
-    if not torch.equal(again, x0[:first]):
-        (again,), _ = generate(generator, spec, keep_all, samples, 1, seed, _STREAM_ANCHORS, decode_batch, dev)
-    floor = _sq_change(x0[: again.shape[0]], again)
-    del again
+    floor = run.noise_floor()
     bar.update(1)
     bar.close()
+    dims = {g: run.spec[g].numel for g in names}
+    groups_mi, underused, informative = _underuse(dims, latent, image, change, floor, threshold)
+    report = MIReport(groups_mi, float(threshold), run.settings, measure=lambda: run.candidates(informative, underused))
+    report.settings["elapsed_s"] = run.clock.elapsed
+    if candidates and informative:
+        report.measured_candidates()
+    run.on_demand = True  # candidates asked for later get a budget of their own
+    return report
 
+
+def _underuse(dims: dict[str, int], latent: dict[str, MIEstimate], image: dict[str, MIEstimate],
+              change: dict[str, float], floor: float, threshold: float
+              ) -> tuple[dict[str, GroupMI], list[str], list[str]]:
+    """The per-group rows, the under-used groups and the informative ones (content first)."""
+    names = list(dims)
     excess = {g: max(change[g] - floor, 0.0) for g in names}
     top_change = max(excess.values())
     top = max(max(e.value for e in latent.values()), 0.0)
@@ -233,56 +217,100 @@ def analyze(
     # Under-used needs two signs to agree: the image reveals little of g (BA), and resampling g
     # barely moves the pixels. The second guards against a Gaussian q(z_g|x) that misses a
     # multimodal posterior (a latent symmetry) and so under-reads a group that matters.
-    report_groups = {
-        g: GroupMI(g, spec[g].numel, latent[g], image[g],
-                   max(latent[g].value, 0.0) / total if total > 0 else 0.0,
+    rows = {
+        g: GroupMI(g, dims[g], latent[g], image[g], max(latent[g].value, 0.0) / total if total > 0 else 0.0,
                    latent[g].value <= threshold * top and excess[g] <= threshold * top_change,
                    excess[g] / top_change if top_change > 0 else 0.0)
         for g in names
     }
-    settings = {
-        "generator": name or type(generator).__name__,
-        "groups": names,
-        "samples": samples,
-        "steps": steps,
-        "batch_size": batch_size,
-        "seed": seed,
-        "anchor_trunc": anchor_trunc,
-        "sigmas": list(sigmas),
-        "eval_batch": eval_batch,
-        "critic_width": width,
-        "critic_image_res": image_res,
-        "device": str(dev),
-        "entropy_source": next(iter(latent.values())).entropy_source,
-        "tied_groups_sampled_independently": untied,
-        "pixel_noise_floor": floor,
-        "budget_s": budget,
-        "truncated": truncated,
-    }
-    underused = [g for g in names if report_groups[g].underused]
+    underused = [g for g in names if rows[g].underused]
     # Content first: the groups whose resampling changes the image most (lowest I(x; x′)).
     informative = [g for g in sorted(names, key=lambda n: (image[n].value, -excess[n])) if g not in underused]
+    return rows, underused, informative
 
-    def measure() -> list[Candidate]:
-        nonlocal clock
+
+class _Analysis:
+    """The state one analysis shares between its steps: the anchors and their images, the time
+    budget, the settings that end up in the report."""
+
+    def __init__(self, generator: object, names: list[str], settings: dict, critic: dict, decode_batch: int,
+                 eval_batch: int, budget: float | None, progress: bool) -> None:
+        self.generator, self.spec, self.names = generator, generator.latent_spec, names
+        self.settings = settings | {"truncated": False}
+        self.critic, self.decode_batch, self.eval_batch = critic, decode_batch, eval_batch
+        self.budget, self.progress = budget, progress
+        self.samples, self.seed = settings["samples"], settings["seed"]
+        self.anchor_trunc = settings["anchor_trunc"]
+        self.clock = _Clock(budget, 1 + len(names))
+        self.on_demand = False
+        # One set of anchors serves every estimate: I(z_g; x), and x0 of every I(x0; x1).
+        self.keep_all = ViewPolicy({}, anchor_trunc=self.anchor_trunc)
+        (self.x0,), self.anchors = self._generate(self.keep_all, self.samples, 1)
+
+    def _generate(self, policy: ViewPolicy, n: int, num_views: int, spec: LatentSpec | None = None,
+                  stream: int = _STREAM_ANCHORS, views: Sequence[int] | None = None):
+        return generate(self.generator, spec or self.spec, policy, n, num_views, self.seed, stream,
+                        self.decode_batch, self.critic["device"], views=views)
+
+    def _note(self, estimate: MIEstimate) -> MIEstimate:
+        self.settings["truncated"] |= estimate.truncated
+        return estimate
+
+    def latent_mi(self) -> dict[str, MIEstimate]:
+        """I(z_g; x) of every group: one Barber–Agakov critic with a head per group."""
+        untied = any(g.tie is not None for g in self.spec)
+        self.settings["tied_groups_sampled_independently"] = untied
+        if untied:
+            # Tied groups share their anchor; I(z_g; x) asks about each group's own copy, so those
+            # latents are drawn independently per group.
+            free = LatentSpec([LatentGroup(g.name, g.shape) for g in self.spec])
+            (x_lat,), z_lat = self._generate(self.keep_all, self.samples, 1, spec=free, stream=_STREAM_UNTIED)
+        else:
+            x_lat, z_lat = self.x0, self.anchors
+        y_dist: object = "normal" if self.anchor_trunc is None else ("truncnormal", self.anchor_trunc)
+        latent = ba_multi(x_lat, {g: z_lat[g] for g in self.names}, {g: y_dist for g in self.names}, seed=self.seed,
+                          budget=self.clock.share(), desc="I(z; x) [ba]", **self.critic)
+        for e in latent.values():
+            self._note(e)
+        self.settings["entropy_source"] = next(iter(latent.values())).entropy_source
+        return latent
+
+    def views_mi(self, policy: ViewPolicy, desc: str) -> tuple[MIEstimate, float]:
+        """InfoNCE I(x0; x1) between the anchors and their views under ``policy``, and the pixel
+        change. Every critic splits the anchors the same way (one seed): no critic trains on an
+        anchor that another estimate holds out."""
+        (x1,), _ = self._generate(policy, self.samples, 2, views=[1])
+        est = infonce(self.x0, x1, shared=True, eval_batch=self.eval_batch, seed=self.seed, budget=self.clock.share(),
+                      desc=desc, **self.critic)
+        return self._note(est), _sq_change(self.x0, x1)
+
+    def image_mi(self, g: str) -> tuple[MIEstimate, float]:
+        """I(x; x′) with only g resampled, and the pixel change it makes."""
+        return self.views_mi(ViewPolicy({g: Resample(self.anchor_trunc)}, anchor_trunc=self.anchor_trunc),
+                             f"I(x; x') {g} resampled [infonce]")
+
+    def noise_floor(self) -> float:
+        """The decoder's own pixel noise: the same latents decoded twice. A decoder that repeats
+        its first chunk bit for bit is taken as deterministic without decoding the rest."""
+        first = min(self.samples, self.decode_batch)
+        (again,), _ = self._generate(self.keep_all, first, 1)
+        if not torch.equal(again, self.x0[:first]):
+            (again,), _ = self._generate(self.keep_all, self.samples, 1)
+        floor = _sq_change(self.x0[: again.shape[0]], again)
+        self.settings["pixel_noise_floor"] = floor
+        return floor
+
+    def candidates(self, informative: list[str], underused: list[str]) -> list[Candidate]:
+        """Measures :func:`candidate_policies` (the report calls this when it needs them)."""
         if not informative:
             raise ValueError("every analysed group is under-used: no group carries information to keep or change")
-        policies = candidate_policies(informative, underused, anchor_trunc, sigmas)
-        if done:  # measured later, on demand: with a budget of its own
-            clock = _Clock(budget, 0)
-        clock.add(len(policies))
+        policies = candidate_policies(informative, underused, self.anchor_trunc, self.settings["sigmas"])
+        if self.on_demand:
+            self.clock = _Clock(self.budget, 0)
+        self.clock.add(len(policies))
         out = []
-        for j, (policy, kept, desc) in enumerate(tqdm(policies, desc="candidate policies", disable=not progress)):
-            mi, _ = views_mi(policy, f"I(x0; x1) candidate {j + 1} [infonce]")
+        for j, (policy, kept, desc) in enumerate(tqdm(policies, desc="candidate policies", disable=not self.progress)):
+            mi, _ = self.views_mi(policy, f"I(x0; x1) candidate {j + 1} [infonce]")
             out.append(Candidate(policy, mi, kept, desc))
-        report.settings["truncated"] = report.settings["truncated"] or any(c.mi.truncated for c in out)
-        report.settings["candidates_elapsed_s" if done else "elapsed_s"] = clock.elapsed
+        self.settings["candidates_elapsed_s" if self.on_demand else "elapsed_s"] = self.clock.elapsed
         return out
-
-    done = False
-    report = MIReport(report_groups, float(threshold), settings, measure=measure)
-    report.settings["elapsed_s"] = clock.elapsed
-    if candidates and informative:
-        report.measured_candidates()
-    done = True
-    return report
