@@ -45,6 +45,7 @@ def atomic_writer(path: str | Path, what: str = "output", root: str | Path | Non
     p = check_output_path(path, what, root)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
+        os.chmod(tmp, p.stat().st_mode & 0o7777 if p.exists() else 0o666 & ~_umask())  # mkstemp makes it 0600
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
@@ -61,6 +62,12 @@ def atomic_writer(path: str | Path, what: str = "output", root: str | Path | Non
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str, what: str = "output", root: str | Path | None = None) -> Path:

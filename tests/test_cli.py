@@ -51,3 +51,29 @@ def test_cli_reports_bad_input_cleanly(generator_path: str, tmp_path: Path, caps
     assert "unknown built-in generator" in capsys.readouterr().err
     assert main(["views", generator_path]) == 2  # an untrained generator stores no recommended policy
     assert "recommended policy" in capsys.readouterr().err
+
+
+def test_failures_are_one_line_before_any_work(generator_path: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    grid = tmp_path / "g.png"
+    cases = [
+        (["--json", str(tmp_path / "missing" / "x.json")], "--json"),
+        (["--device", "bogus"], "is not a device"),
+        (["--device", "cuda"], "CUDA is not available" if not torch.cuda.is_available() else None),
+    ]
+    for extra, match in cases:
+        if match is None:
+            continue
+        code = main(["views", generator_path, "--policy", "sigma=0.5", "--out", str(grid), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and match in err and err.count("\n") == 1 and "Traceback" not in err
+        assert not grid.exists()  # refused before the work
+
+
+def test_debug_shows_the_traceback_and_version_prints(generator_path: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    assert main(["views", generator_path, "--debug", "--device", "bogus"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and "mlvgm-data 0." in capsys.readouterr().out

@@ -16,6 +16,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .._checks import check_device
+
 FORMAT = "mlvgm-data/1"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -96,6 +98,7 @@ def load_state(path: Path) -> dict[str, Any]:
 
 def load_generator(name_or_path: str | Path, device: torch.device | str | None = None) -> nn.Module:
     """Loads ``"builtin:NAME"`` or a saved generator (``PATH.pt`` + ``PATH.json``), in eval mode."""
+    device = torch.device("cpu") if device is None else check_device(device)
     weights, config_path = _resolve(name_or_path)
     cfg = read_config(config_path)
     _import_families()
@@ -108,7 +111,7 @@ def load_generator(name_or_path: str | Path, device: torch.device | str | None =
         model.load_state_dict(state.get("model", state))
     except RuntimeError as e:
         raise ValueError(f"{weights} does not match its config {config_path}: {e}") from None
-    return model.to(device or "cpu").eval()
+    return model.to(device).eval()
 
 
 def recommended_policy(name_or_path: str | Path) -> "ViewPolicy":
