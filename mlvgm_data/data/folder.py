@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+MAX_PIXELS = 50_000_000
+"""Larger images are refused before they are decoded (a 1 MB PNG can unpack to gigabytes)."""
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
@@ -25,15 +27,17 @@ def load_image(path: Path, resolution: int) -> torch.Tensor:
 
     try:
         with Image.open(path) as im:
+            w, h = im.size  # from the header: nothing is decoded yet
+            if w * h > MAX_PIXELS:
+                raise ValueError(f"image {path} is {w}x{h} pixels, more than the {MAX_PIXELS:,} this reader decodes")
             im = im.convert("RGB")
-            w, h = im.size
             k = resolution / min(w, h)
             nw, nh = max(resolution, round(w * k)), max(resolution, round(h * k))
             im = im.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
             left, top = (nw - resolution) // 2, (nh - resolution) // 2
             im = im.crop((left, top, left + resolution, top + resolution))
             data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-    except OSError as e:
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's errors for broken or huge files
         raise ValueError(f"cannot read image {path}: {e}") from None
     return data.view(resolution, resolution, 3).permute(2, 0, 1).contiguous()
 

@@ -1,0 +1,112 @@
+"""The wrong inputs users were seen to pass, each answered at the call with an error that names the
+argument (or accepted, for NumPy integers): a table of cases, one line each."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import TinyGenerator
+from mlvgm_data import GeneratedViews, LatentGroup, LatentSpec, Perturb, Resample, ViewPairPipe, ViewPolicy, ops
+
+SPEC = LatentSpec([LatentGroup("a", (4,)), LatentGroup("b", (2, 3, 3))])
+POLICY = ViewPolicy({"top": Perturb(0.3)})
+
+
+def resample(**kw):
+    args = dict(spec=SPEC, policy=ViewPolicy({}), batch_size=2, num_views=2, seed=0, step=0)
+    args.update(kw)
+    return ops.resample(**args)
+
+
+def pipe(**kw):
+    args = dict(generator=TinyGenerator(), policy=POLICY, batch_size=4)
+    args.update(kw)
+    return ViewPairPipe(**args)
+
+
+def dataset():
+    return GeneratedViews(TinyGenerator(), POLICY, length=4)
+
+
+CASES: list[tuple[str, Callable[[], object], type, str]] = [
+    # accepted silently before
+    ("Perturb(3e38)", lambda: Perturb(3e38), ValueError, "Perturb.sigma"),
+    ("Perturb(mu=-1e9)", lambda: Perturb(1.0, mu=-1e9), ValueError, "Perturb.mu"),
+    ("LatentGroup of 2**31", lambda: LatentGroup("x", (2**31,)), ValueError, "'x' has 2,147,483,648 values"),
+    ("prefetch=10**9", lambda: pipe(prefetch=10**9), ValueError, "prefetch"),
+    ("policy=None (pipe)", lambda: pipe(policy=None), ValueError, "policy must be a ViewPolicy"),
+    ("policy=None (dataset)", lambda: GeneratedViews(TinyGenerator(), None, 4), ValueError, "policy must be"),
+    ("ds[1.5]", lambda: dataset()[1.5], TypeError, "indices must be integers"),
+    ("ds['3']", lambda: dataset()["3"], TypeError, "indices must be integers"),
+    ("out requiring grad", lambda: resample(out=torch.zeros(2 * 2 * 22, requires_grad=True)), ValueError,
+     "out must not require grad"),
+    ("out on another device", lambda: resample(out=torch.zeros(2 * 2 * 22), device="meta"), ValueError, "out is on"),
+    # unclear before
+    ("device 'bogus'", lambda: resample(device="bogus"), ValueError, "device 'bogus' is not a device"),
+    ("device 3.5", lambda: resample(device=3.5), ValueError, "device must be a torch.device"),
+    ("ViewPolicy('abc')", lambda: ViewPolicy("abc"), ValueError, "ViewPolicy.rules must be a dict"),
+    ("decode(tensor)", lambda: TinyGenerator().decode(torch.zeros(2, 8)), ValueError, "latents must be a dict"),
+    ("sigma='abc'", lambda: Perturb("abc"), ValueError, "Perturb.sigma must be a finite number"),
+    ("seed=-1", lambda: resample(seed=-1), ValueError, "seed must be in"),
+    ("batch_size=2.0", lambda: resample(batch_size=2.0), ValueError, "batch_size must be an int"),
+    ("sample_ids of strings", lambda: resample(sample_ids=["a", "b"]), ValueError, "sample_ids must be"),
+    ("num_views=0 (pipe)", lambda: pipe(num_views=0), ValueError, "num_views"),
+    ("steps=0 (pipe)", lambda: pipe(steps=0), ValueError, "steps"),
+    ("set_epoch(-1)", lambda: pipe(steps=2).set_epoch(-1), ValueError, "epoch"),
+    ("with_index='yes'", lambda: GeneratedViews(TinyGenerator(), POLICY, 4, with_index="yes"), ValueError,
+     "with_index"),
+]
+
+
+@pytest.mark.parametrize("label, call, error, match", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_naming_it(label: str, call, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_named() -> None:
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resample(device="cuda")
+
+
+def test_numpy_integers_are_integers() -> None:
+    got = resample(seed=np.int64(3), step=np.uint32(1), batch_size=np.int32(2))
+    want = resample(seed=3, step=1)
+    assert all(torch.equal(got[k], want[k]) for k in got)
+    assert LatentGroup("x", (np.int64(2), 3)).shape == (2, 3)
+    ds = dataset()
+    assert torch.equal(ds[np.int64(2)][0][0], ds[2][0][0])
+    assert pipe(seed=np.int64(4), batch_size=np.int16(4)).seed == 4
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width × height`` (a decompression bomb's first bytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+
+
+def test_an_image_folder_refuses_huge_and_broken_files_naming_them(tmp_path: Path) -> None:
+    from mlvgm_data.data import FolderImages
+
+    _png_header_only(tmp_path / "bomb.png", 8000, 8000)  # above our cap, below PIL's own
+    with pytest.raises(ValueError, match="bomb.png is 8000x8000 pixels"):
+        FolderImages(tmp_path)[0]
+    _png_header_only(tmp_path / "bomb.png", 30000, 30000)  # PIL refuses it while opening
+    with pytest.raises(ValueError, match="cannot read image .*bomb.png: .*decompression bomb"):
+        FolderImages(tmp_path)[0]
+    (tmp_path / "bomb.png").unlink()
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    with pytest.raises(ValueError, match="cannot read image .*broken.jpg"):
+        FolderImages(tmp_path)[0]
