@@ -213,10 +213,10 @@ class CudaProducer:
     Non-finite generator output is detected on the device and reported a few steps later.
     """
 
-    def __init__(self, work: StepWork, steps: Iterator[int], num_slots: int, stream: "torch.cuda.Stream") -> None:
+    def __init__(self, work: StepWork, steps: Iterator[int], num_slots: int, cuda_stream: "torch.cuda.Stream") -> None:
         self.work = work
         self.steps = steps
-        self.stream = stream
+        self.cuda_stream = cuda_stream
         self.device = work.device
         self.ring = SlotRing(num_slots)
         total = work.spec.numel * work.batch_size * work.num_views
@@ -235,9 +235,9 @@ class CudaProducer:
 
     def _fill(self, i: int, step: int) -> None:
         slot = self.slots[i]
-        with torch.cuda.stream(self.stream):
+        with torch.cuda.stream(self.cuda_stream):
             # Sync point: do not overwrite the slot before the consumer's reads of it finished.
-            self.stream.wait_event(slot.free)
+            self.cuda_stream.wait_event(slot.free)
             batch = self.work(step, latent_out=slot.latents)
             views = torch.stack(batch.views)
             if slot.views is None:
@@ -250,9 +250,9 @@ class CudaProducer:
             flag = torch.empty(1, dtype=torch.bool, pin_memory=True)
             flag.copy_(bad, non_blocking=True)
             # Sync point: the consumer waits on `ready` before reading the slot.
-            slot.ready.record(self.stream)
+            slot.ready.record(self.cuda_stream)
             done = torch.cuda.Event()
-            done.record(self.stream)
+            done.record(self.cuda_stream)
             self.pending.append((done, flag, step))
 
     def _check(self, block: bool = False) -> None:
@@ -292,5 +292,5 @@ class CudaProducer:
     def close(self, timeout: float | None = None) -> None:
         # Sync point: later allocations from the producer stream's pool must come after the
         # consumer's last reads of the slot buffers that are about to be freed.
-        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        self.cuda_stream.wait_stream(torch.cuda.current_stream(self.device))
         self._check(block=True)

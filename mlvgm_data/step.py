@@ -53,7 +53,7 @@ class StepWork:
 
     def __init__(self, generator: torch.nn.Module, policy: ViewPolicy, batch_size: int, num_views: int, seed: int,
                  sample_offset: int, augment: Augment | None, device: torch.device,
-                 return_latents: bool = False, autocast: torch.dtype | None = None, stream: int = 0) -> None:
+                 return_latents: bool = False, autocast: torch.dtype | None = None, philox_stream: int = 0) -> None:
         self.generator = generator
         self.spec = generator.latent_spec
         self.policy = policy
@@ -65,14 +65,14 @@ class StepWork:
         self.device = device
         self.return_latents = return_latents
         self.autocast = autocast
-        self.stream = stream
+        self.philox_stream = philox_stream
 
     def __call__(self, step: int, latent_out: torch.Tensor | None = None) -> ViewBatch:
         made = decode_views(self.generator, self.policy, self.batch_size, self.num_views, self.seed, step,
-                            self.device, self.stream, sample_offset=self.sample_offset, latent_out=latent_out,
+                            self.device, self.philox_stream, sample_offset=self.sample_offset, latent_out=latent_out,
                             autocast=self.autocast)
         with torch.no_grad():
-            out = (self.augment(made.images, self.seed, step, self.stream, self.sample_offset)
+            out = (self.augment(made.images, self.seed, step, self.philox_stream, self.sample_offset)
                    if self.augment is not None else made.images)
         classes = made.classes
         target = classes if classes is not None else torch.full((self.batch_size,), -1, dtype=torch.int64,
