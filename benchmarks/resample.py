@@ -1,12 +1,21 @@
 """Throughput of the fused resample op against the alternatives, side by side in one run.
 
-Rows per (spec, batch): the native op; the eager PyTorch composition of the same math (torch's
-RNG, inverse-CDF truncation with torch.erfinv, one op per group and view); the pure-PyTorch
+Rows per (spec, batch): the native op (on the CPU path it picked, and on every other path this CPU
+has); torch's own sampler, ``normal_`` on a tensor of the same number of floats (untruncated, one
+thread: the floor a user gets without us); the eager PyTorch composition of the same math (torch's
+RNG, inverse-CDF truncation with torch.erfinv, one op chain per group and view); the pure-PyTorch
 bit-exact reference (Philox in int64 ops, the fallback when the extension is missing); the
 research code's way (scipy ``truncnorm.rvs`` per group on the CPU, then ``torch.from_numpy``);
 and a plain copy of a tensor of the output's size (the memory-bandwidth ceiling).
 
-    python benchmarks/resample.py [--quick] [--json out.json]
+The methods are timed in interleaved rounds (each round times every method once, in a rotating
+order), so a ratio is taken between timings a few milliseconds apart; the tables give the median
+and the spread (min–max) over rounds, in wall time and in CPU time (``time.process_time``, summed
+over threads: steadier on a shared machine, and for a multi-threaded method it is the cores' work,
+not the wait).
+
+    python benchmarks/resample.py [--quick] [--threads 2] [--rounds 7] [--methods op,normal_,eager]
+                                  [--json out.json]
 """
 
 from __future__ import annotations
@@ -14,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import platform
 import statistics
 import time
 from typing import Callable
@@ -24,7 +35,8 @@ from scipy.stats import truncnorm
 
 from mlvgm_data import LatentGroup, LatentSpec, Perturb, Resample, ViewPolicy, ops
 
-SPECS: dict[str, tuple[LatentSpec, ViewPolicy]] = {}
+# The goals of issue 18 (2 threads, B = 512): op >= 2x normal_, <= 2.5 ns per number, >= 5x eager.
+GOALS = {"normal_": 2.0, "ns": 2.5, "eager torch": 5.0}
 
 
 def _specs() -> dict[str, tuple[LatentSpec, ViewPolicy]]:
@@ -87,71 +99,176 @@ def research(spec: LatentSpec, policy: ViewPolicy, batch: int, views: int, rng: 
     return out
 
 
-def timeit(fn: Callable[[], object], repeats: int, min_time: float) -> tuple[float, float, float]:
-    """Median, min and max seconds per call over `repeats` timed rounds (after one warm-up)."""
-    fn()
-    samples = []
-    for _ in range(repeats):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            el = time.perf_counter() - t0
-            if el >= min_time:
-                break
-        samples.append(el / n)
-    return statistics.median(samples), min(samples), max(samples)
+def with_path(path: str, fn: Callable[[], object]) -> Callable[[], object]:
+    """fn on the CPU kernel's `path`, then back to the path the op picked."""
+
+    def call() -> object:
+        before = torch.ops.mlvgm_data._cpu_path()
+        torch.ops.mlvgm_data._cpu_path(path)
+        try:
+            return fn()
+        finally:
+            torch.ops.mlvgm_data._cpu_path(before)
+
+    return call
 
 
-def run(batches: list[int], repeats: int, min_time: float, views: int = 2) -> list[dict]:
+def time_rounds(cases: dict[str, Callable[[], object]], rounds: int, min_time: float) -> dict[str, list[tuple[float, float]]]:
+    """(wall, CPU) seconds per call of every case in each round; rounds interleave the cases in a
+    rotating order, after one warm-up call each."""
+    for fn in cases.values():
+        fn()
+    names = list(cases)
+    out: dict[str, list[tuple[float, float]]] = {k: [] for k in names}
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            fn, n = cases[k], 0
+            w0, c0 = time.perf_counter(), time.process_time()
+            while True:
+                fn()
+                n += 1
+                wall = time.perf_counter() - w0
+                if wall >= min_time:
+                    break
+            out[k].append((wall / n, (time.process_time() - c0) / n))
+    return out
+
+
+def run(batches: list[int], rounds: int, min_time: float, methods: set[str] | None, views: int = 2) -> list[dict]:
+    native = ops.has_native("cpu")
+    active = torch.ops.mlvgm_data._cpu_path() if native else None
+    others = [p for p in torch.ops.mlvgm_data._cpu_paths() if p != active] if native else []
     rows = []
     for name, (spec, policy) in _specs().items():
         for batch in batches:
             total = spec.numel * batch * views
             out = torch.empty(total)
+            fill = torch.empty(total)
             src = torch.randn(total)
             gen = torch.Generator().manual_seed(0)
             rng = np.random.default_rng(0)
             step = iter(range(1 << 30))
-            cases = {
-                "native op": lambda: ops.resample(spec, policy, batch, views, 0, next(step), out=out),
+
+            def op() -> object:
+                return ops.resample(spec, policy, batch, views, 0, next(step), out=out)
+
+            cases: dict[str, Callable[[], object]] = {}
+            if native:
+                cases[f"native op [{active}]"] = op
+            cases |= {
+                "torch normal_": lambda: fill.normal_(generator=gen),
                 "eager torch": lambda: eager(spec, policy, batch, views, gen),
                 "reference (int64 Philox)": lambda: ops.resample_reference(spec, policy, batch, views, 0, next(step)),
                 "scipy truncnorm (research)": lambda: research(spec, policy, batch, views, rng),
                 "copy of output size": lambda: out.copy_(src),
             }
-            if not ops.has_native("cpu"):
-                del cases["native op"]
-            timings = {k: timeit(f, repeats, min_time) for k, f in cases.items()}
-            base = timings.get("native op", timings["reference (int64 Philox)"])[0]
-            for k, (med, lo, hi) in timings.items():
-                rows.append({"spec": name, "batch": batch, "views": views, "method": k, "ms": med * 1e3,
-                             "min_ms": lo * 1e3, "max_ms": hi * 1e3, "floats": total,
-                             "native_speedup": med / base, "threads": torch.get_num_threads()})
+            for p in others:
+                cases[f"native op [{p}]"] = with_path(p, op)
+            if methods is not None:
+                cases = {k: f for k, f in cases.items() if k == f"native op [{active}]" or any(m in k for m in methods)}
+            timings = time_rounds(cases, rounds, min_time)
+            base_name = f"native op [{active}]" if native else "reference (int64 Philox)"
+            base = timings[base_name]
+            for k, samples in timings.items():
+                wall = [w for w, _ in samples]
+                cpu = [c for _, c in samples]
+                speed = [w / b[0] for (w, _), b in zip(samples, base)]  # op's speed-up, per round
+                speed_cpu = [c / b[1] for (_, c), b in zip(samples, base)]
+                rows.append({
+                    "spec": name, "batch": batch, "views": views, "method": k, "baseline": k == base_name, "floats": total,
+                    "threads": torch.get_num_threads(), "rounds": rounds,
+                    "ms": statistics.median(wall) * 1e3, "min_ms": min(wall) * 1e3, "max_ms": max(wall) * 1e3,
+                    "cpu_ms": statistics.median(cpu) * 1e3,
+                    "ns_per_number": statistics.median(wall) / total * 1e9,
+                    "cpu_ns_per_number": statistics.median(cpu) / total * 1e9,
+                    "op_speedup": statistics.median(speed), "op_speedup_min": min(speed), "op_speedup_max": max(speed),
+                    "op_speedup_cpu": statistics.median(speed_cpu),
+                    "op_speedup_cpu_min": min(speed_cpu), "op_speedup_cpu_max": max(speed_cpu),
+                })
     return rows
 
 
+def cpu_features() -> str:
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+                elif line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    isa = " ".join(f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "amx_tile") if f in flags)
+    native = ops.has_native("cpu")
+    path = (f"op's CPU path {torch.ops.mlvgm_data._cpu_path()} (this CPU has: {', '.join(torch.ops.mlvgm_data._cpu_paths())}"
+            f"{'; forced by MLVGM_CPU_PATH' if os.environ.get('MLVGM_CPU_PATH') else ''})" if native else "op not built")
+    return (f"CPU: {model}, {os.cpu_count()} logical cores; ISA flags: {isa or 'unknown'}; "
+            f"torch's ATen capability {torch.backends.cpu.get_cpu_capability()}; {path}")
+
+
 def markdown(rows: list[dict]) -> str:
-    lines = ["| spec | B | method | ms (median) | min–max | native is × faster |", "|---|---:|---|---:|---:|---:|"]
+    lines = ["| spec | B | method | ms wall (median, min–max) | ms CPU | ns / number (wall, CPU) "
+             "| op is × faster: wall (min–max) | CPU (min–max) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        ratio = "—" if r["method"] == "native op" else (
-            f"{r['native_speedup']:.1f}×" if r["method"] != "copy of output size" else f"native at {r['native_speedup']:.1%} of copy speed")
-        lines.append(f"| {r['spec']} | {r['batch']} | {r['method']} | {r['ms']:.3f} | {r['min_ms']:.3f}–{r['max_ms']:.3f} | {ratio} |")
+        if r["baseline"]:
+            ratio = "— | —"
+        else:
+            ratio = (f"{r['op_speedup']:.2f}× ({r['op_speedup_min']:.2f}–{r['op_speedup_max']:.2f}) | "
+                     f"{r['op_speedup_cpu']:.2f}× ({r['op_speedup_cpu_min']:.2f}–{r['op_speedup_cpu_max']:.2f})")
+        lines.append(f"| {r['spec']} | {r['batch']} | {r['method']} | {r['ms']:.3f} ({r['min_ms']:.3f}–{r['max_ms']:.3f}) "
+                     f"| {r['cpu_ms']:.3f} | {r['ns_per_number']:.2f}, {r['cpu_ns_per_number']:.2f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def goals(rows: list[dict]) -> str:
+    """The issue's goals at the largest batch, from the wall-time medians."""
+    batch = max(r["batch"] for r in rows)
+    lines = [f"Goals at B = {batch} ({GOALS['normal_']}× normal_, ≤ {GOALS['ns']} ns per number, "
+             f"{GOALS['eager torch']}× eager), wall-time medians:"]
+    for spec in dict.fromkeys(r["spec"] for r in rows):
+        by = {r["method"]: r for r in rows if r["spec"] == spec and r["batch"] == batch}
+        op = next((r for r in by.values() if r["baseline"] and r["method"].startswith("native op")), None)
+        if op is None:
+            continue
+        parts = [f"{op['ns_per_number']:.2f} ns/number {'met' if op['ns_per_number'] <= GOALS['ns'] else 'MISSED'}"]
+        for method, goal in (("torch normal_", GOALS["normal_"]), ("eager torch", GOALS["eager torch"])):
+            if method in by:
+                s = by[method]["op_speedup"]
+                parts.append(f"{s:.2f}× {method} {'met' if s >= goal else 'MISSED'}")
+        lines.append(f"- {spec}: " + ", ".join(parts))
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one batch size, fewer repetitions")
+    parser.add_argument("--quick", action="store_true", help="B = 64 only, fewer and shorter rounds")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per method (default 7, quick 3)")
+    parser.add_argument("--batches", default=None, help="comma-separated batch sizes (default 64,512; quick 64)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated substrings of the methods to time besides the op, e.g. normal_,eager")
     parser.add_argument("--json", default=None, help="write the rows as JSON")
     args = parser.parse_args()
-    batches, repeats, min_time = ([64], 3, 0.05) if args.quick else ([64, 512], 5, 0.2)
-    rows = run(batches, repeats, min_time)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native={ops.has_native('cpu')}\n")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    batches, rounds, min_time = ([64], 3, 0.05) if args.quick else ([64, 512], 7, 0.2)
+    if args.batches:
+        batches = [int(b) for b in args.batches.split(",")]
+    rounds = args.rounds or rounds
+    methods = set(args.methods.split(",")) if args.methods else None
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native={ops.has_native('cpu')}, "
+          f"load average {load:.2f}")
+    print(cpu_features() + "\n")
+    rows = run(batches, rounds, min_time, methods)
     print(markdown(rows))
+    print("\n" + goals(rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rows": rows}, f, indent=2)
+            json.dump({"cpu": cpu_features(), "load_average": load, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
