@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from mlvgm_data import augment as A
-from mlvgm_data.dali import DaliAugment, has_dali
+from mlvgm_data.augment.dali import DaliAugment, has_dali
 
 
 def _time(fn: Callable[[int], object], repeats: int) -> tuple[list[float], list[float]]:

@@ -59,7 +59,7 @@ def resolve_augment(augment: Augment | str | None, generator: torch.nn.Module, b
         raise ValueError(f"augment must be None, a callable or a preset name, got {type(augment).__name__}")
     size = image_size(generator)
     if augment == "dali" or augment.startswith("dali:"):
-        from .dali import DaliAugment
+        from .augment.dali import DaliAugment
 
         preset_name = augment.partition(":")[2] or "simclr"
         return DaliAugment(preset_name, size, batch_size=batch_size, num_views=num_views, device=device.type, seed=seed)

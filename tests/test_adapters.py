@@ -19,7 +19,7 @@ from mlvgm_data.generators import (
     MLVGMProtocol,
     StyleGANAdapter,
 )
-from mlvgm_data.generators.adapters import NVAESampler, VDVAESampler, _dmol_mean, split_layers, to_unit_range
+from mlvgm_data.generators.adapters import NVAESampler, VDVAESampler, dmol_mean, split_layers, to_unit_range
 
 # --- stand-ins -------------------------------------------------------------------------------
 
@@ -305,7 +305,7 @@ class DmolNetLike(nn.Module):
         return self.out_conv(px_z).permute(0, 2, 3, 1)
 
     def sample(self, px_z):
-        im = _dmol_mean(self.forward(px_z), self.H.num_mixtures).permute(0, 2, 3, 1) * 2 - 1
+        im = dmol_mean(self.forward(px_z), self.H.num_mixtures).permute(0, 2, 3, 1) * 2 - 1
         im = im + torch.empty_like(im).uniform_(-0.05, 0.05)
         return np.minimum(np.maximum(0.0, ((im + 1.0) * 127.5).detach().cpu().numpy()), 255.0).astype(np.uint8)
 
@@ -871,14 +871,14 @@ def test_vdvae_sampler_reruns_forward_uncond_with_given_eps():
         px_z = vae.forward_uncond(3, t=0.8)  # VDVAE's own sampling at temperature 0.8
         eps = list(dec.eps_drawn)
         out = sampler(eps, 0.8)
-        torch.testing.assert_close(out, _dmol_mean(dec.out_net(px_z), 2))
+        torch.testing.assert_close(out, dmol_mean(dec.out_net(px_z), 2))
         # the z values it drew, given to VDVAE's forward_manual_latents, make the same images
         zs: list[torch.Tensor] = []
         hooks = [b.z_proj.register_forward_hook(lambda m, args, _: zs.append(args[0])) for b in dec.dec_blocks]
         sampler(eps, 0.8)
         for h in hooks:
             h.remove()
-        torch.testing.assert_close(out, _dmol_mean(dec.out_net(vae.forward_manual_latents(3, zs[:4])), 2))
+        torch.testing.assert_close(out, dmol_mean(dec.out_net(vae.forward_manual_latents(3, zs[:4])), 2))
         gen = HierarchicalAdapter(sampler, temperature=0.8)
         assert gen.latent_spec.names == ("z0", "z1", "z2", "z3") and gen.image_shape == (3, 4, 4)
         torch.testing.assert_close(assert_protocol(gen, dict(zip(gen.latent_spec.names, eps)), shape=(3, 4, 4)), out)
@@ -904,10 +904,10 @@ def test_dmol_mean_closed_form():
     rest = params[..., 1:].view(3, 3)  # per channel: mean, log-scale, coefficient
     rest[:, 0] = torch.tensor([0.5, -0.5, 3.0])
     rest[0, 2] = math.atanh(0.5)
-    torch.testing.assert_close(_dmol_mean(params, 1).flatten(), torch.tensor([0.75, 0.375, 1.0]))
+    torch.testing.assert_close(dmol_mean(params, 1).flatten(), torch.tensor([0.75, 0.375, 1.0]))
     two = torch.zeros(1, 1, 1, 20)  # two components with equal weights: the means averaged
     two[..., 2:].view(3, 6)[0, :2] = torch.tensor([0.2, 0.6])
-    assert math.isclose(float(_dmol_mean(two, 2)[0, 0]), (0.4 + 1) / 2, rel_tol=1e-6)
+    assert math.isclose(float(dmol_mean(two, 2)[0, 0]), (0.4 + 1) / 2, rel_tol=1e-6)
 
 
 # --- any callable ------------------------------------------------------------------------------

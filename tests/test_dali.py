@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mlvgm_data import augment as A
-from mlvgm_data.dali import DaliAugment, has_dali
+from mlvgm_data.augment.dali import DaliAugment, has_dali
 
 needs_dali = pytest.mark.skipif(not has_dali(), reason="NVIDIA DALI not installed (pip install nvidia-dali-cuda120)")
 
@@ -89,7 +89,7 @@ def test_bad_inputs():
 def test_missing_dali_gives_install_hint(monkeypatch):
     import sys
 
-    from mlvgm_data import dali
+    from mlvgm_data.augment import dali
 
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)
     assert not dali.has_dali()

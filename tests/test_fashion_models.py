@@ -12,7 +12,7 @@ import torch
 from mlvgm_data.data import fashion_mnist as fm
 from mlvgm_data.generators import MLVGM, load_generator
 from mlvgm_data.latents import LatentGroup, LatentSpec
-from mlvgm_data.models import common, hvae
+from mlvgm_data.models import common, hvae_train
 from mlvgm_data.models import fashion_classifier as fc
 from mlvgm_data.models.hvae import HierarchicalVAE, make_config
 
@@ -89,12 +89,12 @@ def test_posterior_probe_on_the_means_of_every_group(fashion_files, tmp_path):
     assert set(acc) == {"all", "z1", "z2"} and all(0.0 <= v <= 1.0 for v in acc.values())
     gen = load_generator(tmp_path / "run")
     x = fm.FashionMNIST(train=False, pad_to=32).batch(range(5))[0]
-    means = hvae.posterior_means(gen, x, batch_size=2)  # batches give the same means as one pass
+    means = hvae_train.posterior_means(gen, x, batch_size=2)  # batches give the same means as one pass
     assert means["z1"].shape == (5, 4) and means["z2"].shape == (5, 2 * 4 * 4)
     assert torch.allclose(means["z2"], gen.encode(x)["z2"][0].flatten(1), atol=1e-6)
     # Labels that a group's means separate perfectly are found by its probe.
     labels = (means["z1"][:, 0] > means["z1"][:, 0].median()).long()
-    assert hvae.posterior_probe(gen, x, labels, x, labels)["z1"] == 1.0
+    assert hvae_train.posterior_probe(gen, x, labels, x, labels)["z1"] == 1.0
 
 
 def test_train_command_accepts_data_fashion_mnist(fashion_files, tmp_path, capsys):

@@ -130,7 +130,7 @@ def test_bad_input(tmp_path):
 
 
 def test_hvae_kl_weights_default_to_one_for_the_top_group_and_five_below():
-    from mlvgm_data.models.hvae import kl_weights
+    from mlvgm_data.models.hvae_train import kl_weights
 
     assert kl_weights(None, 3) == [1.0, 5.0, 5.0]
     assert kl_weights(None, 2) == [1.0, 5.0]

@@ -149,9 +149,9 @@ def dali_folder_pipeline(root: str | Path, size: int, batch_size: int, num_threa
                          gpu: bool = False) -> Any:
     """A built DALI pipeline: file reader → JPEG decode (CPU, or "mixed" on a GPU) → the SimCLR
     ops of ``augment="dali"`` twice; outputs ``(view0, view1)`` CHW float batches."""
-    from ..dali import _import_dali, view_ops
+    from ..augment.dali import import_dali, view_ops
 
-    dali, fn, _, types = _import_dali()
+    dali, fn, _, types = import_dali()
     augment = simclr(size)
     pipe = dali.Pipeline(batch_size=batch_size, num_threads=num_threads, seed=seed,
                          device_id=torch.cuda.current_device() if gpu else None)

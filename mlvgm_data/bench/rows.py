@@ -204,12 +204,12 @@ def _torchvision_row(ctx: _Context, folder: Path, res: int) -> None:
 
 
 def _dali_row(ctx: _Context, folder: Path, res: int) -> None:
-    from ..dali import _INSTALL, has_dali
+    from ..augment.dali import INSTALL_HINT, has_dali
 
     gpu = torch.cuda.is_available()
     name = f"DALI file reader + decode + ops ({'GPU' if gpu else 'CPU'})"
     if not has_dali():
-        ctx.skip("dali", name, f"NVIDIA DALI is not installed: {_INSTALL}")
+        ctx.skip("dali", name, f"NVIDIA DALI is not installed: {INSTALL_HINT}")
         return
     c = ctx.cfg
     threads = max(c.threads)

@@ -16,7 +16,8 @@ from ..views import Perturb, ViewPolicy
 def fresh_hvae(resolution: int, channel_scale: float = 1.0, base: dict | None = None) -> nn.Module:
     """A freshly initialised hierarchical VAE (speed does not depend on the weights): ``base``
     (a config, default the trainer's defaults at ``resolution``) with its decoder widths scaled."""
-    from ..models.hvae import DEFAULT_CONFIG, RESOLUTION_DEFAULTS, HierarchicalVAE, make_config
+    from ..models.hvae import DEFAULT_CONFIG, HierarchicalVAE, make_config
+    from ..models.hvae_train import RESOLUTION_DEFAULTS
 
     if base is None:
         if resolution not in RESOLUTION_DEFAULTS:

@@ -9,7 +9,7 @@ from typing import Iterator
 import torch
 
 from ..generators import load_generator
-from ..generators.registry import _resolve, read_config
+from ..generators.registry import generator_files, read_config
 
 HELP = "Measure each latent group's information (I(z_g; x), I(x; x') with g resampled) and recommend a view policy."
 
@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _save_policy(name: str, recommended: dict, command: str) -> str:
-    _, config_path = _resolve(name)
+    _, config_path = generator_files(name)
     cfg = read_config(config_path)
     cfg["policy"] = recommended["policy"]
     cfg["policy_source"] = {"command": command, "target_nats": recommended["target"],

@@ -7,21 +7,35 @@ a builder registered with :func:`register_family`; nothing in either file is eve
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
 from .._checks import check_device
 
+if TYPE_CHECKING:
+    from ..views import ViewPolicy
+
 FORMAT = "mlvgm-data/1"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
-_FAMILIES: dict[str, Callable[[dict], nn.Module]] = {}
+FAMILIES: dict[str, str] = {
+    "hvae": "mlvgm_data.models.hvae:build",
+    "stylegan": "mlvgm_data.models.stylegan:build",
+    "mlvae": "mlvgm_data.models.mlvae:build",
+}
+"""The built-in families: ``family -> "module:builder"``, imported only when a config names it
+(so the library core never imports the model code it does not use)."""
+BUILTINS: dict[str, str] = {"shapes": "shapes_hvae", "shapes-stylegan": "shapes_stylegan"}
+"""``builtin:NAME -> assets/STEM.{pt,json}``."""
+
+_FAMILIES: dict[str, Callable[[dict], nn.Module]] = {}  # families registered at run time (users')
 _BUILTINS: dict[str, str] = {}
 
 
@@ -36,27 +50,31 @@ def register_builtin(name: str, stem: str) -> None:
 
 
 def builtin_names() -> list[str]:
-    return sorted(f"builtin:{n}" for n in _BUILTINS)
+    return sorted(f"builtin:{n}" for n in {**BUILTINS, **_BUILTINS})
 
 
 def families() -> list[str]:
-    _import_families()
-    return sorted(_FAMILIES)
+    return sorted({**FAMILIES, **_FAMILIES})
 
 
-def _import_families() -> None:
-    # The built-in model modules register themselves on import.
-    from .. import models  # noqa: F401
+def _builder(family: str) -> Callable[[dict], nn.Module] | None:
+    if family in _FAMILIES:
+        return _FAMILIES[family]
+    if family in FAMILIES:
+        module, attr = FAMILIES[family].split(":")
+        return getattr(importlib.import_module(module), attr)
+    return None
 
 
-def _resolve(name_or_path: str | Path) -> tuple[Path, Path]:
+def generator_files(name_or_path: str | Path) -> tuple[Path, Path]:
+    """The (weights, config) files of ``builtin:NAME`` or a saved generator's path."""
     s = str(name_or_path)
     if s.startswith("builtin:"):
-        _import_families()
         name = s[len("builtin:"):]
-        if name not in _BUILTINS:
+        stems = {**BUILTINS, **_BUILTINS}
+        if name not in stems:
             raise ValueError(f"unknown built-in generator {s!r}; available: {builtin_names()}")
-        stem = ASSETS / _BUILTINS[name]
+        stem = ASSETS / stems[name]
         return stem.with_suffix(".pt"), stem.with_suffix(".json")
     p = Path(s)
     if p.is_dir():
@@ -99,13 +117,13 @@ def load_state(path: Path) -> dict[str, Any]:
 def load_generator(name_or_path: str | Path, device: torch.device | str | None = None) -> nn.Module:
     """Loads ``"builtin:NAME"`` or a saved generator (``PATH.pt`` + ``PATH.json``), in eval mode."""
     device = torch.device("cpu") if device is None else check_device(device)
-    weights, config_path = _resolve(name_or_path)
+    weights, config_path = generator_files(name_or_path)
     cfg = read_config(config_path)
-    _import_families()
     family = cfg["family"]
-    if family not in _FAMILIES:
-        raise ValueError(f"{config_path}: unknown generator family {family!r}; known: {sorted(_FAMILIES)}")
-    model = _FAMILIES[family](cfg.get("config", {}))
+    builder = _builder(family) if isinstance(family, str) else None
+    if builder is None:
+        raise ValueError(f"{config_path}: unknown generator family {family!r}; known: {families()}")
+    model = builder(cfg.get("config", {}))
     state = load_state(weights)
     try:
         model.load_state_dict(state.get("model", state))
@@ -119,7 +137,7 @@ def recommended_policy(name_or_path: str | Path) -> "ViewPolicy":
     MI analysis: ``mlvgm-data mi GENERATOR --save-policy``)."""
     from ..views import ViewPolicy
 
-    _, config_path = _resolve(name_or_path)
+    _, config_path = generator_files(name_or_path)
     cfg = read_config(config_path)
     if "policy" not in cfg:
         raise ValueError(f"{config_path} stores no recommended policy; run `mlvgm-data mi {name_or_path}` to make one")
@@ -129,14 +147,14 @@ def recommended_policy(name_or_path: str | Path) -> "ViewPolicy":
 def mi_report_path(name_or_path: str | Path) -> Path | None:
     """The MI report stored beside a saved generator (``PATH.mi.json``, an ``MIReport.to_json``
     file), or ``None`` when it has none."""
-    _, config_path = _resolve(name_or_path)
+    _, config_path = generator_files(name_or_path)
     path = config_path.with_name(config_path.stem + ".mi.json")
     return path if path.is_file() else None
 
 
 def save_generator(model: nn.Module, path: str | Path, family: str, config: dict, extra: dict | None = None) -> Path:
     """Writes ``path.pt`` (state dict) and ``path.json`` (family + config + ``extra``)."""
-    weights, config_path = _resolve(path)
+    weights, config_path = generator_files(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, weights)
     doc = {"format": FORMAT, "family": family, "config": config}

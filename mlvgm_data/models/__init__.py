@@ -1,3 +1,2 @@
-"""Built-in trainable MLVGMs. Importing this package registers their families and assets."""
+"""Built-in trainable MLVGMs (the registry finds their builders by name: ``generators.registry.FAMILIES``)."""
 
-from . import hvae, mlvae, recognize, stylegan  # noqa: F401

@@ -1,8 +1,9 @@
 """Training infrastructure shared by the built-in models (``mlvgm-data train --model NAME``).
 
-A model module registers its trainer once, at import::
+A model module describes its trainer in a module-level ``TRAINER`` (:data:`TRAINER_MODULES`
+lists the built-in ones; ``register_trainer`` adds others at run time)::
 
-    register_trainer("hvae", add_arguments, train_fn, help="...", defaults={"steps": 20000})
+    TRAINER = Trainer("hvae", add_arguments, train_fn, help="...", defaults={"steps": 20000})
 
 - ``add_arguments(parser)`` declares the model's own options with ``parser.add_argument`` (the
   usual argparse keywords; give every option a ``default``). Two trainers may declare the same
@@ -379,6 +380,11 @@ class Trainer:
     help: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.defaults) - set(COMMON_DEFAULTS))
+        if unknown:
+            raise ValueError(f"trainer {self.name!r}: defaults for unknown common options {unknown}")
+
     def options(self) -> list[tuple[tuple[str, ...], dict]]:
         rec = _Recorder()
         self.add_arguments(rec)
@@ -393,6 +399,9 @@ class Trainer:
         return out
 
 
+TRAINER_MODULES = {"hvae": "mlvgm_data.models.hvae_train", "stylegan": "mlvgm_data.models.stylegan",
+                   "mlvae": "mlvgm_data.models.mlvae"}
+"""The built-in trainers: each module's ``TRAINER``, imported when the trainers are listed."""
 _TRAINERS: dict[str, Trainer] = {}
 
 
@@ -401,17 +410,15 @@ def register_trainer(
     help: str = "", defaults: dict[str, Any] | None = None,
 ) -> None:
     """Makes ``mlvgm-data train --model name`` run ``train_fn`` (see the module docstring)."""
-    unknown = sorted(set(defaults or {}) - set(COMMON_DEFAULTS))
-    if unknown:
-        raise ValueError(f"register_trainer({name!r}): defaults for unknown common options {unknown}")
     _TRAINERS[name] = Trainer(name, add_arguments, train_fn, help, dict(defaults or {}))
 
 
 def trainers() -> dict[str, Trainer]:
-    """The registered trainers (importing :mod:`mlvgm_data.models` registers the built-in ones)."""
-    from .. import models  # noqa: F401
+    """The built-in trainers and those registered at run time."""
+    import importlib
 
-    return dict(_TRAINERS)
+    builtin = {name: importlib.import_module(module).TRAINER for name, module in TRAINER_MODULES.items()}
+    return {**builtin, **_TRAINERS}
 
 
 def _dest(flags: tuple[str, ...], kw: dict) -> str:

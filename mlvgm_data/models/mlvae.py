@@ -36,7 +36,6 @@ from torch import nn
 
 from ..data.shapes import FACTOR_NAMES, render_factors, sample_factors
 from ..generators.base import MLVGM
-from ..generators.registry import register_family
 from ..latents import LatentGroup, LatentSpec
 from . import common
 from .stylegan import check_resumed_options, run_options
@@ -175,7 +174,9 @@ class MLVAE(MLVGM):
                 "kl_content": kl_content, "mse": (x - mean).square().mean()}
 
 
-register_family(FAMILY, lambda config: MLVAE(**config))
+def build(config: dict) -> MLVAE:
+    """The model of a saved ``mlvae`` config (the registry's builder for this family)."""
+    return MLVAE(**config)
 
 
 def swap_grid(model: MLVAE, path: str | Path, rows: int = 8, seed: int = 0) -> None:
@@ -323,7 +324,7 @@ def train(opts: argparse.Namespace) -> dict:
     return common.save_outputs(model, opts, FAMILY, config, summary)
 
 
-common.register_trainer(
+TRAINER = common.Trainer(
     "mlvae", add_arguments, train,
     help="ML-VAE: group content latent (product of Gaussians) + per-sample style latent",
     defaults={"steps": 6000, "batch_size": 64, "lr": 1e-3},

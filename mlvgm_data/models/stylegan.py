@@ -34,7 +34,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..generators.adapters import StyleGANAdapter
-from ..generators.registry import register_builtin, register_family
 from . import common
 
 FAMILY = "stylegan"
@@ -240,8 +239,9 @@ class StyleGANGenerator(StyleGANAdapter):
         self.config = cfg
 
 
-register_family(FAMILY, lambda config: StyleGANGenerator(**config))
-register_builtin("shapes-stylegan", "shapes_stylegan")
+def build(config: dict) -> StyleGANGenerator:
+    """The generator of a saved ``stylegan`` config (the registry's builder for this family)."""
+    return StyleGANGenerator(**config)
 
 
 # --- discriminator ---------------------------------------------------------------------------
@@ -556,7 +556,7 @@ def _recognizability(model: StyleGANGenerator, opts: argparse.Namespace) -> dict
     return {"recognizability": recognizability(model)}
 
 
-common.register_trainer(
+TRAINER = common.Trainer(
     "stylegan", add_arguments, train,
     help="StyleGAN2-like GAN (mapping + modulated convs, W+ layer groups as latent groups)",
     defaults={"lr": 2e-3, "batch_size": 16, "steps": 30000, "checkpoint_every": 500, "threads": 1},

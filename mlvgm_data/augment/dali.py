@@ -13,27 +13,28 @@ from typing import Sequence
 
 import torch
 
-from . import augment as _augment
-from .augment import AugmentConfig, ViewAugment
+from .config import AugmentConfig
+from . import presets
+from .view import ViewAugment
 
-_INSTALL = "pip install nvidia-dali-cuda120  (or: pip install 'mlvgm-data[dali]'); its CPU mode needs no GPU"
+INSTALL_HINT = "pip install nvidia-dali-cuda120  (or: pip install 'mlvgm-data[dali]'); its CPU mode needs no GPU"
 
 
-def _import_dali():
+def import_dali():
     try:
         import nvidia.dali as dali
         import nvidia.dali.fn as fn
         import nvidia.dali.math as dmath
         import nvidia.dali.types as types
     except ImportError as e:
-        raise ImportError(f"augment='dali' needs NVIDIA DALI, which is not installed ({e}): {_INSTALL}") from None
+        raise ImportError(f"augment='dali' needs NVIDIA DALI, which is not installed ({e}): {INSTALL_HINT}") from None
     return dali, fn, dmath, types
 
 
 def has_dali() -> bool:
     """Whether NVIDIA DALI can be imported."""
     try:
-        _import_dali()
+        import_dali()
     except ImportError:
         return False
     return True
@@ -43,7 +44,7 @@ def view_ops(x, cfg: AugmentConfig, gpu: bool = False):
     """The DALI ops of one view's augmentation ``cfg`` applied to the node ``x`` (HWC float in
     [0, 1] on the CPU, or on the GPU with ``gpu``) → CHW float: the chain :class:`DaliAugment` runs
     on generated views, also used by the benchmark's file-reader pipeline on decoded JPEGs."""
-    _, fn, dmath, types = _import_dali()
+    _, fn, dmath, types = import_dali()
     # Named argument inputs must stay on the CPU; arithmetic operands follow the data.
     data = (lambda node: node.gpu()) if gpu else (lambda node: node)  # noqa: E731
     coin = lambda p: fn.cast(fn.random.coin_flip(probability=p), dtype=types.FLOAT)  # noqa: E731
@@ -124,8 +125,8 @@ class DaliAugment:
         num_threads: int | None = None,
         normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     ):
-        dali, _, _, _ = _import_dali()
-        augment = _augment.preset(preset, size, normalize) if isinstance(preset, str) else preset
+        dali, _, _, _ = import_dali()
+        augment = presets.preset(preset, size, normalize) if isinstance(preset, str) else preset
         if not isinstance(augment, ViewAugment):
             raise ValueError(f"preset must be a preset name or a ViewAugment, got {preset!r}")
         for field, value, low in (("batch_size", batch_size, 1), ("num_views", num_views, 1), ("seed", seed, 0)):
@@ -156,7 +157,7 @@ class DaliAugment:
 
     def _graph(self, view: int, cfg: AugmentConfig):
         """The DALI ops of one view fed by its ``external_source`` (output CHW)."""
-        _, fn, _, types = _import_dali()
+        _, fn, _, types = import_dali()
         gpu = self.device == "cuda"
         x = fn.external_source(name=f"view{view}", device="gpu" if gpu else "cpu", layout="HWC", dtype=types.FLOAT)
         return view_ops(x, cfg, gpu)

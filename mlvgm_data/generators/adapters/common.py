@@ -1,0 +1,139 @@
+"""What every adapter shares: the MLVGM base for wrapped models, output-range mapping, argument
+checks, and the cross-check of an argument against what the model says about itself."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..base import MLVGM
+
+
+def check_range(output_range: Sequence[float] | None) -> tuple[float, float] | None:
+    if output_range is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in output_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"output_range must be a pair (low, high) or None, got {output_range!r}") from None
+    if not lo < hi:
+        raise ValueError(f"output_range must have low < high, got {output_range!r}")
+    return lo, hi
+
+
+def to_unit_range(images: torch.Tensor, output_range: tuple[float, float] | None, where: str = "the model") -> torch.Tensor:
+    """Maps images from ``output_range`` (e.g. ``(-1, 1)``) to [0, 1], clamped.
+
+    ``None`` means the model already outputs [0, 1]; the clamp still applies (NaN passes through
+    so that the protocol check reports it).
+    """
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
+        raise RuntimeError(f"{where} returned {got}, expected a floating-point image tensor [N, C, H, W]")
+    if output_range is not None and output_range != (0.0, 1.0):
+        lo, hi = output_range
+        images = (images - lo) / (hi - lo)
+    return images.clamp(0.0, 1.0)
+
+
+def agree(field: str, given: Any, found: Any, source: str | None) -> Any:
+    """``given`` when set, else what the model says (``found``); both set and different is an error."""
+    if given is None:
+        return found
+    if found is not None and given != found:
+        raise ValueError(f"{field}={given!r} contradicts the model's {source} ({found!r}); "
+                         f"leave {field} unset to take it from the model")
+    return given
+
+
+def model_int(model: Any, paths: Sequence[str]) -> tuple[int | None, str | None]:
+    """The first positive int among dotted attribute ``paths`` of ``model``, and its path."""
+    for path in paths:
+        obj = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, int) and not isinstance(obj, bool) and obj > 0:
+            return obj, path
+    return None, None
+
+
+class Adapter(MLVGM):
+    """What every adapter shares: ``decode`` given one tensor instead of the dict says so."""
+
+    def decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None = None) -> torch.Tensor:
+        check_mapping(self, latents)
+        return super().decode(latents, classes)
+
+
+def check_mapping(generator: MLVGM, latents: object) -> None:
+    if isinstance(latents, Mapping):
+        return
+    name, spec = type(generator).__name__, generator.latent_spec
+    hint = (f"; for one flat tensor [N, {spec.numel}] pass {name}.latent_spec.split(z)"
+            if isinstance(latents, torch.Tensor) else "")
+    raise ValueError(f"{name}.decode takes a dict {{group: tensor [N, *shape]}} with groups {list(spec.names)}, "
+                     f"got {type(latents).__name__}{hint}")
+
+
+class WrapsCallable(Adapter):
+    """Holds a user's callable so that ``.to()``, ``.eval()`` and ``state_dict`` reach its module.
+
+    A module is registered as ``self.model``; a bound method of a module registers the module
+    and keeps the method as a plain attribute (registering it twice would duplicate its weights).
+    """
+
+    def _hold(self, fn: Callable[..., Any], field: str) -> None:
+        if not callable(fn):
+            raise ValueError(f"{field} must be callable, got {type(fn).__name__}")
+        owner = fn if isinstance(fn, nn.Module) else getattr(fn, "__self__", None)
+        if isinstance(owner, nn.Module):
+            self.model = owner
+        self._call = None if fn is owner else fn
+
+    def _run(self, *args: Any) -> Any:
+        return self.model(*args) if self._call is None else self._call(*args)
+
+    def _check_call(self, passed: Sequence[str], hint: str) -> None:
+        """Refuses, at construction, a call the wrapped callable's signature cannot take (instead
+        of a ``missing argument`` error from deep inside the first decode)."""
+        fn = self.model.forward if self._call is None else self._call
+        try:
+            params = list(inspect.signature(fn).parameters.values())
+        except (TypeError, ValueError):  # no signature to read (a builtin): the call will tell
+            return
+        if any(p.kind is p.VAR_POSITIONAL for p in params):
+            return
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [p for p in positional if p.default is p.empty]
+        if not len(required) <= len(passed) <= len(positional):
+            raise ValueError(f"the wrapped generator takes ({', '.join(p.name for p in positional)}), but this "
+                             f"adapter would call it as ({', '.join(passed)}): {hint}")
+
+
+def check_image_shape(image_shape: Sequence[int] | None) -> tuple[int, int, int] | None:
+    if image_shape is None:
+        return None
+    shape = tuple(image_shape)
+    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ValueError(f"image_shape must be (C, H, W) positive ints, got {image_shape!r}")
+    return shape  # type: ignore[return-value]
+
+
+def class_input(classes: torch.Tensor | None, num_classes: int | None, kind: str,
+                 like: torch.Tensor, name: str) -> torch.Tensor | None:
+    """Class labels in the form the wrapped module takes (one-hot floats or int64 indices)."""
+    if not num_classes:
+        return None
+    if classes is None:
+        raise ValueError(
+            f"{name} is class-conditional ({num_classes} classes): pass classes=[N] int64 to decode"
+        )
+    if bool(((classes < 0) | (classes >= num_classes)).any()):
+        raise ValueError(f"classes must lie in [0, {num_classes}), got values outside it")
+    if kind == "index":
+        return classes.to(like.device)
+    return F.one_hot(classes, num_classes).to(device=like.device, dtype=like.dtype)
