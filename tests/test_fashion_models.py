@@ -98,18 +98,16 @@ def test_posterior_probe_on_the_means_of_every_group(fashion_files, tmp_path):
 
 
 def test_train_command_accepts_data_fashion_mnist(fashion_files, tmp_path, capsys):
-    import argparse
+    from mlvgm_data.cli import main
 
-    from mlvgm_data.commands import train as train_cmd
-
-    parser = argparse.ArgumentParser()
-    train_cmd.add_arguments(parser)
-    argv = ["--model", "hvae", "--data", "fashion-mnist", "--steps", "1", "--out", str(tmp_path / "run")]
+    argv = ["train", "--model", "hvae", "--data", "fashion-mnist", "--steps", "1", "--out", str(tmp_path / "run")]
     for k, v in TINY_TRAIN.items():
         argv += [f"--{k.replace('_', '-')}", str(v)]
-    train_cmd.run(parser.parse_args(argv))
-    assert "fashion-mnist" in capsys.readouterr().out
-    assert "fashion-mnist" in parser.format_help()
+    assert main(argv) == 0  # through the CLI, with its own --json/--debug options beside the trainer's
+    assert "data: fashion-mnist" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "'fashion-mnist'" in capsys.readouterr().out
 
 
 # --- the classifier and the quality score -----------------------------------------------------

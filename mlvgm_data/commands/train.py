@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> dict:
     trainer = get_trainer(args.model)
     known = trainer.option_defaults()
     given = {k: v for k, v in vars(args).items() if k in known}
-    other = sorted(k for k in vars(args) if k not in known and k not in ("model", "json", "command", "_module"))
+    # The CLI's own options (every subcommand has --json and --debug) are not the trainer's.
+    cli_options = ("model", "json", "debug", "command", "_module")
+    other = sorted(k for k in vars(args) if k not in known and k not in cli_options)
     if other:
         raise ValueError(f"options {other} do not apply to --model {args.model}")
     summary = train(args.model, **given)
