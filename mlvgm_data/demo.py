@@ -352,14 +352,13 @@ def _policy(cfg: DemoConfig, name: str, generator: torch.nn.Module) -> tuple[Vie
     """The recommended policy (stored with the generator, or measured afresh with ``mi_budget``)
     and the MI report for the chart (``None`` when none is stored)."""
     from . import mi
-    from .generators.registry import mi_report_path
+    from .generators.registry import stored_mi_report
 
     if cfg.mi_budget is not None:
         report = mi.analyze(generator, budget=cfg.mi_budget, seed=0, progress=cfg.progress)
         return report.recommend_policy(), report
-    stored = mi_report_path(name)
-    report = mi.MIReport.from_json(stored) if stored is not None else None
-    return recommended_policy(name), report
+    stored = stored_mi_report(name)
+    return recommended_policy(name), (mi.MIReport.from_dict(stored) if stored is not None else None)
 
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:

@@ -65,9 +65,11 @@ def test_mi_command_prints_table_writes_chart_json_and_policy(saved: Path, tmp_p
     assert doc["underused"] == ["unused"]
     assert set(doc["groups"]) == {"freq", "tint", "unused"}
     policy = ViewPolicy.from_dict(doc["recommended"]["policy"])
-    assert policy == recommended_policy(saved)
-    stored = json.loads(saved.with_suffix(".json").read_text())
-    assert stored["policy_source"]["command"].startswith(f"mlvgm-data mi {saved} --samples 256")
+    assert policy == recommended_policy(saved)  # read from the policy file beside the generator
+    stored = json.loads(saved.with_name("stripes.policy.json").read_text())
+    assert stored["source"]["command"].startswith(f"mlvgm-data mi {saved} --samples 256")
+    assert stored["mi"]["groups"].keys() == {"freq", "tint", "unused"}
+    assert "policy" not in json.loads(saved.with_suffix(".json").read_text())  # the generator's own file is untouched
     assert out_png.read_bytes()[:4] == b"\x89PNG"
     assert doc["plot"] == str(out_png)
 
@@ -92,6 +94,49 @@ def test_mi_command_encoder_metrics(saved: Path, capsys) -> None:
     assert enc["n"] == 300 and enc["data"] == "shapes"
     assert abs(enc["groups"]["freq"]["mi"]) < 1e-12 and enc["groups"]["freq"]["active"] == 0
     assert enc["groups"]["tint"]["mi"] > 0.5 and enc["groups"]["tint"]["active"] == 3
+
+
+def test_save_policy_on_a_builtin_never_writes_into_the_package(tmp_path: Path, monkeypatch, capsys) -> None:
+    import hashlib
+
+    import mlvgm_data
+    from mlvgm_data.generators.registry import stored_mi_report, user_policy_path
+
+    def package_digest() -> str:
+        root = Path(mlvgm_data.__file__).parent
+        h = hashlib.sha256()
+        for f in sorted(root.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                h.update(f.read_bytes())
+        return h.hexdigest()
+
+    monkeypatch.setenv("MLVGM_CONFIG", str(tmp_path / "config"))
+    shipped = recommended_policy("builtin:shapes")
+    before = package_digest()
+    assert main(["mi", "builtin:shapes", "--samples", "128", "--steps", "2", "--budget", "30", "--no-progress",
+                 "--groups", "z1,z3", "--save-policy"]) == 0
+    assert package_digest() == before
+    path = user_policy_path("builtin:shapes")
+    assert path == tmp_path / "config" / "policies" / "shapes.json" and path.is_file()
+    assert recommended_policy("builtin:shapes") == ViewPolicy.from_dict(json.loads(path.read_text())["policy"])
+    assert stored_mi_report("builtin:shapes")["settings"]["groups"] == ["z1", "z3"]
+    path.unlink()
+    assert recommended_policy("builtin:shapes") == shipped
+
+
+def test_outputs_and_matplotlib_are_checked_before_the_analysis(saved: Path, tmp_path: Path, monkeypatch,
+                                                                capsys) -> None:
+    import sys
+
+    for extra, match in [(["--plot", str(tmp_path / "missing" / "mi.png")], "--plot"),
+                         (["--save-policy", str(tmp_path / "nowhere" / "p.json")], "--save-policy"),
+                         (["--budget", "-1"], "--budget"), (["--steps", "0"], "--steps")]:
+        assert main(["mi", str(saved), "--no-progress", *extra]) == 2
+        captured = capsys.readouterr()
+        assert match in captured.err and "| freq |" not in captured.out
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["mi", str(saved), "--no-progress", "--plot", str(tmp_path / "mi.png")]) == 2
+    assert "pip install matplotlib" in capsys.readouterr().err
 
 
 def test_mi_command_errors(saved: Path, capsys) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from .._checks import check_int, check_number
+from .._io import check_output_path, write_text
 from ..generators import load_generator
-from ..generators.registry import generator_files, read_config
+from ..generators.registry import POLICY_FORMAT, user_policy_path
 
 HELP = "Measure each latent group's information (I(z_g; x), I(x; x') with g resampled) and recommend a view policy."
 
@@ -29,8 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.05,
                    help="under-used: I(z_g; x) below this fraction of the largest group's (default 0.05)")
     p.add_argument("--plot", default=None, metavar="PATH", help="write the bar chart PNG here (needs matplotlib)")
-    p.add_argument("--save-policy", action="store_true",
-                   help="store the recommended policy in the generator's JSON (read by mlvgm_data.recommended_policy)")
+    p.add_argument("--save-policy", nargs="?", const="auto", default=None, metavar="PATH",
+                   help="store the recommended policy (and this report) where recommended_policy() reads it first: "
+                        "beside a saved generator (PATH.policy.json), or for builtin:NAME in "
+                        "~/.config/mlvgm-data/policies/NAME.json ($MLVGM_CONFIG overrides); or in PATH. Never in "
+                        "the installed package")
     p.add_argument("--encoder-data", default=None, metavar="shapes|fashion-mnist|PATH",
                    help="also report the encoder metrics (KL, I_q(x; z), active units per group) on real images: "
                         "'shapes' (held-out procedural Shapes), 'fashion-mnist' (its test split) or an image "
@@ -40,14 +46,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _save_policy(name: str, recommended: dict, command: str) -> str:
-    _, config_path = generator_files(name)
-    cfg = read_config(config_path)
-    cfg["policy"] = recommended["policy"]
-    cfg["policy_source"] = {"command": command, "target_nats": recommended["target"],
-                            "views_mi_nats": recommended["mi"]["value"], "description": recommended["description"]}
-    config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    return str(config_path)
+def _policy_target(args: argparse.Namespace) -> Path:
+    return user_policy_path(args.generator) if args.save_policy == "auto" else Path(args.save_policy)
+
+
+def _save_policy(path: Path, name: str, recommended: dict, report: dict, command: str) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"format": POLICY_FORMAT, "generator": name, "policy": recommended["policy"],
+           "source": {"command": command, "target_nats": recommended["target"],
+                      "views_mi_nats": recommended["mi"]["value"], "description": recommended["description"]},
+           "mi": report}
+    write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n", "--save-policy")
+    return str(path)
+
+
+def check(args: argparse.Namespace) -> None:
+    """Before the analysis: the numbers, the output files and matplotlib for --plot."""
+    check_int(args.samples, "--samples", 128)
+    check_int(args.steps, "--steps", 1)
+    check_int(args.encoder_samples, "--encoder-samples", 1)
+    check_number(args.budget, "--budget", 0.0, strict_low=True)
+    check_number(args.threshold, "--threshold", 0.0, 1.0, strict_low=True)
+    if args.target is not None:
+        check_number(args.target, "--target")
+    if args.plot is not None:
+        check_output_path(args.plot, "--plot")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("--plot needs matplotlib: pip install matplotlib") from None
+    if args.save_policy is not None:
+        target = _policy_target(args)
+        if args.save_policy != "auto" or target.parent.exists():
+            check_output_path(target, "--save-policy")
 
 
 ENCODER_SHAPES_SEED = 7
@@ -117,7 +148,8 @@ def run(args: argparse.Namespace) -> dict:
         print()
         print(f"Encoder metrics on {enc.n} images ({args.encoder_data}):")
         print(enc.to_markdown())
-    if args.save_policy:
-        result["saved_policy_to"] = _save_policy(args.generator, result["recommended"], _command(args))
+    if args.save_policy is not None:
+        result["saved_policy_to"] = _save_policy(_policy_target(args), args.generator, result["recommended"],
+                                                 report.to_dict(), _command(args))
         print(f"policy stored in {result['saved_policy_to']}")
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -132,24 +133,66 @@ def load_generator(name_or_path: str | Path, device: torch.device | str | None =
     return model.to(device).eval()
 
 
+POLICY_FORMAT = "mlvgm-data/policy/1"
+
+
+def user_policy_path(name_or_path: str | Path) -> Path:
+    """Where ``mlvgm-data mi --save-policy`` stores a measured policy and where
+    :func:`recommended_policy` looks first: ``PATH.policy.json`` beside a saved generator, and for
+    ``builtin:NAME`` ``$MLVGM_CONFIG/policies/NAME.json`` (default ``$XDG_CONFIG_HOME/mlvgm-data``,
+    i.e. ``~/.config/mlvgm-data``) — never inside the installed package."""
+    s = str(name_or_path)
+    if s.startswith("builtin:"):
+        generator_files(s)  # an unknown built-in is an error here too
+        xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        base = Path(os.environ.get("MLVGM_CONFIG") or xdg / "mlvgm-data")
+        return base / "policies" / f"{s[len('builtin:'):]}.json"
+    _, config_path = generator_files(s)
+    return config_path.with_name(config_path.stem + ".policy.json")
+
+
+def read_policy_file(path: Path) -> dict:
+    """A policy file written by ``--save-policy``: ``{"format", "generator", "policy", "source"}``."""
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"policy file {path} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != POLICY_FORMAT or not isinstance(doc.get("policy"), dict):
+        raise ValueError(f"{path} is not a {POLICY_FORMAT} policy file")
+    return doc
+
+
 def recommended_policy(name_or_path: str | Path) -> "ViewPolicy":
-    """The view policy stored with a saved generator (its ``"policy"`` field, written from the
-    MI analysis: ``mlvgm-data mi GENERATOR --save-policy``)."""
+    """The view policy measured for a generator: the one ``mlvgm-data mi GENERATOR --save-policy``
+    stored in :func:`user_policy_path` if there is one, else the one shipped in its config."""
     from ..views import ViewPolicy
 
+    user = user_policy_path(name_or_path)
+    if user.is_file():
+        return ViewPolicy.from_dict(read_policy_file(user)["policy"])
     _, config_path = generator_files(name_or_path)
     cfg = read_config(config_path)
     if "policy" not in cfg:
-        raise ValueError(f"{config_path} stores no recommended policy; run `mlvgm-data mi {name_or_path}` to make one")
+        raise ValueError(f"{config_path} stores no recommended policy; run `mlvgm-data mi {name_or_path} "
+                         "--save-policy` to measure one")
     return ViewPolicy.from_dict(cfg["policy"])
 
 
-def mi_report_path(name_or_path: str | Path) -> Path | None:
-    """The MI report stored beside a saved generator (``PATH.mi.json``, an ``MIReport.to_json``
-    file), or ``None`` when it has none."""
+def stored_mi_report(name_or_path: str | Path) -> dict | None:
+    """The MI report (``MIReport.to_dict``) that goes with :func:`recommended_policy`: from the
+    user's policy file, else shipped beside the generator's config (``STEM.mi.json``); ``None``
+    when there is none."""
+    user = user_policy_path(name_or_path)
+    if user.is_file():
+        return read_policy_file(user).get("mi")
     _, config_path = generator_files(name_or_path)
-    path = config_path.with_name(config_path.stem + ".mi.json")
-    return path if path.is_file() else None
+    shipped = config_path.with_name(config_path.stem + ".mi.json")
+    if not shipped.is_file():
+        return None
+    try:
+        return json.loads(shipped.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"MI report {shipped} is not valid JSON: {e}") from None
 
 
 def save_generator(model: nn.Module, path: str | Path, family: str, config: dict, extra: dict | None = None) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..views import ViewPolicy
+from .._io import write_text
 from .estimators import MIEstimate
 
 FORMAT = "mlvgm-data/mi-report/1"
@@ -177,9 +178,7 @@ class MIReport:
             raise ValueError(f"malformed MI report: {e}") from None
 
     def to_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", "MI report")
 
     @classmethod
     def from_json(cls, path: str | Path) -> "MIReport":
