@@ -11,6 +11,7 @@ cannot redirect a write elsewhere.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -43,6 +44,9 @@ def atomic_writer(path: str | Path, what: str = "output", root: str | Path | Non
                   mode: str = "wb") -> Iterator[IO]:
     """A file object whose contents replace ``path`` when the block ends without an error."""
     p = check_output_path(path, what, root)
+    for stale in p.parent.glob(f".{glob.escape(p.name)}.*.tmp"):  # left by a writer that was killed
+        with contextlib.suppress(OSError):
+            stale.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         os.chmod(tmp, p.stat().st_mode & 0o7777 if p.exists() else 0o666 & ~_umask())  # mkstemp makes it 0600
@@ -82,3 +86,19 @@ def write_bytes(path: str | Path, data: bytes, what: str = "output", root: str |
     with atomic_writer(path, what, root) as f:
         f.write(data)
     return Path(path)
+
+
+def save_torch(obj: object, path: str | Path, what: str = "output", root: str | Path | None = None) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (a kill leaves the previous file)."""
+    import torch
+
+    with atomic_writer(path, what, root) as f:
+        torch.save(obj, f)
+    return Path(path)
+
+
+def open_append(path: str | Path, what: str = "log", root: str | Path | None = None) -> IO[str]:
+    """``path`` opened for appending text, refusing a symlink (``O_NOFOLLOW``) or a path outside ``root``."""
+    p = check_output_path(path, what, root)
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    return os.fdopen(fd, "a", encoding="utf-8")

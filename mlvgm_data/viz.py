@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ._io import atomic_writer
 from .generators.base import decode_views, eval_mode
 from .views import ViewPolicy
 
@@ -27,7 +28,8 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, pad: 
     pixels = (grid.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
+    with atomic_writer(path, "image grid") as f:
+        Image.fromarray(pixels).save(f, format="PNG")
     return path
 
 

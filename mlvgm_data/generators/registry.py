@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .._checks import check_device
+from .._io import save_torch, write_text
 
 if TYPE_CHECKING:
     from ..views import ViewPolicy
@@ -199,9 +200,9 @@ def save_generator(model: nn.Module, path: str | Path, family: str, config: dict
     """Writes ``path.pt`` (state dict) and ``path.json`` (family + config + ``extra``)."""
     weights, config_path = generator_files(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, weights)
+    save_torch({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, weights, "generator weights")
     doc = {"format": FORMAT, "family": family, "config": config}
     if extra:
         doc.update(extra)
-    config_path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    write_text(config_path, json.dumps(doc, indent=2, sort_keys=True) + "\n", "generator config")
     return weights

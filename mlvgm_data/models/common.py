@@ -53,6 +53,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from .._io import save_torch, write_text
 from ..data.fashion_mnist import SIZE as FASHION_SIZE
 from ..data.fashion_mnist import FashionMNIST
 from ..data.folder import FolderImages
@@ -284,10 +285,7 @@ def save_checkpoint(
         "rng": torch.get_rng_state(),
         "extra": extra or {},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-    return path
+    return save_torch(state, path, "checkpoint", root=path.parent)
 
 
 def load_checkpoint(
@@ -346,7 +344,8 @@ def save_outputs(model: nn.Module, opts: argparse.Namespace, family: str, config
     if opts.export:
         paths.append(str(save_generator(model, opts.export, family, config, extra)))
     summary = dict(summary, generator=paths)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n", "summary",
+               root=out)
     return summary
 
 

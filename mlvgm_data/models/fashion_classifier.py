@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._io import save_torch, write_text
 from ..data.fashion_mnist import CLASS_NAMES, SIZE, FashionMNIST
 from ..generators.registry import ASSETS, load_state
 
@@ -233,8 +234,8 @@ def train_classifier(epochs: int = 6, batch_size: int = 128, seed: int = 0, widt
 def save_classifier(model: FashionClassifier, stem: str | Path, meta: dict) -> None:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, stem.with_suffix(".pt"))
-    stem.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, stem.with_suffix(".pt"), "classifier")
+    write_text(stem.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True) + "\n", "classifier config")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
         result.update(generator=args.generator, seed=args.seed, floor=quality_floor(args.n))
         result["frechet_vs_floor"] = result["frechet_distance"] / result["floor"]
         if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+            write_text(args.json, json.dumps(result, indent=2, sort_keys=True) + "\n", "--json")
     print(json.dumps(result, indent=2))
     return result
 

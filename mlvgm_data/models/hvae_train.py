@@ -11,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from .._io import open_append
 from . import common
 from .hvae import HierarchicalVAE, make_config
 
@@ -200,7 +201,7 @@ def train_hvae(opts) -> dict:
         names = [g[0] for g in model.groups]
         log_path = out_dir(opts) / "log.jsonl"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with progress(opts, step, "train hvae") as bar, open(log_path, "a") as log:
+        with progress(opts, step, "train hvae") as bar, open_append(log_path, "log", root=out_dir(opts)) as log:
             conditional = bool(cfg["num_classes"])
             for item in batches(source, opts.batch_size, step, labelled=conditional):
                 if step >= opts.steps:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._io import save_torch, write_text
 from ..data.shapes import SHAPE_NAMES, Shapes
 from ..generators.registry import ASSETS, load_state
 
@@ -150,8 +151,8 @@ def train_classifier(steps: int = 1500, batch_size: int = 128, seed: int = 0, wi
 def save_classifier(model: ShapesClassifier, stem: str | Path, meta: dict) -> None:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, stem.with_suffix(".pt"))
-    stem.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, stem.with_suffix(".pt"), "classifier")
+    write_text(stem.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True) + "\n", "classifier config")
 
 
 def main(argv: list[str] | None = None) -> dict:
