@@ -110,3 +110,40 @@ def test_an_image_folder_refuses_huge_and_broken_files_naming_them(tmp_path: Pat
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     with pytest.raises(ValueError, match="cannot read image .*broken.jpg"):
         FolderImages(tmp_path)[0]
+
+
+def _config_file(tmp_path: Path, family: str, config: object) -> Path:
+    import json
+
+    path = tmp_path / "gen.json"
+    path.write_text(json.dumps({"format": "mlvgm-data/1", "family": family, "config": config}))
+    return path
+
+
+@pytest.mark.parametrize("family, config, match", [
+    ("hvae", {"resolution": "32"}, "'resolution' must be a power of two"),
+    ("hvae", {"groups": [["z1", 32]]}, "'groups' must be a list of"),
+    ("hvae", {"temperature": float("nan")}, "'temperature' must be a finite number"),
+    ("hvae", {"sigma": float("inf")}, "'sigma' must be a finite number"),
+    ("hvae", {"channels": [48, 32, 1048576]}, "'channels' must be a non-empty list of ints in \\[1, 1024\\]"),
+    ("hvae", {"channels": [1024, 1024, 1024], "blocks": [16, 16, 16], "point_blocks": [16, 16, 16]},
+     "more than the 200,000,000"),
+    ("hvae", [1, 2], "'config' must be an object"),
+    ("stylegan", {"truncation_psi": float("nan")}, "truncation_psi must be a number in"),
+    ("stylegan", {"no_such_key": 1}, "unknown stylegan config keys"),
+    ("nope", {}, "unknown generator family 'nope'"),
+])
+def test_generator_configs_are_checked_before_anything_is_built(tmp_path: Path, family: str, config: object,
+                                                                 match: str) -> None:
+    from mlvgm_data import load_generator
+
+    with pytest.raises(ValueError, match=match):
+        load_generator(_config_file(tmp_path, family, config))
+
+
+def test_a_deeply_nested_config_is_refused(tmp_path: Path) -> None:
+    from mlvgm_data import load_generator
+
+    (tmp_path / "deep.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        load_generator(tmp_path / "deep.json")

@@ -8,6 +8,7 @@ a builder registered with :func:`register_family`; nothing in either file is eve
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import os
 import pickle
@@ -93,6 +94,8 @@ def read_config(path: Path) -> dict:
         raise FileNotFoundError(f"generator config {path} not found (a saved generator is NAME.pt + NAME.json)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"generator config {path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ValueError(f"generator config {path} is nested too deeply to be a generator config") from None
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT or "family" not in cfg:
         raise ValueError(f"{path} is not a {FORMAT} generator config (needs 'format' and 'family')")
     return cfg
@@ -125,7 +128,7 @@ def load_generator(name_or_path: str | Path, device: torch.device | str | None =
     builder = _builder(family) if isinstance(family, str) else None
     if builder is None:
         raise ValueError(f"{config_path}: unknown generator family {family!r}; known: {families()}")
-    model = builder(cfg.get("config", {}))
+    model = _build_checked(builder, cfg.get("config", {}), family, config_path)
     state = load_state(weights)
     try:
         model.load_state_dict(state.get("model", state))
@@ -161,6 +164,27 @@ def read_policy_file(path: Path) -> dict:
     if not isinstance(doc, dict) or doc.get("format") != POLICY_FORMAT or not isinstance(doc.get("policy"), dict):
         raise ValueError(f"{path} is not a {POLICY_FORMAT} policy file")
     return doc
+
+
+MAX_PARAMETERS = 200_000_000
+"""Largest generator a config may describe (800 MB of float32), checked before anything is allocated."""
+
+
+def _build_checked(builder: Callable[[dict], nn.Module], config: object, family: str, config_path: Path) -> nn.Module:
+    """Builds the model of a config (a user file): first on the meta device, which allocates nothing,
+    to refuse a bad or huge config with a clear error; then for real."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path}: 'config' must be an object, got {type(config).__name__}")
+    try:
+        with torch.device("meta"):
+            probe = builder(config)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+        raise ValueError(f"{config_path}: bad {family} config: {e}") from None
+    size = sum(t.numel() for t in itertools.chain(probe.parameters(), probe.buffers()))
+    if size > MAX_PARAMETERS:
+        raise ValueError(f"{config_path}: the {family} config describes {size:,} parameters, more than the "
+                         f"{MAX_PARAMETERS:,} a generator may have here")
+    return builder(config)
 
 
 def recommended_policy(name_or_path: str | Path) -> "ViewPolicy":

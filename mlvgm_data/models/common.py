@@ -53,7 +53,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .._io import save_torch, write_text
+from .._checks import check_int, check_number
+from .._io import check_output_path, save_torch, write_text
 from ..data.fashion_mnist import SIZE as FASHION_SIZE
 from ..data.fashion_mnist import FashionMNIST
 from ..data.folder import FolderImages
@@ -445,12 +446,19 @@ def resolve_options(name: str, given: dict[str, Any]) -> argparse.Namespace:
     if opts["out"] is None:
         opts["out"] = str(Path("runs") / f"{name}-{Path(str(opts['data'])).name}-{opts['resolution']}")
     for key in ("steps", "batch_size", "resolution", "checkpoint_every"):
-        if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 1:
-            raise ValueError(f"{key} must be a positive int, got {opts[key]!r}")
-    if not isinstance(opts["seed"], int) or not 0 <= opts["seed"] < (1 << 32):
-        raise ValueError(f"seed must be an int in [0, 2**32), got {opts['seed']!r}")
-    if not (isinstance(opts["lr"], (int, float)) and opts["lr"] > 0):
-        raise ValueError(f"lr must be a positive number, got {opts['lr']!r}")
+        opts[key] = check_int(opts[key], key, 1)
+    opts["seed"] = check_int(opts["seed"], "seed", 0, 1 << 32)
+    opts["lr"] = check_number(opts["lr"], "lr", 0.0, 10.0, strict_low=True)
+    if opts["threads"] is not None:
+        opts["threads"] = check_int(opts["threads"], "threads", 1, 1025)
+    for key in ("out", "export"):
+        if opts[key] is not None:
+            target = Path(opts[key])
+            if target.exists() and not target.is_dir() and key == "out":
+                raise ValueError(f"out {str(target)!r} is a file, not a run folder")
+            if key == "export":
+                target.parent.mkdir(parents=True, exist_ok=True)
+                check_output_path(target.with_name(target.name + ".pt"), "--export")
     return argparse.Namespace(model=name, **opts)
 
 

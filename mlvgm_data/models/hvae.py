@@ -78,6 +78,7 @@ def make_config(overrides: Mapping | None = None) -> dict:
     if unknown:
         raise ValueError(f"unknown hvae config keys {unknown}; known: {sorted(cfg)}")
     cfg.update(overrides)
+    _check_types(cfg)
     res = cfg["resolution"]
     stages = _stage_resolutions(res, len(cfg["channels"]))
     if stages[-1] * 2 != res:
@@ -109,6 +110,42 @@ def make_config(overrides: Mapping | None = None) -> dict:
     if not isinstance(cfg["num_classes"], int) or cfg["num_classes"] < 0 or cfg["num_classes"] == 1:
         raise ValueError(f"hvae: num_classes must be 0 (unconditional) or >= 2, got {cfg['num_classes']!r}")
     return cfg
+
+
+def _int_list(value: object, key: str, low: int, high: int) -> None:
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in value):
+        raise ValueError(f"hvae: {key!r} must be a non-empty list of ints in [{low}, {high}], got {value!r}")
+
+
+def _check_types(cfg: dict) -> None:
+    """Types and ranges of every key, before any arithmetic on them (a config is a user file)."""
+    res = cfg["resolution"]
+    if isinstance(res, bool) or not isinstance(res, int) or res < 8 or res > 512 or res & (res - 1):
+        raise ValueError(f"hvae: 'resolution' must be a power of two in [8, 512], got {res!r}")
+    for key, low, high in (("channels", 1, 1024), ("blocks", 0, 16), ("point_blocks", 0, 16),
+                           ("enc_channels", 1, 1024)):
+        _int_list(cfg[key], key, low, high)
+    sketch = cfg["sketch_res"]
+    if isinstance(sketch, bool) or not isinstance(sketch, int) or not 1 <= sketch <= res:
+        raise ValueError(f"hvae: 'sketch_res' must be an int in [1, {res}], got {sketch!r}")
+    groups = cfg["groups"]
+    if not isinstance(groups, list) or not groups or not all(
+            isinstance(g, list) and len(g) == 3 and isinstance(g[0], str) and g[0].isidentifier()
+            and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024 for v in g[1:]) for g in groups):
+        raise ValueError(f"hvae: 'groups' must be a list of [name, channels, resolution] (an identifier and two "
+                         f"ints in [1, 1024]), got {groups!r}")
+    for key in ("sigma", "temperature"):
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= 100:
+            raise ValueError(f"hvae: {key!r} must be a finite number in (0, 100], got {v!r}")
+    v = cfg["vmi_weight"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"hvae: 'vmi_weight' must be a finite number >= 0, got {v!r}")
+    if not isinstance(cfg["vmi_groups"], list) or not all(isinstance(g, str) for g in cfg["vmi_groups"]):
+        raise ValueError(f"hvae: 'vmi_groups' must be a list of group names, got {cfg['vmi_groups']!r}")
+    if not isinstance(cfg["skip"], bool):
+        raise ValueError(f"hvae: 'skip' must be true or false, got {cfg['skip']!r}")
 
 
 def _stage_resolutions(resolution: int, n: int) -> list[int]:

@@ -153,7 +153,10 @@ def posterior_probe(model: HierarchicalVAE, train_images: torch.Tensor, train_la
 def kl_weights(text: str | None, n_groups: int) -> list[float]:
     """The KL weight per group of ``--kl-weights`` (``"1,5,5"``); without it 1 for the top group and
     5 for every lower one."""
-    return [1.0] + [5.0] * (n_groups - 1) if text is None else _floats(text)
+    weights = [1.0] + [5.0] * (n_groups - 1) if text is None else _floats(text)
+    if not all(math.isfinite(w) and w >= 0 for w in weights):
+        raise ValueError(f"--kl-weights must be finite numbers >= 0, got {text!r}")
+    return weights
 
 
 def _run_options(opts) -> dict:

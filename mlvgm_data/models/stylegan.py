@@ -218,6 +218,9 @@ def check_config(config: dict) -> dict:
     c_dim = cfg["c_dim"]
     if isinstance(c_dim, bool) or not isinstance(c_dim, int) or c_dim < 0 or c_dim == 1:
         raise ValueError(f"stylegan c_dim must be 0 (unconditional) or the number of classes (>= 2), got {c_dim!r}")
+    psi = cfg["truncation_psi"]
+    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not math.isfinite(psi) or not 0 < psi <= 1:
+        raise ValueError(f"stylegan truncation_psi must be a number in (0, 1], got {psi!r}")
     return cfg
 
 
