@@ -77,3 +77,15 @@ def test_debug_shows_the_traceback_and_version_prints(generator_path: str, tmp_p
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0 and "mlvgm-data 0." in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--policy", "recomended"], "is not 'recommended', 'sigma=S'"),
+    (["--policy", "sigma=abc"], "sigma=S needs a number S, got 'abc'"),
+    (["--anchors", "0"], "--anchors must be in"),
+    (["--num-views", "0"], "--num-views must be in"),
+])
+def test_views_arguments_are_named(generator_path: str, tmp_path: Path, extra: list[str], match: str,
+                                   capsys: pytest.CaptureFixture) -> None:
+    assert main(["views", generator_path, "--out", str(tmp_path / "g.png"), *extra]) == 2
+    assert match in capsys.readouterr().err

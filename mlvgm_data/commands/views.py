@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 from .. import ops
+from .._checks import check_int
+from .._io import check_output_path
 from ..augment import preset
 from ..generators import load_generator, recommended_policy
 from ..generators.base import generator_device
@@ -31,16 +33,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
 
 
+POLICY_FORMS = "'recommended', 'sigma=S', a JSON policy or a JSON file"
+
+
 def parse_policy(text: str, generator_name: str, generator: torch.nn.Module) -> ViewPolicy:
+    """``--policy``: one of :data:`POLICY_FORMS`."""
     if text == "recommended":
         return recommended_policy(generator_name)
     if text.startswith("sigma="):
-        return ViewPolicy.uniform(generator.latent_spec, Perturb(float(text[6:])))
-    source = Path(text).read_text() if Path(text).is_file() else text
+        try:
+            sigma = float(text[6:])
+        except ValueError:
+            raise ValueError(f"--policy sigma=S needs a number S, got {text[6:]!r}") from None
+        return ViewPolicy.uniform(generator.latent_spec, Perturb(sigma))
+    path = Path(text)
+    if path.is_file():
+        source = path.read_text()
+    elif text.lstrip().startswith("{"):
+        source = text
+    else:
+        raise ValueError(f"--policy {text!r} is not {POLICY_FORMS} (no such file)")
     try:
         return ViewPolicy.from_dict(json.loads(source))
     except json.JSONDecodeError as e:
-        raise ValueError(f"--policy is neither a known form nor JSON: {e}") from None
+        raise ValueError(f"--policy is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ValueError("--policy is nested too deeply") from None
+
+
+def check(args: argparse.Namespace) -> None:
+    """Before any work: the sizes and the output file."""
+    check_int(args.anchors, "--anchors", 1, 1025)
+    check_int(args.num_views, "--num-views", 1, 256)
+    check_int(args.seed, "--seed", 0, 1 << 32)
+    check_output_path(args.out, "--out")
 
 
 def run(args: argparse.Namespace) -> dict:
