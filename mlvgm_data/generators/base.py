@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .. import ops
+from .._checks import check_int
 from ..latents import LatentSpec
 from ..views import ViewPolicy
 
@@ -243,3 +244,19 @@ def decode_views(
         images = checked_decode(generator, flat, None if classes is None else classes.repeat(len(chosen)))
     images = images.float().reshape(len(chosen), batch_size, *images.shape[1:])
     return Views(images, classes, latents)
+
+
+@torch.no_grad()
+def prior_samples(generator: MLVGMProtocol, n: int, seed: int = 0, batch_size: int = 250,
+                  stream: int = 0) -> torch.Tensor:
+    """``n`` images from the prior: the anchors of :func:`decode_views` (step k for the k-th batch
+    of ``batch_size``), with a class per anchor for a class-conditional generator, in eval mode;
+    float32 on the generator's device."""
+    n = check_int(n, "n", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    keep = ViewPolicy({})
+    chunks = []
+    with eval_mode(generator):
+        for step, start in enumerate(range(0, n, batch_size)):
+            chunks.append(decode_views(generator, keep, min(batch_size, n - start), 1, seed, step, stream=stream).images[0])
+    return torch.cat(chunks)

@@ -30,6 +30,7 @@ from torch import nn
 
 from .._io import save_torch, write_text
 from ..data.fashion_mnist import CLASS_NAMES, SIZE, FashionMNIST
+from ..generators.base import prior_samples
 from ..generators.registry import ASSETS, load_state
 
 CLASSIFIER_STEM = ASSETS / "fashion_classifier"
@@ -155,32 +156,12 @@ def score_images(images: torch.Tensor, classifier: FashionClassifier | None = No
     return out
 
 
-@torch.no_grad()
-def generate(generator: nn.Module, n: int, seed: int = 0, batch_size: int = 250) -> torch.Tensor:
-    """``n`` prior samples of ``generator`` at its default temperature: the anchors of
-    ``ops.resample`` (seed ``seed``, step k for the k-th batch), classes from ``draw_classes``
-    for a class-conditional one."""
-    from .. import ops
-    from ..generators.base import draw_classes
-    from ..views import ViewPolicy
-
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    spec, keep = generator.latent_spec, ViewPolicy({})
-    images = []
-    for step, start in enumerate(range(0, n, batch_size)):
-        b = min(batch_size, n - start)
-        latents = ops.resample(spec, keep, b, 1, seed, step)
-        images.append(generator.decode({k: v[0] for k, v in latents.items()}, draw_classes(generator, b, seed, step)).float())
-    return torch.cat(images)
-
-
 def sample_quality(generator: nn.Module, n: int = 10000, seed: int = 0, frechet: bool = True) -> dict:
-    """Scores ``n`` prior samples (see :func:`generate`): ``mean_confidence``, ``class_fractions``
+    """Scores ``n`` prior samples (:func:`~mlvgm_data.generators.base.prior_samples`): ``mean_confidence``, ``class_fractions``
     (``min_fraction``, ``max_fraction``), and with ``frechet`` the ``frechet_distance`` of their
     features to the 10,000 test images' (needs the Fashion-MNIST files)."""
     reference = _real_features(False, 10000) if frechet else None
-    return score_images(generate(generator, n, seed), reference=reference)
+    return score_images(prior_samples(generator, n, seed), reference=reference)
 
 
 def quality_floor(n: int = 10000) -> float:

@@ -97,23 +97,12 @@ def score_images(images: torch.Tensor, classifier: ShapesClassifier | None = Non
 
 @torch.no_grad()
 def recognizability(generator: nn.Module, n: int = 2000, seed: int = 0, batch_size: int = 250) -> dict:
-    """Scores ``n`` prior samples of ``generator`` (anchors of ``ops.resample`` with ``seed``):
-    ``{"mean_confidence", "class_fractions", "class_counts", "min_fraction", "max_fraction", "n"}``."""
-    from .. import ops
-    from ..generators.base import draw_classes
-    from ..views import ViewPolicy
+    """Scores ``n`` prior samples of ``generator`` (:func:`~mlvgm_data.generators.base.prior_samples`
+    with ``seed``): ``{"mean_confidence", "class_fractions", "class_counts", "min_fraction",
+    "max_fraction", "n"}``."""
+    from ..generators.base import prior_samples
 
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    spec = generator.latent_spec
-    policy = ViewPolicy({})
-    images = []
-    for step, start in enumerate(range(0, n, batch_size)):
-        b = min(batch_size, n - start)
-        latents = ops.resample(spec, policy, b, 1, seed, step)
-        classes = draw_classes(generator, b, seed, step)
-        images.append(generator.decode({k: v[0] for k, v in latents.items()}, classes).float())
-    return score_images(torch.cat(images))
+    return score_images(prior_samples(generator, n, seed, batch_size))
 
 
 def train_classifier(steps: int = 1500, batch_size: int = 128, seed: int = 0, width: int = 16,
