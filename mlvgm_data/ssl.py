@@ -188,14 +188,15 @@ def _check_probe_inputs(train_x: torch.Tensor, train_y: torch.Tensor, test_x: to
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                 weight_decay: float = 1e-4, max_iter: int = 200) -> ProbeResult:
+                 weight_decay: float = 1e-4, max_iter: int = 200, dtype: torch.dtype = torch.float64) -> ProbeResult:
     """Multinomial logistic regression on standardised frozen features (full-batch L-BFGS,
-    deterministic); returns held-out and training accuracy."""
+    deterministic on a given machine); returns held-out and training accuracy. ``dtype=float32``
+    halves the cost on wide features (raw pixels)."""
     _check_probe_inputs(train_x, train_y, test_x, test_y)
-    xtr, xte = _standardize(train_x.double(), test_x.double())
+    xtr, xte = _standardize(train_x.to(dtype), test_x.to(dtype))
     classes = int(max(train_y.max(), test_y.max())) + 1
-    w = torch.zeros(xtr.shape[1], classes, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+    w = torch.zeros(xtr.shape[1], classes, dtype=dtype, requires_grad=True)
+    b = torch.zeros(classes, dtype=dtype, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
