@@ -119,8 +119,16 @@ def test_bad_input(tmp_path):
         common.train("hvae", stpes=3)
     with pytest.raises(ValueError, match="unknown model"):
         common.train("gan9000")
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
         common.train("hvae", steps=0)
+    for bad, match in [(dict(threads=0), "threads must be in"), (dict(threads=-1), "threads must be in"),
+                       (dict(lr=float("inf")), "lr must be a finite number"),
+                       (dict(kl_weights="nan,1,1"), "kl-weights must be finite")]:
+        with pytest.raises(ValueError, match=match):
+            common.train("hvae", steps=1, out=str(tmp_path / "r"), eval_images=0, **bad)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a run folder"):
+        common.train("hvae", steps=1, out=str(tmp_path / "a-file"))
     with pytest.raises(ValueError, match="kl-weights"):
         common.train("hvae", steps=1, kl_weights="1,2", out=str(tmp_path / "r"), eval_images=0)
     with pytest.raises(ValueError, match="comma-separated ints"):
