@@ -2,11 +2,13 @@
 
     python scripts/make_docs_images.py            # writes docs/shapes_samples.png
     python scripts/make_docs_images.py --generator builtin:shapes-stylegan --out docs/stylegan_samples.png
+    python scripts/make_docs_images.py --generator builtin:fashion --out docs/fashion_samples.png
 
-Rows: real Shapes; their reconstructions by the generator (a VAE's only); then prior samples
-at its default temperature (``decode_views`` anchors, seed 0, with a class per anchor for a
-class-conditional model); then rows where one latent group is
-resampled and the others kept (z1, z2, z3 / w0 … w3), each row sharing one anchor and its class.
+Rows: real images (held-out Shapes, or the Fashion-MNIST test split for a grey generator); their
+reconstructions by the generator (a VAE's only); then prior samples at its default temperature
+(``decode_views`` anchors, seed 0, with a class per anchor for a class-conditional model); then
+rows where one latent group is resampled and the others kept (z1, z2, z3 / w0 … w3), each row
+sharing one anchor (and its class), the anchor first.
 """
 
 from __future__ import annotations
@@ -16,9 +18,21 @@ import argparse
 import torch
 
 from mlvgm_data import Resample, ViewPolicy, load_generator
-from mlvgm_data.data import Shapes
 from mlvgm_data.generators.base import decode_views
 from mlvgm_data.viz import save_image_grid
+
+
+def real_images(gen: torch.nn.Module, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``k`` real images of the generator's data, and their classes when it is class-conditional."""
+    channels, res = gen.image_shape[0], gen.image_shape[-1]
+    if channels == 1:
+        from mlvgm_data.data import FashionMNIST
+
+        return FashionMNIST(train=False, pad_to=res).batch(range(k))[0], None
+    from mlvgm_data.data import Shapes
+
+    real, labels, _ = Shapes(k, res, seed=1).render(range(k))
+    return real, labels if gen.num_classes else None
 
 
 def main() -> None:
@@ -27,18 +41,18 @@ def main() -> None:
     p.add_argument("--out", default="docs/shapes_samples.png")
     p.add_argument("--per-row", type=int, default=12)
     p.add_argument("--sample-rows", type=int, default=4)
+    p.add_argument("--anchor-seed", type=int, default=0, help="seed of the anchor of the resampling rows")
     args = p.parse_args()
     gen = load_generator(args.generator)
     k = args.per_row
-    res = gen.image_shape[1]
-    real, labels, _ = Shapes(k, res, seed=1).render(range(k))
+    real, classes = real_images(gen, k)
     rows = [real]
     with torch.no_grad():
         if hasattr(gen, "reconstruct"):  # a VAE; a GAN has no encoder
-            rows.append(gen.reconstruct(real, labels) if gen.num_classes else gen.reconstruct(real))
+            rows.append(gen.reconstruct(real) if classes is None else gen.reconstruct(real, classes))
         rows.append(decode_views(gen, ViewPolicy({}), k * args.sample_rows, 1, 0, 0).images[0])
         for g in gen.latent_spec.names:
-            rows.append(decode_views(gen, ViewPolicy({g: Resample()}), 1, k, 0, 1).images[:, 0])
+            rows.append(decode_views(gen, ViewPolicy({g: Resample()}), 1, k, args.anchor_seed, 1).images[:, 0])
     save_image_grid(torch.cat(rows), args.out, nrow=k)
     print(f"wrote {args.out}")
 
