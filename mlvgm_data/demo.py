@@ -33,7 +33,7 @@ import torch
 
 from . import ops
 from ._io import write_text
-from .augment import AugmentConfig, ViewAugment
+from .augment import ViewAugment, fashion
 from .generators import load_generator, recommended_policy
 from .generators.base import decode_views
 from .pipe import ViewPairPipe
@@ -158,11 +158,8 @@ def load_data(cfg: DemoConfig, size: int) -> DemoData:
         test_x, test_y = fashion_mnist_tensors(False, pad_to=size)
         n_ssl = cfg.real_train or len(train_x)
         ptr, pte = cfg.probe_train or len(train_x), cfg.probe_test or len(test_x)
-        # Grey clothes: the crop and flip of SimCLR with a milder scale, brightness/contrast jitter.
-        augment = ViewAugment(AugmentConfig(size, crop_scale=(0.3, 1.0), flip_p=0.5, jitter=(0.4, 0.4, 0.0, 0.0),
-                                            jitter_p=0.8))
         return DemoData(cfg.data, train_x[:n_ssl], (train_x[:ptr], train_y[:ptr]), (test_x[:pte], test_y[:pte]),
-                        augment, 10)
+                        fashion(size), 10)
     from .augment import simclr
     from .data.shapes import Shapes, num_classes
 

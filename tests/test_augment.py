@@ -88,7 +88,9 @@ def test_presets_parameters():
     c = A.crop_flip(32).views[0]
     assert c.crop_scale == (0.2, 1.0) and not c.jitter_enabled and c.blur_p == 0 and c.grayscale_p == 0
     assert A.preset("simclr", 16, A.IMAGENET_NORMALIZE).views[0].normalize == A.IMAGENET_NORMALIZE
-    assert sorted(A.PRESETS) == ["byol", "crop_flip", "simclr"]
+    f = A.fashion(32).views[0]
+    assert f.crop_scale == (0.3, 1.0) and f.jitter == (0.4, 0.4, 0.0, 0.0) and f.jitter_p == 0.8 and f.blur_p == 0
+    assert sorted(A.PRESETS) == ["byol", "crop_flip", "fashion", "simclr"]
     assert s[0].normalize is None  # outputs stay in [0, 1] unless asked
 
 

@@ -33,7 +33,7 @@ from .functional import (
     resized_crop,
     solarize,
 )
-from .presets import IMAGENET_NORMALIZE, PRESETS, Normalize, byol, crop_flip, preset, simclr
+from .presets import IMAGENET_NORMALIZE, PRESETS, Normalize, byol, crop_flip, fashion, preset, simclr
 from .view import AugmentParams, ViewAugment
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "color_jitter",
     "crop_flip",
     "default_blur_kernel",
+    "fashion",
     "gaussian_blur",
     "grayscale",
     "normalize",

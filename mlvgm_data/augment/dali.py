@@ -63,6 +63,8 @@ def view_ops(x, cfg: AugmentConfig, gpu: bool = False):
         on = coin(cfg.jitter_p)
 
         def factor(j: float):
+            if j == 0:  # no jitter of this kind (DALI refuses an empty range)
+                return 1.0
             return on * uniform(max(0.0, 1.0 - j), 1.0 + j) + (1.0 - on)
 
         b, c, s = (factor(j) for j in cfg.jitter[:3])
@@ -70,9 +72,11 @@ def view_ops(x, cfg: AugmentConfig, gpu: bool = False):
         channel_mean = fn.reductions.mean(x, axes=[0, 1])
         grey_mean = 0.2989 * channel_mean[0] + 0.587 * channel_mean[1] + 0.114 * channel_mean[2]
         x = clamp(x * data(c) + data(1.0 - c) * grey_mean)
-        x = clamp(fn.hsv(x, saturation=s, dtype=types.FLOAT))
-        hue_degrees = on * uniform(-360.0 * cfg.jitter[3], 360.0 * cfg.jitter[3])
-        x = clamp(fn.hsv(x, hue=hue_degrees, dtype=types.FLOAT))
+        if cfg.jitter[2]:
+            x = clamp(fn.hsv(x, saturation=s, dtype=types.FLOAT))
+        if cfg.jitter[3]:
+            hue_degrees = on * uniform(-360.0 * cfg.jitter[3], 360.0 * cfg.jitter[3])
+            x = clamp(fn.hsv(x, hue=hue_degrees, dtype=types.FLOAT))
     if cfg.grayscale_p > 0:
         grey = data(coin(cfg.grayscale_p))
         level = 0.2989 * x[:, :, 0:1] + 0.587 * x[:, :, 1:2] + 0.114 * x[:, :, 2:3]

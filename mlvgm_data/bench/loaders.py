@@ -54,8 +54,8 @@ def _pil_crop_box(width: int, height: int, scale: tuple[float, float], ratio: tu
 
 
 def pil_simclr_view(image: Any, augment: ViewAugment, rng: Any = random) -> torch.Tensor:
-    """One SimCLR view of a PIL RGB image with PIL's own ops (the recipe of ``augment``'s first
-    config), as a ``[3, S, S]`` float tensor in [0, 1]; ``rng`` is a ``random.Random`` (default
+    """One SimCLR view of a PIL RGB (or grey) image with PIL's own ops (the recipe of ``augment``'s
+    first config), as a ``[3, S, S]`` (``[1, S, S]``) float tensor in [0, 1]; ``rng`` is a ``random.Random`` (default
     the ``random`` module, which DataLoader seeds per worker)."""
     import numpy as np
     from PIL import Image, ImageEnhance, ImageFilter
@@ -83,7 +83,9 @@ def pil_simclr_view(image: Any, augment: ViewAugment, rng: Any = random) -> torc
         image = image.convert("L").convert("RGB")
     if rng.random() < cfg.blur_p:
         image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(*cfg.blur_sigma)))
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div_(255.0)
+    pixels = np.asarray(image)
+    pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels  # a grey ("L") image: one channel
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 class PilViews(Dataset):

@@ -22,6 +22,8 @@ from ..views import Perturb, ViewPolicy
 
 from .loaders import (TORCHVISION_INSTALL, PilViews, TwoViews, dali_folder_pipeline, dali_outputs_to_torch,
                       has_torchvision, shapes_folder, torchvision_simclr)
+from .fashion import ROWS as FASHION_ROWS
+from .fashion import fashion_rows
 from .research import ResearchStep
 from .subjects import bench_generator, decode_cost, decodes_channels_last, fresh_hvae
 from .timing import Rate, machine_info, measure
@@ -37,6 +39,7 @@ BASELINE = "pil"
 class BenchConfig:
     """Settings of :func:`run_bench`; :meth:`quick` is the under-3-minutes variant."""
 
+    data: str = "shapes"  # or "fashion-mnist" (see bench/fashion.py)
     generator: str = "builtin:shapes"
     generator64: str = "untrained"
     resolutions: tuple[int, ...] = (32, 64)
@@ -61,9 +64,12 @@ class BenchConfig:
         return cls(**settings)
 
     def check(self) -> None:
-        unknown = sorted(set(self.rows) - set(ROWS))
+        if self.data not in ("shapes", "fashion-mnist"):
+            raise ValueError(f"data must be 'shapes' or 'fashion-mnist', got {self.data!r}")
+        known = FASHION_ROWS if self.data == "fashion-mnist" else ROWS
+        unknown = sorted(set(self.rows) - set(known))
         if unknown:
-            raise ValueError(f"unknown rows {unknown}; choose from {list(ROWS)}")
+            raise ValueError(f"unknown rows {unknown} for --data {self.data}; choose from {list(known)}")
         for name in ("batch_size", "repeats", "batches", "images", "sweep_batches", "workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "workers" else 1):
@@ -313,9 +319,12 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     ctx.say(f"mlvgm-data bench: torch {machine['torch']}, {machine['cpu_count']} cores, "
             f"load average {machine['loadavg']}, THP_MEM_ALLOC_ENABLE={machine['THP_MEM_ALLOC_ENABLE']}, "
             f"OMP_WAIT_POLICY={machine['OMP_WAIT_POLICY']}")
+    if cfg.data == "fashion-mnist":
+        ctx.say("32² (Fashion-MNIST):")
+        fashion_rows(ctx)
     needs_folder = {"pil", "torchvision", "dali"} & set(cfg.rows)
     gen32 = None
-    for res in cfg.resolutions:
+    for res in cfg.resolutions if cfg.data == "shapes" else ():
         gen, policy, note = bench_generator(cfg.generator if res == 32 else cfg.generator64, res)
         if res == 32:
             gen32 = gen
@@ -342,7 +351,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         base = [r for r in ctx.rows if r["key"] == BASELINE and r["resolution"] == row["resolution"]]
         row["ratio_to_pil"] = row["pairs_per_s"] / base[0]["pairs_per_s"] if base else None
     sweep, lines = [], []
-    if cfg.sweep and 32 in cfg.resolutions:
+    if cfg.sweep and 32 in cfg.resolutions and cfg.data == "shapes":
         ctx.say("sweep of decoder width at 32²:")
         sweep = _sweep(ctx, gen32)
         loaders = [r for r in ctx.rows if r["key"] in ("pil", "torchvision", "dali") and r["resolution"] == 32]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._io import write_text
 from ..bench import ROWS, BenchConfig, bar_chart, markdown, run_bench
 
 HELP = ("Measure view pairs/s of the pipe, GeneratedViews, PIL, torchvision and DALI loaders and the research "
@@ -28,7 +29,11 @@ def _floats(text: str) -> tuple[float, ...]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = BenchConfig()
     p.add_argument("--quick", action="store_true", help="smaller batches and fewer rounds (under 3 minutes on 2 cores)")
-    p.add_argument("--generator", default=d.generator, help="the 32² generator (builtin:NAME or PATH)")
+    p.add_argument("--data", choices=["shapes", "fashion-mnist"], default=d.data,
+                   help="shapes (JPEG exports, 32² and 64², width sweep) or fashion-mnist (builtin:fashion beside "
+                        "loaders of the real train images at 32²)")
+    p.add_argument("--generator", default=None, help="the 32² generator (builtin:NAME or PATH; default builtin:shapes, "
+                                                     "or builtin:fashion with --data fashion-mnist)")
     p.add_argument("--generator64", default=d.generator64, help="the 64² generator (builtin:NAME, PATH, or 'untrained': a fresh HVAE of the shipped architecture, the default)")
     p.add_argument("--resolutions", default=None, help="comma-separated, from 32,64 (default both)")
     p.add_argument("--rows", default=None, help=f"comma-separated subset of {','.join(ROWS)}")
@@ -45,7 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    overrides = {"generator": args.generator, "generator64": args.generator64, "out": args.out, "seed": args.seed}
+    generator = args.generator or ("builtin:fashion" if args.data == "fashion-mnist" else "builtin:shapes")
+    overrides = {"data": args.data, "generator": generator, "generator64": args.generator64, "out": args.out,
+                 "seed": args.seed}
+    if args.data == "fashion-mnist":
+        from ..bench.fashion import ROWS as FASHION_ROWS
+
+        overrides.update(rows=FASHION_ROWS, resolutions=(32,))
     for name in ("batch_size", "warmup", "repeats", "batches", "images"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
@@ -66,7 +77,7 @@ def run(args: argparse.Namespace) -> dict:
     print("\n" + table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.md").write_text(table + "\n")
+    write_text(out / "bench.md", table + "\n", "bench table")
     try:
         chart = bar_chart(result, args.chart or out / "bench.png")
     except ImportError as e:
