@@ -35,7 +35,7 @@ FAMILIES: dict[str, str] = {
 }
 """The built-in families: ``family -> "module:builder"``, imported only when a config names it
 (so the library core never imports the model code it does not use)."""
-BUILTINS: dict[str, str] = {"shapes": "shapes_hvae", "shapes-stylegan": "shapes_stylegan"}
+BUILTINS: dict[str, str] = {"shapes": "shapes_hvae", "shapes-stylegan": "shapes_stylegan", "fashion": "fashion_hvae"}
 """``builtin:NAME -> assets/STEM.{pt,json}``."""
 
 _FAMILIES: dict[str, Callable[[dict], nn.Module]] = {}  # families registered at run time (users')
