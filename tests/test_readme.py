@@ -75,12 +75,13 @@ def test_every_python_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 # --- command lines ----------------------------------------------------------------------------------
 
 def command_lines() -> list[str]:
+    """Every command of the README's bash blocks (continuation lines joined, comments dropped)."""
     lines = []
     for _, code in blocks("bash"):
-        for line in code.splitlines():
+        for line in code.replace("\\\n", " ").splitlines():
             line = line.split("  #")[0].strip()
             if line and not line.startswith("#"):
-                lines.append(line)
+                lines.append(" ".join(line.split()))
     return lines
 
 
