@@ -87,6 +87,10 @@ class DemoConfig:
     probe_iters: int = 200  # L-BFGS iterations of each linear probe
     mi_budget: float | None = None  # seconds: run the MI analysis afresh (None: the stored policy)
     prefetch: int = 2
+    # torch's intra-op threads for the whole run (training, probes and the producer thread's
+    # decode): float reductions split per thread, so results repeat only at a fixed count. One
+    # leaves the second core of a 2-core machine to the producer.
+    threads: int = 1
     device: str = "cpu"
     progress: bool = True
 
@@ -105,7 +109,7 @@ class DemoConfig:
         if self.data not in DATA:
             raise ValueError(f"data must be one of {DATA}, got {self.data!r}")
         for name, low in (("seeds", 1), ("steps", 1), ("batch_size", 2), ("width", 1), ("knn_k", 1), ("probe_iters", 1),
-                          ("eval_every", 0), ("curve_probe", 10), ("prefetch", 0)):
+                          ("eval_every", 0), ("curve_probe", 10), ("prefetch", 0), ("threads", 1)):
             check_int(getattr(self, name), name, low)
         for name in ("real_train", "fixed_set", "probe_train", "probe_test"):
             if getattr(self, name) is not None:
@@ -362,8 +366,19 @@ def _policy(cfg: DemoConfig, name: str, generator: torch.nn.Module) -> tuple[Vie
 
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Runs the whole demo; returns the JSON report (also written under ``cfg.out``)."""
+    """Runs the whole demo on ``cfg.threads`` torch threads (restored after); returns the JSON
+    report (also written under ``cfg.out``). The same config and seed on the same machine give
+    the same report, whatever ``OMP_NUM_THREADS`` says."""
     cfg.check()
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _run_demo(cfg, log)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_demo(cfg: DemoConfig, log: Callable[[str], None]) -> dict[str, Any]:
     started = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

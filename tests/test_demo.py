@@ -70,9 +70,26 @@ def test_demo_on_fashion_mnist_files(tmp_path: Path, monkeypatch) -> None:
     assert "*reference: human*" in (tmp_path / "out" / "demo_report.md").read_text()
 
 
+def test_demo_runs_on_its_own_thread_count_and_restores_the_callers(tmp_path: Path) -> None:
+    # Float reductions split per thread, so the report repeats only at a fixed count: the demo
+    # pins cfg.threads for the whole run, whatever the caller (or OMP_NUM_THREADS) set.
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    try:
+        torch.set_num_threads(2)
+        for threads in (1, 2):
+            cfg = quick(tmp_path, data="shapes", generator=tiny_generator(tmp_path, 3), seeds=1, threads=threads,
+                        out=str(tmp_path / f"t{threads}"))
+            run_demo(cfg, log=lambda _: seen.append(torch.get_num_threads()))
+            assert set(seen) == {threads} and torch.get_num_threads() == 2
+            seen.clear()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_demo_refuses_bad_settings(tmp_path: Path) -> None:
     for kw, field in [(dict(data="mnist"), "data"), (dict(steps=0), "steps"), (dict(batch_size=1), "batch_size"),
-                      (dict(lr=float("nan")), "lr"), (dict(real_train=8), "real_train")]:
+                      (dict(lr=float("nan")), "lr"), (dict(real_train=8), "real_train"), (dict(threads=0), "threads")]:
         with pytest.raises(ValueError, match=field):
             run_demo(quick(tmp_path, **kw), log=lambda _: None)
 

@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"steps between the curve evaluations (default {d.eval_every}; 0: none)")
     p.add_argument("--mi-budget", type=float, default=None,
                    help="run the MI analysis afresh for this many seconds (default: the generator's stored policy)")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help=f"torch threads for the whole run (default {d.threads}; results repeat at a fixed count)")
     p.add_argument("--device", default=d.device, help="cpu or cuda")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a minute or two")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -51,6 +53,6 @@ def run(args: argparse.Namespace) -> dict:
     overrides = {k: v for k, v in dict(
         data=resolve_data(args.data), generator=args.generator, out=args.out, method=args.method, seeds=args.seeds,
         steps=args.steps, batch_size=args.batch_size, fixed_set=args.fixed_set, eval_every=args.eval_every,
-        mi_budget=args.mi_budget, device=args.device, progress=not args.no_progress).items() if v is not None}
+        mi_budget=args.mi_budget, threads=args.threads, device=args.device, progress=not args.no_progress).items() if v is not None}
     cfg = DemoConfig.quick_config(**overrides) if args.quick else DemoConfig(**overrides)
     return run_demo(cfg)
