@@ -91,6 +91,7 @@ class DemoConfig:
     # decode): float reductions split per thread, so results repeat only at a fixed count. One
     # leaves the second core of a 2-core machine to the producer.
     threads: int = 1
+    runs: tuple[str, ...] = RUNS  # a subset, e.g. ("generated", "fixed_set") for a longer comparison
     device: str = "cpu"
     progress: bool = True
 
@@ -108,6 +109,8 @@ class DemoConfig:
 
         if self.data not in DATA:
             raise ValueError(f"data must be one of {DATA}, got {self.data!r}")
+        if isinstance(self.runs, str) or not self.runs or not set(self.runs) <= set(RUNS):
+            raise ValueError(f"runs must be a non-empty subset of {RUNS}, got {self.runs!r}")
         for name, low in (("seeds", 1), ("steps", 1), ("batch_size", 2), ("width", 1), ("knn_k", 1), ("probe_iters", 1),
                           ("eval_every", 0), ("curve_probe", 10), ("prefetch", 0), ("threads", 1)):
             check_int(getattr(self, name), name, low)
@@ -341,7 +344,7 @@ def markdown_table(runs: dict[str, RunResult], cfg: DemoConfig) -> str:
     seeds = f"{cfg.seeds} seed{'s' if cfg.seeds > 1 else ''}"
     lines = [f"| run ({cfg.method}, {cfg.steps} steps of {cfg.batch_size}, {seeds}) | linear probe % | "
              f"{cfg.knn_k}-NN % | training pairs/s |", "|---|---:|---:|---:|"]
-    for key in RUNS:
+    for key in [k for k in RUNS if k in runs]:
         r = runs[key]
         knn_sd = statistics.stdev(r.seeds["knn_accuracy"]) if len(r.seeds["knn_accuracy"]) > 1 else None
         pps = "—" if r.pairs_per_s is None else f"{r.pairs_per_s:,.0f}"
@@ -408,26 +411,27 @@ def _run_demo(cfg: DemoConfig, log: Callable[[str], None]) -> dict[str, Any]:
 
     log(f"[2/4] SSL runs: {cfg.steps} steps of {cfg.batch_size} pairs, {cfg.seeds} seed(s)")
     fixed_size = cfg.fixed_set or len(data.train_images)
-    per_seed: dict[str, list[dict[str, Any]]] = {k: [] for k in RUNS}
-    curves: dict[str, list[list[tuple[int, float]]]] = {k: [] for k in CURVES}
+    per_seed: dict[str, list[dict[str, Any]]] = {k: [] for k in RUNS if k in cfg.runs}
+    curves: dict[str, list[list[tuple[int, float]]]] = {k: [] for k in CURVES if k in cfg.runs}
     curve_probe = (min(cfg.curve_probe, len(data.probe_train[0])), min(cfg.curve_probe, len(data.probe_test[0])))
     for seed in range(cfg.seeds):
-        sources = {
-            key: ViewPairPipe(generator, p, cfg.batch_size, seed=seed, augment=data.augment, steps=cfg.steps,
-                              prefetch=cfg.prefetch)
+        sources: dict[str, Callable[[], Iterable[ViewBatch]]] = {
+            key: (lambda p=p: ViewPairPipe(generator, p, cfg.batch_size, seed=seed, augment=data.augment,
+                                           steps=cfg.steps, prefetch=cfg.prefetch))
             for key, p in policies.items()
         }
-        sources["real"] = RealViews(data.train_images, data.augment, cfg.batch_size, seed, cfg.steps, cfg.prefetch)
-        sources["fixed_set"] = FixedSetViews(generator, policy, fixed_size, data.augment, cfg.batch_size, seed,
-                                             cfg.steps, cfg.prefetch)
-        for key in TRAINED:
+        sources["real"] = lambda: RealViews(data.train_images, data.augment, cfg.batch_size, seed, cfg.steps,
+                                            cfg.prefetch)
+        sources["fixed_set"] = lambda: FixedSetViews(generator, policy, fixed_size, data.augment, cfg.batch_size,
+                                                     seed, cfg.steps, cfg.prefetch)
+        for key in [k for k in TRAINED if k in cfg.runs]:
             curve: list[tuple[int, float]] = []
 
             def at(step: int, encoder: torch.nn.Module, curve=curve) -> None:
                 acc = evaluate(_encoder_features(encoder, device), data, cfg, curve_probe)["probe_accuracy"]
                 curve.append((step, acc))
 
-            encoder, stats = train_encoder(sources[key], cfg, seed, data.channels, f"{key} seed {seed}",
+            encoder, stats = train_encoder(sources[key](), cfg, seed, data.channels, f"{key} seed {seed}",
                                            at if key in CURVES else None)
             result = evaluate(_encoder_features(encoder, device), data, cfg) | stats
             per_seed[key].append(result)
@@ -435,15 +439,17 @@ def _run_demo(cfg: DemoConfig, log: Callable[[str], None]) -> dict[str, Any]:
                 curves[key].append(curve)
             log(f"  {key:16s} seed {seed}: probe {result['probe_accuracy'] * 100:.1f} %, "
                 f"{cfg.knn_k}-NN {result['knn_accuracy'] * 100:.1f} %, {stats['pairs_per_s']:.0f} pairs/s")
-        random_result = evaluate(_encoder_features(encoder_for(cfg, data.channels, seed), device), data, cfg)
-        per_seed["random"].append(random_result | {"pairs_per_s": None, "train_seconds": None, "final_loss": None})
+        if "random" in cfg.runs:
+            random_result = evaluate(_encoder_features(encoder_for(cfg, data.channels, seed), device), data, cfg)
+            per_seed["random"].append(random_result | {"pairs_per_s": None, "train_seconds": None, "final_loss": None})
 
-    log("[3/4] raw pixels")
-    # The pixels that vary in the probe's training images (the generator-size padding is constant),
-    # in float32: a 1,024-d probe on 60,000 images costs minutes in float64.
-    varying = data.probe_train[0].flatten(1).std(0) > 0
-    pixels = evaluate(lambda images: images.flatten(1)[:, varying], data, cfg, dtype=torch.float32)
-    per_seed["pixels"] = [pixels | {"pairs_per_s": None, "train_seconds": None, "final_loss": None}]
+    if "pixels" in cfg.runs:
+        log("[3/4] raw pixels")
+        # The pixels that vary in the probe's training images (the generator-size padding is
+        # constant), in float32: a 1,024-d probe on 60,000 images costs minutes in float64.
+        varying = data.probe_train[0].flatten(1).std(0) > 0
+        pixels = evaluate(lambda images: images.flatten(1)[:, varying], data, cfg, dtype=torch.float32)
+        per_seed["pixels"] = [pixels | {"pairs_per_s": None, "train_seconds": None, "final_loss": None}]
 
     log("[4/4] report")
     runs = {k: _summarise(v, curves.get(k, [])) for k, v in per_seed.items()}
@@ -495,11 +501,11 @@ def _plot_curves(runs: dict[str, RunResult], path: Path, cfg: DemoConfig, probe:
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key in CURVES:
+    for key in [k for k in CURVES if k in runs]:
         if runs[key].curve:
             steps, accs = zip(*runs[key].curve)
             ax.plot(steps, [a * 100 for a in accs], marker="o", label=LABELS[key])
-    for key, style in (("random", ":"), ("pixels", "--")):
+    for key, style in [(k, s) for k, s in (("random", ":"), ("pixels", "--")) if k in runs]:
         ax.axhline(runs[key].probe_accuracy * 100, color="grey", linestyle=style, label=f"{LABELS[key]} (full probe)")
     ax.set_xlabel("SSL steps")
     ax.set_ylabel(f"linear probe accuracy % ({probe[0]:,} / {probe[1]:,} images)")

@@ -87,9 +87,21 @@ def test_demo_runs_on_its_own_thread_count_and_restores_the_callers(tmp_path: Pa
         torch.set_num_threads(before)
 
 
+def test_demo_runs_only_the_chosen_runs(tmp_path: Path) -> None:
+    cfg = quick(tmp_path, data="shapes", generator=tiny_generator(tmp_path, 3), seeds=1, runs=("generated", "fixed_set"))
+    lines: list[str] = []
+    doc = run_demo(cfg, log=lines.append)
+    assert set(doc["runs"]) == {"generated", "fixed_set"} and tuple(doc["config"]["runs"]) == ("generated", "fixed_set")
+    assert not any("real " in line or "raw pixels" in line for line in lines)
+    table = (tmp_path / "out" / "demo_report.md").read_text()
+    assert "(a) generated" in table and "(e) generated" in table and "(b) real" not in table
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 0
+
+
 def test_demo_refuses_bad_settings(tmp_path: Path) -> None:
     for kw, field in [(dict(data="mnist"), "data"), (dict(steps=0), "steps"), (dict(batch_size=1), "batch_size"),
-                      (dict(lr=float("nan")), "lr"), (dict(real_train=8), "real_train"), (dict(threads=0), "threads")]:
+                      (dict(lr=float("nan")), "lr"), (dict(real_train=8), "real_train"), (dict(threads=0), "threads"),
+                      (dict(runs=("generated", "nope")), "runs"), (dict(runs=()), "runs"), (dict(runs="real"), "runs")]:
         with pytest.raises(ValueError, match=field):
             run_demo(quick(tmp_path, **kw), log=lambda _: None)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..demo import DATA, DemoConfig, run_demo
+from ..demo import DATA, RUNS, DemoConfig, run_demo
 
 HELP = ("Train a small encoder with SimCLR (or SimSiam/BYOL) on generated views (MI-recommended policy, "
         "baselines, a fixed generated set) and on real images; compare linear-probe and k-NN accuracy on the "
@@ -28,11 +28,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"steps between the curve evaluations (default {d.eval_every}; 0: none)")
     p.add_argument("--mi-budget", type=float, default=None,
                    help="run the MI analysis afresh for this many seconds (default: the generator's stored policy)")
+    p.add_argument("--runs", type=_runs, default=None,
+                   help=f"comma-separated subset of the runs (default all: {','.join(RUNS)})")
     p.add_argument("--threads", type=int, default=d.threads,
                    help=f"torch threads for the whole run (default {d.threads}; results repeat at a fixed count)")
     p.add_argument("--device", default=d.device, help="cpu or cuda")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a minute or two")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _runs(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in RUNS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown run(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(RUNS)}")
+    return names
 
 
 def resolve_data(requested: str | None) -> str:
@@ -53,6 +63,6 @@ def run(args: argparse.Namespace) -> dict:
     overrides = {k: v for k, v in dict(
         data=resolve_data(args.data), generator=args.generator, out=args.out, method=args.method, seeds=args.seeds,
         steps=args.steps, batch_size=args.batch_size, fixed_set=args.fixed_set, eval_every=args.eval_every,
-        mi_budget=args.mi_budget, threads=args.threads, device=args.device, progress=not args.no_progress).items() if v is not None}
+        mi_budget=args.mi_budget, threads=args.threads, runs=args.runs, device=args.device, progress=not args.no_progress).items() if v is not None}
     cfg = DemoConfig.quick_config(**overrides) if args.quick else DemoConfig(**overrides)
     return run_demo(cfg)
