@@ -47,9 +47,9 @@ class BasicBlock(nn.Module):
 class SmallResNet(nn.Module):
     """A CIFAR-style ResNet (3×3 stem, one basic block per stage at widths w, 2w, 4w, 8w)."""
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, in_channels: int = 3) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         widths = [width, 2 * width, 4 * width, 8 * width]
         self.stages = nn.Sequential(*(BasicBlock(widths[max(i - 1, 0)], w, 1 if i == 0 else 2)
                                       for i, w in enumerate(widths)))

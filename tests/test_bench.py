@@ -165,6 +165,22 @@ def test_training_rates_and_pipe_vs_bare_run_on_a_tiny_generator():
         bench.training_rates(gen, policy, 4, ("disk",))
 
 
+class _GreyTiny(TinyGenerator):
+    def __init__(self) -> None:
+        super().__init__()
+        self.image_shape = (1, 16, 16)
+
+    def _decode(self, latents, classes):
+        return super()._decode(latents, classes).mean(1, keepdim=True)
+
+
+def test_training_rates_feed_a_grey_generator_to_a_one_channel_resnet():
+    gen = _GreyTiny()
+    assert bench.bench_augment(gen).config(0).jitter[2] == 0  # no colour jitter on grey images
+    rates = bench.training_rates(gen, ViewPolicy({}), 4, ("pipe", "sync"), width=4, warmup=0, repeats=1, per_repeat=1)
+    assert all(r.median > 0 for r in rates.values())
+
+
 def test_decode_cost_counts_only_the_decoder():
     gen = bench.fresh_hvae(32, 0.5)
     flops, params = bench.decode_cost(gen)

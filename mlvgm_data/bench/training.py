@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..augment import simclr
+from ..augment import ViewAugment, fashion, simclr
 from ..pipe import ViewPairPipe
 from .._io import write_text
 from ..views import ViewPolicy
@@ -23,11 +23,11 @@ from .timing import Rate, machine_info, measure
 class SimCLRStep:
     """One SimCLR training step (small ResNet + projection head, NT-Xent, SGD) on a view pair."""
 
-    def __init__(self, width: int = 16, lr: float = 0.05, seed: int = 0) -> None:
+    def __init__(self, width: int = 16, lr: float = 0.05, seed: int = 0, in_channels: int = 3) -> None:
         from ..ssl import SimCLR
 
         torch.manual_seed(seed)
-        self.model = SimCLR(SmallResNet(width))
+        self.model = SimCLR(SmallResNet(width, in_channels))
         self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.9)
 
     def to(self, device: torch.device | str) -> "SimCLRStep":
@@ -40,6 +40,12 @@ class SimCLRStep:
         loss.backward()
         self.opt.step()
         return loss.detach()
+
+
+def bench_augment(generator: nn.Module) -> ViewAugment:
+    """The SimCLR preset for colour generators, the ``fashion`` preset (no colour jitter) for grey ones."""
+    channels, size = generator.image_shape[0], generator.image_shape[-1]
+    return fashion(size) if channels == 1 else simclr(size)
 
 
 FEEDS = ("pipe", "sync", "research", "materialised")
@@ -58,11 +64,11 @@ def training_rates(generator: nn.Module, policy: ViewPolicy, batch_size: int, fe
     unknown = sorted(set(feeds) - set(FEEDS))
     if unknown:
         raise ValueError(f"unknown feeds {unknown}; choose from {list(FEEDS)}")
-    augment = simclr(generator.image_shape[-1])
+    augment = bench_augment(generator)
     device = next(generator.parameters()).device
     out: dict[str, Rate] = {}
     for feed in feeds:
-        train = SimCLRStep(width, seed=seed).to(device)
+        train = SimCLRStep(width, seed=seed, in_channels=generator.image_shape[0]).to(device)
         pipe = ViewPairPipe(generator, policy, batch_size, seed=seed, augment=augment, prefetch=2)
         close = lambda: None  # noqa: E731
         if feed == "pipe":
@@ -90,7 +96,7 @@ def pipe_vs_bare(generator: nn.Module, policy: ViewPolicy, batch_size: int, *, w
     """Pairs/s of the pipe (thread producer, prefetch 2, SimCLR) and of :func:`bare_loop` on the
     same generator, batch and thread count; measured one after the other (a live producer would
     run ahead while the other is timed)."""
-    augment = simclr(generator.image_shape[-1])
+    augment = bench_augment(generator)
     it = iter(ViewPairPipe(generator, policy, batch_size, seed=seed, augment=augment, prefetch=2))
     try:
         pipe = measure(lambda: next(it), batch_size, warmup=warmup, repeats=repeats, per_repeat=per_repeat)
