@@ -242,6 +242,7 @@ def test_fashion_bench_rows_on_tiny_files(tmp_path, monkeypatch):
     from test_fashion_data import write_split
 
     write_split(tmp_path / "fm", n=40, train=True)
+    write_split(tmp_path / "fm", n=10, train=False, seed=1)
     monkeypatch.setenv("MLVGM_DATA", str(tmp_path / "fm"))
     cfg = bench.BenchConfig.quick(data="fashion-mnist", generator=tiny_generator(tmp_path, 1), resolutions=(32,),
                                   rows=("pipe", "tensor", "pil", "torchvision"), batch_size=8, images=40,
@@ -253,3 +254,21 @@ def test_fashion_bench_rows_on_tiny_files(tmp_path, monkeypatch):
     assert next(r for r in result["rows"] if r["key"] == "pil")["ratio_to_pil"] == 1.0
     with pytest.raises(ValueError, match="unknown rows \\['views0'\\] for --data fashion-mnist"):
         bench.BenchConfig(data="fashion-mnist", rows=("views0",)).check()
+
+
+def test_torchvision_root_holds_all_four_unpacked_files(tmp_path, monkeypatch):
+    # torchvision's FashionMNIST looks for the four unpacked IDX files in ROOT/FashionMNIST/raw,
+    # whichever split it loads; with only the train pair it says "Dataset not found".
+    from mlvgm_data.bench import fashion as bench_fashion
+    from mlvgm_data.data import find_fashion_mnist
+    from test_fashion_data import write_split
+
+    write_split(tmp_path / "fm", n=6, train=True)
+    write_split(tmp_path / "fm", n=4, train=False, seed=1)
+    monkeypatch.setenv("MLVGM_DATA", str(tmp_path / "fm"))
+    files = (*find_fashion_mnist(train=True), *find_fashion_mnist(train=False))
+    root = bench_fashion._torchvision_root(tmp_path / "out", files)
+    raw = root / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+                                                     "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+    assert (raw / "t10k-images-idx3-ubyte").read_bytes()[:4] == bytes([0, 0, 8, 3])  # unpacked: the IDX magic

@@ -20,7 +20,7 @@ from __future__ import annotations
 import gzip
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
@@ -71,11 +71,12 @@ class PilGreyViews(Dataset):
         return (pil_simclr_view(image, self.augment), pil_simclr_view(image, self.augment)), 0
 
 
-def _torchvision_root(out: Path, train_files: tuple[Path, Path]) -> Path:
-    """``OUT/FashionMNIST/raw`` with the train IDX files unpacked, as torchvision reads them."""
+def _torchvision_root(out: Path, files: Sequence[Path]) -> Path:
+    """``OUT/FashionMNIST/raw`` with the IDX files unpacked, as torchvision reads them (it looks
+    for all four, whichever split it loads)."""
     raw = out / "torchvision" / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for src in train_files:
+    for src in files:
         name = src.name.removesuffix(".gz")
         if not (raw / name).exists():
             with (gzip.open(src) if src.suffix == ".gz" else open(src, "rb")) as f, open(raw / name, "wb") as g:
@@ -142,7 +143,8 @@ def fashion_rows(ctx: Any) -> None:
                                     v2.RandomHorizontalFlip(),
                                     v2.RandomApply([v2.ColorJitter(cfg.jitter[0], cfg.jitter[1])], p=cfg.jitter_p),
                                     v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
-            ds = TorchvisionFashionMNIST(str(_torchvision_root(Path(c.out), find_fashion_mnist(train=True))),
+            files = (*find_fashion_mnist(train=True), *find_fashion_mnist(train=False))
+            ds = TorchvisionFashionMNIST(str(_torchvision_root(Path(c.out), files)),
                                          train=True, transform=TwoViews(transform))
             loader = _loader(ctx, ds, workers)
             ctx.add("torchvision", name, _time(ctx, loader, workers), res, 1, workers)
