@@ -38,6 +38,10 @@ Building blocks for ``train_fn``:
   ``OUT/summary.json``.
 
 ``train(name, **options)`` runs a registered trainer from Python with the CLI's defaults.
+
+Why one file (over 450 lines): the data sources, batching, checkpoint/resume and the trainer
+registry are what every trainer imports together, and they share the options namespace (resume
+compares the options, the output paths and progress bars read them).
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ Options (config keys):
 
 The likelihood is a Gaussian with fixed standard deviation ``sigma`` around the decoder's mean
 image; ELBO figures are in nats per image.
+
+Why one file (over 450 lines): its blocks, latent skips, encoder and heads exist only for
+:class:`HierarchicalVAE` and share its config checks; the trainer is in ``hvae_train.py``.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ Training: non-saturating logistic loss, lazy R1 penalty on reals, style-mixing r
 Adam (β = 0, 0.99), an EMA copy of the generator (what is saved), and a running ``w_avg`` for
 truncation. Checkpoints (``OUT/checkpoint.pt``) resume exactly. ``OUT/samples.png`` shows a
 grid of samples at the end (one row per class for a class-conditional model).
+
+Why one file (over 450 lines): generator, discriminator and the D and G steps follow the NVlabs
+layout side by side (the steps use both networks' internals: mixing, class heads, the running
+``w_avg``); the trainer's own loop is its last ~70 lines.
 """
 
 from __future__ import annotations
