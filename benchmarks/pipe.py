@@ -6,20 +6,25 @@
 2. End-to-end training steps/s of a small-ResNet SimCLR step fed by the pipe vs by the research
    code's synchronous Continuous Sampling step (scipy truncated-normal noise on the CPU + one 2B
    forward inside the step; target ≥ 1.3×).
+3. With ``--compile``: pairs/s of the pipe with ``compile=True`` (``torch.compile`` of decode) vs
+   eager decode, and the first compiled batch's time (the compilation).
 
-    python benchmarks/pipe.py [--quick] [--threads 1,2] [--json out.json]
+    python benchmarks/pipe.py [--quick] [--threads 1,2] [--compile] [--json out.json]
 """
 
 from __future__ import annotations
 
 import torch
 
-from mlvgm_data.bench import (machine_info, pipe_vs_bare, rate_dict, training_bench_setup, training_markdown,
+from mlvgm_data.bench import (compiled_vs_eager, machine_info, pipe_vs_bare, rate_dict, training_bench_setup, training_markdown,
                               training_rates, write_training_bench_json)
 
 
 def main() -> None:
-    args, gen, policy, note = training_bench_setup(__doc__.splitlines()[0], "batches")
+    def compile_option(p) -> None:
+        p.add_argument("--compile", action="store_true", help="also time the pipe with compile=True against eager")
+
+    args, gen, policy, note = training_bench_setup(__doc__.splitlines()[0], "batches", compile_option)
     timing = dict(warmup=args.warmup, repeats=args.repeats, per_repeat=args.batches)
     print(f"{args.generator} {args.resolution}², batch {args.batch_size}, {machine_info()}" + (f" ({note})" if note else ""))
     results = []
@@ -38,6 +43,13 @@ def main() -> None:
             print(f"pipe-fed training / research-fed training: {gain:.2f}× (target ≥ 1.3)")
             row["training"].append({"width": width, "steps_per_s": {k: rate_dict(r) for k, r in train.items()},
                                     "pipe_over_research": gain})
+        if args.compile:
+            rates, first = compiled_vs_eager(gen, policy, args.batch_size, **timing)
+            ratio = rates["compiled"].median / rates["eager"].median
+            print(f"compile=True: {rates['compiled'].median:,.0f} pairs/s vs eager {rates['eager'].median:,.0f} → "
+                  f"{ratio:.2f}× (first compiled batch {first:.1f} s)")
+            row["compile"] = {"pairs_per_s": {k: rate_dict(r) for k, r in rates.items()}, "compiled_over_eager": ratio,
+                              "first_batch_s": first}
         results.append(row)
     write_training_bench_json(args, note, results)
 

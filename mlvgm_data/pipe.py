@@ -37,6 +37,7 @@ from .generators.base import (
     generator_device,
     set_eval_mode,
 )
+from .generators.compiled import CompiledDecode
 from .producers import CudaProducer, SyncProducer, ThreadProducer
 from .progress import MAX_SHARDS, Plan, SharedProgress
 from .step import Augment, StepWork, ViewBatch
@@ -153,6 +154,10 @@ class ViewPairPipe(IterableDataset):
         return_latents: also return the latents of each batch.
         autocast: run the generator under ``torch.autocast`` with this dtype (e.g. bfloat16).
         stream: the Philox stream id; pipes with different streams share no numbers.
+        compile: decode with ``torch.compile`` (:class:`~mlvgm_data.generators.compiled.CompiledDecode`):
+            compiled on the first step in each process that iterates; images equal eager
+            decoding's to float tolerance, not bit for bit. Off by default (measured gain 1.29×
+            on ``builtin:shapes`` at 32² on a CPU, after about 40 s of compilation).
 
     ``close()`` (or ``with ViewPairPipe(...) as pipe:``) stops every open iterator in this process.
     """
@@ -160,7 +165,8 @@ class ViewPairPipe(IterableDataset):
     def __init__(self, generator: torch.nn.Module, policy: ViewPolicy, batch_size: int, seed: int = 0,
                  device: torch.device | str | None = None, augment: Augment | str | None = None, num_views: int = 2,
                  prefetch: int = 2, rank: int | None = None, world_size: int | None = None, steps: int | None = None,
-                 return_latents: bool = False, autocast: torch.dtype | None = None, stream: int = 0) -> None:
+                 return_latents: bool = False, autocast: torch.dtype | None = None, stream: int = 0,
+                 compile: bool = False) -> None:
         super().__init__()
         check_generator(generator, policy)
         set_eval_mode(generator, "ViewPairPipe")
@@ -188,6 +194,10 @@ class ViewPairPipe(IterableDataset):
         self.augment = resolve_augment(augment, generator, self.batch_size, self.num_views, self.seed, self.device)
         self.return_latents = return_latents
         self.autocast = autocast
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {compile!r}")
+        self.compile = compile
+        self._compiled: CompiledDecode | None = None  # built lazily in the process that iterates
         self._progress = SharedProgress()
         self._restored: Plan | None = None  # a worker's loaded state, applied when it iterates
         self._restored_rank: tuple[int, int] | None = None
@@ -234,7 +244,9 @@ class ViewPairPipe(IterableDataset):
     def work(self) -> StepWork:
         """The per-step computation of this rank (also what the benchmarks time without a producer)."""
         rank, _ = self._rank_world()
-        return StepWork(self.generator, self.policy, self.batch_size, self.num_views, self.seed,
+        if self.compile and self._compiled is None:
+            self._compiled = CompiledDecode(self.generator)
+        return StepWork(self._compiled if self.compile else self.generator, self.policy, self.batch_size, self.num_views, self.seed,
                         rank * self.batch_size, self.augment, self.device, self.return_latents,
                         self.autocast, self.stream)
 
@@ -398,6 +410,7 @@ class ViewPairPipe(IterableDataset):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_cuda_stream"] = None  # streams do not cross process boundaries
+        state["_compiled"] = None  # compiled code does not pickle: a worker compiles its own
         state["_iterators"] = None  # iterators (and their threads) stay in their process
         # A spawned DataLoader worker has no process group: it takes the rank this process has now.
         state["_baked_rank"] = _dist_rank_world() or self._baked_rank

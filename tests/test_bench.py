@@ -272,3 +272,9 @@ def test_torchvision_root_holds_all_four_unpacked_files(tmp_path, monkeypatch):
     assert sorted(p.name for p in raw.iterdir()) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
                                                      "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
     assert (raw / "t10k-images-idx3-ubyte").read_bytes()[:4] == bytes([0, 0, 8, 3])  # unpacked: the IDX magic
+
+
+def test_compiled_vs_eager_times_both_and_the_compilation():
+    gen = TinyGenerator()
+    rates, first = bench.compiled_vs_eager(gen, ViewPolicy({}), 4, warmup=0, repeats=1, per_repeat=1)
+    assert set(rates) == {"eager", "compiled"} and all(r.median > 0 for r in rates.values()) and first > 0

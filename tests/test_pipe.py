@@ -312,3 +312,27 @@ def test_ctrl_c_while_waiting_for_a_slow_producer() -> None:
     release.set()
     producer.close()  # returns once the step in progress ends
     assert not producer_threads()
+
+
+# --- compile=True -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("num_classes, prefetch", [(None, 2), (3, 0)])
+def test_compiled_decode_gives_eager_views_to_float_tolerance(num_classes, prefetch) -> None:
+    import pickle
+
+    from mlvgm_data.generators.compiled import CompiledDecode
+
+    gen = TinyGenerator(num_classes=num_classes)
+    policy = ViewPolicy({"map": Resample()})
+    eager = list(ViewPairPipe(gen, policy, 4, seed=3, steps=2, prefetch=prefetch))
+    pipe = ViewPairPipe(gen, policy, 4, seed=3, steps=2, prefetch=prefetch, compile=True)
+    compiled = list(pipe)
+    assert isinstance(pipe._compiled, CompiledDecode) and not pipe._compiled.training
+    for a, b in zip(eager, compiled):
+        assert torch.equal(a.target, b.target)  # latents and classes come from the op: identical
+        for x, y in zip(a.views, b.views):
+            assert torch.allclose(x, y, atol=1e-4, rtol=0)
+    again = pickle.loads(pickle.dumps(pipe))  # for DataLoader workers: the compiled code stays behind
+    assert again.compile and again._compiled is None
+    with pytest.raises(TypeError, match="compile must be True or False"):
+        ViewPairPipe(gen, policy, 4, compile="yes")

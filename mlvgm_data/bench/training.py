@@ -107,6 +107,29 @@ def pipe_vs_bare(generator: nn.Module, policy: ViewPolicy, batch_size: int, *, w
     return {"pipe": pipe, "bare": bare}
 
 
+def compiled_vs_eager(generator: nn.Module, policy: ViewPolicy, batch_size: int, *, warmup: int = 2,
+                      repeats: int = 3, per_repeat: int = 3, seed: int = 0) -> tuple[dict[str, Rate], float]:
+    """Pairs/s of the pipe with eager and with compiled decode (``compile=True``), measured one
+    after the other on the same generator, batch and threads; and the seconds the first compiled
+    batch took (compilation included)."""
+    import time
+
+    augment = bench_augment(generator)
+    out: dict[str, Rate] = {}
+    first = 0.0
+    for name, flag in (("eager", False), ("compiled", True)):
+        it = iter(ViewPairPipe(generator, policy, batch_size, seed=seed, augment=augment, prefetch=2, compile=flag))
+        try:
+            t0 = time.perf_counter()
+            next(it)
+            if flag:
+                first = time.perf_counter() - t0
+            out[name] = measure(lambda: next(it), batch_size, warmup=warmup, repeats=repeats, per_repeat=per_repeat)
+        finally:
+            it.close()
+    return out, first
+
+
 # --- the loader benchmark --------------------------------------------------------------------
 
 
