@@ -147,3 +147,40 @@ def test_a_deeply_nested_config_is_refused(tmp_path: Path) -> None:
     (tmp_path / "deep.json").write_text("[" * 200_000 + "]" * 200_000)
     with pytest.raises(ValueError, match="nested too deeply"):
         load_generator(tmp_path / "deep.json")
+
+
+BOMB_SCRIPT = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (CAP, CAP))
+from mlvgm_data import load_generator
+from mlvgm_data.data import FolderImages
+for call in (lambda: load_generator(sys.argv[1]), lambda: FolderImages(sys.argv[2])[0]):
+    try:
+        call()
+    except ValueError as e:
+        print("refused:", str(e)[:160])
+    else:
+        print("accepted")
+"""
+
+
+def test_resource_bombs_are_refused_under_a_memory_limit(tmp_path: Path) -> None:
+    # The 4.8 GB config and the 30000² PNG are refused before allocating: under a 2.5 GB address
+    # space on top of what torch's import takes, a regression dies with MemoryError instead.
+    import subprocess
+    import sys
+
+    config = _config_file(tmp_path, "hvae", {"channels": [48, 32, 1048576]})
+    folder = tmp_path / "png"
+    folder.mkdir()
+    _png_header_only(folder / "huge.png", 30_000, 30_000)
+    probe = subprocess.run([sys.executable, "-c", "import resource, torch, mlvgm_data; "
+                            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+                           capture_output=True, text=True, check=True)
+    limit = int(probe.stdout) * 1024 * 4 + 2_500_000_000  # import's footprint ×4 (virtual > resident) + 2.5 GB
+    run = subprocess.run([sys.executable, "-c", BOMB_SCRIPT.replace("CAP", str(limit)), str(config), str(folder)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("refused:") for line in lines), run.stdout
+    assert "channels" in lines[0] and "huge.png" in lines[1]
