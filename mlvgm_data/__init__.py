@@ -10,7 +10,7 @@ from .datasets import AugmentedViews, GeneratedViews
 from .generators import load_generator, recommended_policy
 from .latents import LatentGroup, LatentSpec
 from .pipe import ViewBatch, ViewPairPipe
-from .views import Keep, Perturb, Resample, ViewPolicy
+from .policy import Keep, Perturb, Resample, ViewPolicy
 
 __version__ = "0.1.0"
 

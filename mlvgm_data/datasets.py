@@ -19,7 +19,7 @@ from .generators.base import (
     set_eval_mode,
 )
 from .progress import SharedEpoch
-from .views import ViewPolicy
+from .policy import ViewPolicy
 
 
 def _check_index(index: object, length: int, who: str) -> int:

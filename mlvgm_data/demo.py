@@ -44,7 +44,7 @@ from .pipe import ViewPairPipe
 from .producers import ThreadProducer
 from .ssl import ConvEncoder, embed, knn_accuracy, linear_probe, make_method
 from .step import ViewBatch
-from .views import Perturb, ViewPolicy
+from .policy import Perturb, ViewPolicy
 from .viz import save_view_grid
 
 RUNS = ("generated", "real", "baseline_policy", "augment_only", "fixed_set", "random", "pixels")

@@ -17,7 +17,7 @@ import torch
 from ._checks import U32 as _U32
 from ._checks import check_device, check_int
 from .latents import LatentSpec
-from .views import Keep, Perturb, Resample, ViewPolicy
+from .policy import Keep, Perturb, Resample, ViewPolicy
 
 DOMAIN_ANCHOR = 0
 DOMAIN_VIEW = 1

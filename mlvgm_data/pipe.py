@@ -41,7 +41,7 @@ from .generators.compiled import CompiledDecode
 from .producers import CudaProducer, SyncProducer, ThreadProducer
 from .progress import MAX_SHARDS, Plan, SharedProgress
 from .step import Augment, StepWork, ViewBatch
-from .views import ViewPolicy
+from .policy import ViewPolicy
 
 STATE_FORMAT = "mlvgm-data/pipe/2"
 _CONFIG_KEYS = ("seed", "stream", "batch_size", "num_views", "steps", "policy", "generator")

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from .generators.base import decode_views
-from .views import ViewPolicy
+from .policy import ViewPolicy
 
 Augment = Callable[..., torch.Tensor]
 """``aug(views[V, B, C, H, W], seed, step, stream, sample_offset) -> views`` (a ViewAugment, DALI …)."""

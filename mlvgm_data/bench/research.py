@@ -12,7 +12,7 @@ from torch import nn
 
 from ..augment import ViewAugment
 from ..generators.base import checked_decode, decode_views, draw_classes
-from ..views import Keep, Perturb, Resample, ViewPolicy
+from ..policy import Keep, Perturb, Resample, ViewPolicy
 
 
 class ResearchStep:

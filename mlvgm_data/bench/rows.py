@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from ..augment import simclr
 from ..datasets import GeneratedViews
 from ..pipe import ViewPairPipe
-from ..views import Perturb, ViewPolicy
+from ..policy import Perturb, ViewPolicy
 
 from .loaders import (TORCHVISION_INSTALL, PilViews, TwoViews, dali_folder_pipeline, dali_outputs_to_torch,
                       has_torchvision, shapes_folder, torchvision_simclr)

@@ -10,7 +10,7 @@ from torch import nn
 from .. import ops
 from ..generators import load_generator, recommended_policy
 from ..generators.base import checked_decode, draw_classes
-from ..views import Perturb, ViewPolicy
+from ..policy import Perturb, ViewPolicy
 
 
 def fresh_hvae(resolution: int, channel_scale: float = 1.0, base: dict | None = None) -> nn.Module:

@@ -13,7 +13,7 @@ from torch import nn
 from ..augment import ViewAugment, fashion, simclr
 from ..pipe import ViewPairPipe
 from .._io import write_text
-from ..views import ViewPolicy
+from ..policy import ViewPolicy
 from ..ssl import SmallResNet
 from .research import ResearchStep, bare_loop
 from .subjects import bench_generator

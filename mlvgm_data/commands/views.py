@@ -15,7 +15,7 @@ from ..augment import preset
 from ..generators import load_generator, recommended_policy
 from ..generators.base import generator_device
 from ..viz import save_image_grid, view_sets
-from ..views import Perturb, ViewPolicy
+from ..policy import Perturb, ViewPolicy
 
 HELP = "Write a grid of anchor/view sets from a generator under a view policy, and summarise it."
 

@@ -15,7 +15,7 @@ from torch import nn
 from .. import ops
 from .._checks import check_int
 from ..latents import LatentSpec
-from ..views import ViewPolicy
+from ..policy import ViewPolicy
 
 
 @runtime_checkable

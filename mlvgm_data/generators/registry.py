@@ -23,7 +23,7 @@ from .._checks import check_device
 from .._io import save_torch, write_text
 
 if TYPE_CHECKING:
-    from ..views import ViewPolicy
+    from ..policy import ViewPolicy
 
 FORMAT = "mlvgm-data/1"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -190,7 +190,7 @@ def _build_checked(builder: Callable[[dict], nn.Module], config: object, family:
 def recommended_policy(name_or_path: str | Path) -> "ViewPolicy":
     """The view policy measured for a generator: the one ``mlvgm-data mi GENERATOR --save-policy``
     stored in :func:`user_policy_path` if there is one, else the one shipped in its config."""
-    from ..views import ViewPolicy
+    from ..policy import ViewPolicy
 
     user = user_policy_path(name_or_path)
     if user.is_file():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from ..views import ViewPolicy
+from ..policy import ViewPolicy
 from .._io import write_text
 from .estimators import MIEstimate
 
