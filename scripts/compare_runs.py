@@ -7,9 +7,10 @@ Each run folder holds what ``mlvgm-data train ... --probe --out RUN`` and ``mlvg
 --encoder-data fashion-mnist --json RUN/mi.json`` wrote. Per variant, over its runs (the seeds),
 the table gives mean ± sd (sample sd) of: the held-out ELBO and KL per group (``summary.json``),
 the linear-probe accuracy on posterior means, I_q(x; z_g) and the active units (the encoder
-metrics of ``mi.json``), the held-out Barber–Agakov bound on I(z_g; x) (the MI analysis), and the
+metrics of ``mi.json``), the held-out Barber–Agakov bound on I(z_g; x) (the MI analysis), the
 mean squared pixel change when g alone is resampled, measured here on ``--pixel-samples`` prior
-anchors (an absolute figure, unlike the analysis's relative one).
+anchors (an absolute figure, unlike the analysis's relative one), and the sample-quality score
+of ``summary.json`` when the run has one.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def run_metrics(run: Path, samples: int, seed: int) -> dict[str, float]:
     m = {"elbo": summary["elbo"], "kl/all": summary["kl_total"]}
     m.update({f"kl/{g}": v for g, v in summary["kl"].items()})
     m.update({f"probe/{g}": 100 * v for g, v in summary["probe_accuracy"].items()})
+    if "quality" in summary:  # the Fashion-MNIST classifier's score of the run's prior samples
+        q = summary["quality"]
+        m.update({"confidence": q["mean_confidence"], "frechet": q["frechet_distance"],
+                  "largest_class": 100 * q["max_fraction"]})
     enc = mi["encoder"]
     for g, d in [*enc["groups"].items(), ("all", enc["total"])]:
         m[f"iq/{g}"], m[f"active/{g}"] = d["mi"], d["active"]
@@ -69,6 +74,9 @@ ROWS = [  # (metric prefix, label, format)
     ("probe", "linear probe on posterior means of {g} (%)", "{:.2f}"),
     ("ba", "BA bound on I({g}; x) (nats)", "{:.2f}"),
     ("pixel", "pixel MSE when {g} is resampled (×10⁻³)", "{:.3f}"),
+    ("confidence", "samples: mean max-softmax confidence", "{:.3f}"),
+    ("frechet", "samples: Fréchet distance to the test split", "{:.0f}"),
+    ("largest_class", "samples: share of the most frequent class (%)", "{:.1f}"),
 ]
 
 

@@ -64,6 +64,10 @@ def test_table_gives_mean_and_sd_over_the_runs_of_each_variant(runs, tmp_path, m
     assert figures["active/z1"] == enc["groups"]["z1"]["active"] and figures["iq/all"] == enc["total"]["mi"]
     assert figures["pixel/z1"] > 0 and figures["pixel/z2"] >= 0
     assert {"kl/z1", "kl/z2", "probe/all", "ba/z1", "ba/z2"} <= set(figures)
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert ("confidence" in figures) == ("quality" in summary)
+    if "quality" in summary:
+        assert figures["frechet"] == summary["quality"]["frechet_distance"] and "| samples: Fréchet" in text
     for label in ("KL z2", "I_q(x; z1)", "active units all", "linear probe on posterior means of z1",
                   "BA bound on I(z2; x)", "pixel MSE when z1 is resampled"):
         assert f"| {label}" in text
