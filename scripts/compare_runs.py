@@ -20,10 +20,8 @@ import json
 import statistics
 from pathlib import Path
 
-import torch
-
-from mlvgm_data._io import write_text
 from mlvgm_data import Resample, ViewPolicy, load_generator
+from mlvgm_data._io import write_text
 from mlvgm_data.generators.base import decode_views, eval_mode
 
 
@@ -129,5 +127,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     main()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mlvgm_data.cli import main
 from mlvgm_data.data import fashion_mnist as fm
@@ -54,6 +55,7 @@ def test_table_gives_mean_and_sd_over_the_runs_of_each_variant(runs, tmp_path, m
     compare([f"both={runs[0]},{runs[1]}", f"one={runs[0]}", "--pixel-samples", "16", "--json",
              str(tmp_path / "cmp.json")], monkeypatch)
     text = capsys.readouterr().out
+    assert torch.is_grad_enabled()  # the script leaves the process's autograd mode alone
     doc = json.loads((tmp_path / "cmp.json").read_text())
     elbos = [json.loads((r / "summary.json").read_text())["elbo"] for r in runs]
     row = next(line for line in text.splitlines() if line.startswith("| held-out ELBO"))
