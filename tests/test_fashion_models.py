@@ -188,6 +188,10 @@ def test_classifier_file_errors(tmp_path):
     fc.save_classifier(fc.FashionClassifier(4), tmp_path / "c", {"width": 8})
     with pytest.raises(ValueError, match="does not match its config"):
         fc.load_classifier(tmp_path / "c")
+    assert not fc.classifier_available(tmp_path / "none") and fc.classifier_available(tmp_path / "c")
+    fc.save_classifier(fc.FashionClassifier(8), tmp_path / "ok", {"width": 8})
+    loaded = common.load_width_model(fc.FashionClassifier, tmp_path / "ok")  # the helper both classifiers use
+    assert isinstance(loaded, fc.FashionClassifier) and not loaded.training
 
 
 def test_mi_encoder_data_fashion_mnist_reads_the_test_split(fashion_files, tmp_path, capsys, one_thread):

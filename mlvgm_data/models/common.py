@@ -173,6 +173,27 @@ class FashionSource(ImageSource):
 DATA_CHOICES = "'shapes', 'fashion-mnist' or a folder of images"
 
 
+def asset_available(stem: Path) -> bool:
+    """Whether a saved model's ``STEM.pt`` and ``STEM.json`` both exist."""
+    return stem.with_suffix(".pt").exists() and stem.with_suffix(".json").exists()
+
+
+def load_width_model(cls: Callable[[int], nn.Module], stem: str | Path) -> nn.Module:
+    """A classifier saved as ``STEM.pt`` + ``STEM.json`` (``{"width": w, ...}``): built as
+    ``cls(width)``, its weights loaded weights-only, in eval mode."""
+    stem = Path(stem)
+    try:
+        meta = json.loads(stem.with_suffix(".json").read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"classifier config {stem.with_suffix('.json')} not found") from None
+    model = cls(int(meta["width"]))
+    try:
+        model.load_state_dict(load_state(stem.with_suffix(".pt")))
+    except RuntimeError as e:
+        raise ValueError(f"{stem}.pt does not match its config: {e}") from None
+    return model.eval()
+
+
 def image_source(data: str, resolution: int, seed: int, channels: int | None = 3) -> ImageSource:
     """``"shapes"`` → procedural Shapes; ``"fashion-mnist"`` → the Fashion-MNIST train split;
     anything else is a path to a folder of images. ``channels``: 3 gives RGB batches (grey data

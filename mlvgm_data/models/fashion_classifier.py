@@ -31,7 +31,8 @@ from torch import nn
 from .._io import save_torch, write_text
 from ..data.fashion_mnist import CLASS_NAMES, SIZE, FashionMNIST
 from ..generators.base import prior_samples
-from ..generators.registry import ASSETS, load_state
+from ..generators.registry import ASSETS
+from .common import asset_available, load_width_model
 
 CLASSIFIER_STEM = ASSETS / "fashion_classifier"
 FEATURES = 128
@@ -74,22 +75,12 @@ class FashionClassifier(nn.Module):
 
 
 def classifier_available(stem: Path = CLASSIFIER_STEM) -> bool:
-    return stem.with_suffix(".pt").exists() and stem.with_suffix(".json").exists()
+    return asset_available(stem)
 
 
 def load_classifier(stem: str | Path = CLASSIFIER_STEM) -> FashionClassifier:
     """The shipped (or a saved) classifier, in eval mode; weights-only loading."""
-    stem = Path(stem)
-    try:
-        meta = json.loads(stem.with_suffix(".json").read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"classifier config {stem.with_suffix('.json')} not found") from None
-    model = FashionClassifier(int(meta["width"]))
-    try:
-        model.load_state_dict(load_state(stem.with_suffix(".pt")))
-    except RuntimeError as e:
-        raise ValueError(f"{stem}.pt does not match its config: {e}") from None
-    return model.eval()
+    return load_width_model(FashionClassifier, stem)
 
 
 @lru_cache(maxsize=1)
