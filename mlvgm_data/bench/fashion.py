@@ -30,7 +30,7 @@ from ..datasets import AugmentedViews
 from ..pipe import ViewPairPipe
 from .loaders import TORCHVISION_INSTALL, TwoViews, dali_outputs_to_torch, has_torchvision, pil_simclr_view
 from .subjects import bench_generator
-from .timing import Rate, measure
+from .timing import measure, time_loader
 
 ROWS = ("pipe", "tensor", "pil", "torchvision", "dali")
 RESOLUTION = 32
@@ -90,14 +90,6 @@ def _loader(ctx: Any, dataset: Dataset, workers: int) -> DataLoader:
     return DataLoader(dataset, batch_size=ctx.cfg.batch_size, sampler=sampler, num_workers=workers)
 
 
-def _time(ctx: Any, loader: DataLoader, workers: int) -> Rate:
-    it = iter(loader)
-    try:
-        return measure(lambda: next(it), ctx.cfg.batch_size, **ctx.timing(workers * (loader.prefetch_factor or 0)))
-    finally:
-        del it
-
-
 def fashion_rows(ctx: Any) -> None:
     """Adds every selected Fashion-MNIST row to ``ctx`` (the bench's row context)."""
     from ..data import fashion_mnist_tensors, find_fashion_mnist
@@ -124,11 +116,11 @@ def fashion_rows(ctx: Any) -> None:
                         generator_note=note)
         elif key == "tensor":
             loader = _loader(ctx, AugmentedViews(images, augment, seed=c.seed), 0)
-            ctx.add("tensor", "in-memory tensor + the same batched augmentation", _time(ctx, loader, 0), res,
+            ctx.add("tensor", "in-memory tensor + the same batched augmentation", time_loader(ctx, loader, 0), res,
                     torch.get_num_threads(), 0)
         elif key == "pil":
             loader = _loader(ctx, PilGreyViews(folder, res), workers)
-            ctx.add("pil", f"PNG folder + PIL + DataLoader, {workers} workers (baseline)", _time(ctx, loader, workers),
+            ctx.add("pil", f"PNG folder + PIL + DataLoader, {workers} workers (baseline)", time_loader(ctx, loader, workers),
                     res, 1, workers)
         elif key == "torchvision":
             name = f"torchvision FashionMNIST + v2, {workers} workers"
@@ -147,7 +139,7 @@ def fashion_rows(ctx: Any) -> None:
             ds = TorchvisionFashionMNIST(str(_torchvision_root(Path(c.out), files)),
                                          train=True, transform=TwoViews(transform))
             loader = _loader(ctx, ds, workers)
-            ctx.add("torchvision", name, _time(ctx, loader, workers), res, 1, workers)
+            ctx.add("torchvision", name, time_loader(ctx, loader, workers), res, 1, workers)
         elif key == "dali":
             from ..augment.dali import INSTALL_HINT, has_dali
 

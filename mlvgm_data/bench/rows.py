@@ -26,7 +26,7 @@ from .fashion import ROWS as FASHION_ROWS
 from .fashion import fashion_rows
 from .research import ResearchStep
 from .subjects import bench_generator, decode_cost, decodes_channels_last, fresh_hvae
-from .timing import Rate, machine_info, measure
+from .timing import Rate, machine_info, measure, time_loader
 
 
 ROWS = ("pipe", "pipe_cl", "pipe_cuda", "views0", "views2", "pil", "torchvision", "dali", "research")
@@ -125,15 +125,6 @@ def _with_threads(n: int) -> Callable[[], None]:
     return lambda: torch.set_num_threads(old)
 
 
-def _time_loader(ctx: _Context, loader: DataLoader, workers: int) -> Rate:
-    it = iter(loader)
-    try:
-        return measure(lambda: next(it), ctx.cfg.batch_size, **ctx.timing(workers * (loader.prefetch_factor or 0)))
-    finally:
-        del it
-        gc.collect()
-
-
 def _pipe_rows(ctx: _Context, key: str, gen: nn.Module, policy: ViewPolicy, res: int, note: str) -> None:
     c = ctx.cfg
     name = "ViewPairPipe, thread producer, prefetch 2"
@@ -178,7 +169,7 @@ def _views_rows(ctx: _Context, key: str, gen: nn.Module, policy: ViewPolicy, res
         restore = _with_threads(threads)
         try:
             ds = GeneratedViews(gen, policy, ctx.loader_items(workers), seed=c.seed, transform=simclr(res))
-            rate = _time_loader(ctx, DataLoader(ds, batch_size=c.batch_size, num_workers=workers), workers)
+            rate = time_loader(ctx, DataLoader(ds, batch_size=c.batch_size, num_workers=workers), workers)
         finally:
             restore()
         ctx.add(key, name, rate, res, threads, workers, generator_note=note)
@@ -191,7 +182,7 @@ def _folder_loader(ctx: _Context, dataset: Dataset) -> DataLoader:
 
 
 def _pil_row(ctx: _Context, folder: Path, res: int) -> None:
-    rate = _time_loader(ctx, _folder_loader(ctx, PilViews(folder, res)), ctx.cfg.workers)
+    rate = time_loader(ctx, _folder_loader(ctx, PilViews(folder, res)), ctx.cfg.workers)
     ctx.add("pil", f"PIL + DataLoader, {ctx.cfg.workers} workers (baseline)", rate, res, 1, ctx.cfg.workers)
 
 
@@ -203,7 +194,7 @@ def _torchvision_row(ctx: _Context, folder: Path, res: int) -> None:
     from torchvision.datasets import ImageFolder
 
     dataset = ImageFolder(str(folder), transform=TwoViews(torchvision_simclr(res)), allow_empty=True)
-    rate = _time_loader(ctx, _folder_loader(ctx, dataset), ctx.cfg.workers)
+    rate = time_loader(ctx, _folder_loader(ctx, dataset), ctx.cfg.workers)
     import torchvision
 
     ctx.add("torchvision", name, rate, res, 1, ctx.cfg.workers, torchvision=torchvision.__version__)

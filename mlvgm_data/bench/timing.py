@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import statistics
@@ -61,3 +62,14 @@ def machine_info() -> dict[str, Any]:
 
 def rate_dict(rate: Rate) -> dict[str, Any]:
     return {"median": rate.median, "min": rate.low, "max": rate.high, "samples": rate.samples}
+
+
+def time_loader(ctx: Any, loader: Any, workers: int) -> Rate:
+    """Pairs/s of a DataLoader's batches under the bench context's timing (warm-up covers the
+    workers' prefetch); the iterator and its workers are gone when it returns."""
+    it = iter(loader)
+    try:
+        return measure(lambda: next(it), ctx.cfg.batch_size, **ctx.timing(workers * (loader.prefetch_factor or 0)))
+    finally:
+        del it
+        gc.collect()
