@@ -16,9 +16,12 @@ U32 = 1 << 32
 
 def check_int(value: object, name: str, low: int | None = None, high: int | None = None) -> int:
     """``value`` as an ``int`` in ``[low, high)`` (either bound may be open-ended)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if type(value) is int:  # the common case, without the ABC check's cost (the op checks 6 per call)
+        v = value
+    elif isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an int, got {value!r}")
-    v = int(value)
+    else:
+        v = int(value)
     if (low is not None and v < low) or (high is not None and v >= high):
         if high is None:
             raise ValueError(f"{name} must be an int >= {low}, got {v}")

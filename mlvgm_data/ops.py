@@ -8,9 +8,10 @@ every device and thread count.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 
@@ -55,10 +56,14 @@ def has_native(device: torch.device | str | None = None) -> bool:
         return False
     if device is None:
         return True
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(torch.device(device).type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "mlvgm_data::resample_", key
-    )
+    return _has_kernel(torch.device(device).type)
+
+
+@functools.lru_cache(maxsize=None)
+def _has_kernel(device_type: str) -> bool:
+    # Kernels register when _C loads, before any call can ask: the answer never changes.
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key("mlvgm_data::resample_", key)
 
 
 # --- argument checks -----------------------------------------------------------------------
@@ -90,21 +95,49 @@ def _erf_c(trunc: float | None) -> float:
     return 1.0 if trunc is None else math.erf(trunc / math.sqrt(2.0))
 
 
-def _pack(
-    spec: LatentSpec, policy: ViewPolicy, batch_size: int, num_views: int
-) -> tuple[list[int], list[float]]:
-    """The per-group rules as the kernels take them: 5 ints and 4 floats per group."""
+class _Layout(NamedTuple):
+    """The kernels' arguments for one (spec, policy, batch, views) and the output's split."""
+
+    meta: tuple[int, ...]  # 5 ints per group
+    params: tuple[float, ...]  # 4 floats per group
+    starts: tuple[int, ...]  # where each group's block starts in the flat output
+    shapes: tuple[tuple[int, ...], ...]  # each block as [num_views, batch_size, *group shape]
+    strides: tuple[tuple[int, ...], ...]  # contiguous strides of those shapes
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(spec: LatentSpec, rules: tuple[tuple[str, Keep | Perturb | Resample], ...], anchor_trunc: float | None,
+            batch_size: int, num_views: int) -> _Layout:
+    # Cached: the pipe asks for the same layout every step, and building it in Python costs as
+    # much as the kernel on a small spec (BigBiGAN's 6 x 20). The key holds the rules
+    # themselves (frozen dataclasses), so a policy edited in place gets a fresh layout.
+    by_name = dict(rules)
     meta: list[int] = []
     params: list[float] = []
-    c_anchor = _erf_c(policy.anchor_trunc)
+    c_anchor = _erf_c(anchor_trunc)
     for i, g in enumerate(spec):
-        rule = policy.rule(g.name)
+        rule = by_name.get(g.name, Keep())
         mu = rule.mu if isinstance(rule, Perturb) else 0.0
         sigma = rule.sigma if isinstance(rule, Perturb) else 0.0
         trunc = None if isinstance(rule, Keep) else rule.trunc
         meta += [g.numel, spec.anchor_slots[i], i, _KIND[type(rule)], num_views * batch_size * spec.offsets[i]]
         params += [mu, sigma, _erf_c(trunc), c_anchor]
-    return meta, params
+    shapes = tuple((num_views, batch_size, *g.shape) for g in spec)
+    strides = tuple(tuple(math.prod(shape[d + 1:]) for d in range(len(shape))) for shape in shapes)
+    return _Layout(tuple(meta), tuple(params), tuple(num_views * batch_size * off for off in spec.offsets), shapes,
+                   strides)
+
+
+def _layout_of(spec: LatentSpec, policy: ViewPolicy, batch_size: int, num_views: int) -> _Layout:
+    return _layout(spec, tuple(policy.rules.items()), policy.anchor_trunc, batch_size, num_views)
+
+
+def _pack(
+    spec: LatentSpec, policy: ViewPolicy, batch_size: int, num_views: int
+) -> tuple[list[int], list[float]]:
+    """The per-group rules as the kernels take them: 5 ints and 4 floats per group."""
+    layout = _layout_of(spec, policy, batch_size, num_views)
+    return list(layout.meta), list(layout.params)
 
 
 def _check_resample(
@@ -123,13 +156,12 @@ def _check_resample(
         check_int(value, name, low, high)
 
 
-def _as_views(spec: LatentSpec, out: torch.Tensor, batch_size: int, num_views: int) -> dict[str, torch.Tensor]:
-    result = {}
-    for g, off in zip(spec, spec.offsets):
-        start = num_views * batch_size * off
-        block = out[start : start + num_views * batch_size * g.numel]
-        result[g.name] = block.view(num_views, batch_size, *g.shape)
-    return result
+def _as_views(spec: LatentSpec, out: torch.Tensor, layout: _Layout) -> dict[str, torch.Tensor]:
+    # One as_strided per group (a slice and a view would make two tensors: most of a small
+    # call's Python time); out is a contiguous 1-D buffer, so these are its plain sub-blocks.
+    base = out.storage_offset()
+    return {g.name: out.as_strided(shape, stride, base + start)
+            for g, start, shape, stride in zip(spec, layout.starts, layout.shapes, layout.strides)}
 
 
 # --- public ops ------------------------------------------------------------------------------
@@ -174,15 +206,16 @@ def resample(
         if out.requires_grad:
             raise ValueError("out must not require grad (the op writes it in place)")
     ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
-    meta, params = _pack(spec, policy, batch_size, num_views)
+    layout = _layout_of(spec, policy, batch_size, num_views)
+    out = out if out.dim() == 1 else out.view(-1)
     if has_native(dev):
         torch.ops.mlvgm_data.resample_(
-            out.view(-1), ids, meta, params, batch_size, num_views, policy.include_anchor,
+            out, ids, layout.meta, layout.params, batch_size, num_views, policy.include_anchor,
             seed, stream, step, sample_offset,
         )
     else:
-        _resample_reference_into(out.view(-1), spec, policy, batch_size, num_views, seed, step, stream, sample_offset, ids)
-    return _as_views(spec, out.view(-1), batch_size, num_views)
+        _resample_reference_into(out, spec, policy, batch_size, num_views, seed, step, stream, sample_offset, ids)
+    return _as_views(spec, out, layout)
 
 
 def resample_reference(
@@ -204,7 +237,7 @@ def resample_reference(
     ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
     out = torch.empty(spec.numel * batch_size * num_views, dtype=torch.float32, device=dev)
     _resample_reference_into(out, spec, policy, batch_size, num_views, seed, step, stream, sample_offset, ids)
-    return _as_views(spec, out, batch_size, num_views)
+    return _as_views(spec, out, _layout_of(spec, policy, batch_size, num_views))
 
 
 def uniform(
@@ -372,7 +405,7 @@ def _resample_reference_into(
 ) -> None:
     dev = out.device
     c_anchor = _erf_c(policy.anchor_trunc)
-    views = _as_views(spec, out, batch_size, num_views)
+    views = _as_views(spec, out, _layout_of(spec, policy, batch_size, num_views))
     for i, g in enumerate(spec):
         rule = policy.rule(g.name)
         common = (batch_size, g.numel, seed, stream, step)

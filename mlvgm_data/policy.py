@@ -35,8 +35,10 @@ class Perturb:
     trunc: float | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sigma", check_number(self.sigma, "Perturb.sigma", 0.0, MAX_SCALE))
-        object.__setattr__(self, "mu", check_number(self.mu, "Perturb.mu", -MAX_SCALE, MAX_SCALE))
+        # "+ 0.0" turns -0.0 into 0.0: rules that compare equal then give the same bits (the op
+        # caches its kernel arguments by rule equality, and 0.0 == -0.0).
+        object.__setattr__(self, "sigma", check_number(self.sigma, "Perturb.sigma", 0.0, MAX_SCALE) + 0.0)
+        object.__setattr__(self, "mu", check_number(self.mu, "Perturb.mu", -MAX_SCALE, MAX_SCALE) + 0.0)
         object.__setattr__(self, "trunc", _trunc(self.trunc, "Perturb.trunc"))
 
     def to_dict(self) -> dict:

@@ -211,6 +211,43 @@ def test_output_is_one_flat_group_major_buffer() -> None:
     assert z["a"].is_contiguous() and z["b"].is_contiguous()
 
 
+
+def test_out_may_be_a_block_inside_a_larger_buffer() -> None:
+    spec = LatentSpec([LatentGroup("a", (3,)), LatentGroup("b", (2, 2))])
+    policy = ViewPolicy({"b": Perturb(0.5)})
+    big = torch.full((spec.numel * 4 * 2 + 17,), -1.0)
+    z = ops.resample(spec, policy, 4, 2, seed=3, step=1, out=big[10 : 10 + spec.numel * 4 * 2])
+    ref = ops.resample_reference(spec, policy, 4, 2, seed=3, step=1)
+    for name in spec.names:
+        assert torch.equal(z[name], ref[name])
+    assert z["a"].data_ptr() == big[10:].data_ptr()
+    assert (big[:10] == -1).all() and (big[10 + spec.numel * 8 :] == -1).all()
+
+
+def test_a_policy_edited_in_place_takes_effect_on_the_next_call() -> None:
+    # The op caches its kernel arguments per (spec, rules, ...): an edit must not hit a stale entry.
+    spec = LatentSpec([LatentGroup("a", (5,)), LatentGroup("b", (7,))])
+    policy = ViewPolicy({"a": Perturb(0.1)})
+    first = ops.resample(spec, policy, 3, 2, seed=1, step=0)
+    policy.rules["b"] = Resample()
+    policy.rules["a"] = Perturb(0.7, trunc=1.0)
+    second = ops.resample(spec, policy, 3, 2, seed=1, step=0)
+    ref = ops.resample_reference(spec, policy, 3, 2, seed=1, step=0)
+    for name in spec.names:
+        assert torch.equal(second[name], ref[name])
+    assert not torch.equal(first["b"][1], second["b"][1]) and not torch.equal(first["a"][1], second["a"][1])
+
+
+def test_negative_zero_perturbation_is_zero() -> None:
+    # 0.0 == -0.0, so the two rules share a cached layout; they must also share the bits.
+    assert math.copysign(1.0, Perturb(-0.0, mu=-0.0).mu) == 1.0
+    assert math.copysign(1.0, Perturb(-0.0).sigma) == 1.0
+    spec = LatentSpec([LatentGroup("a", (9,))])
+    for rule in (Perturb(-0.0, mu=-0.0), Perturb(0.0)):
+        z = ops.resample(spec, ViewPolicy({"a": rule}), 4, 2, seed=5, step=2)
+        ref = ops.resample_reference(spec, ViewPolicy({"a": rule}), 4, 2, seed=5, step=2)
+        assert torch.equal(z["a"].view(torch.int32), ref["a"].view(torch.int32))
+
 @pytest.mark.exactness
 def test_fallback_matches_native(monkeypatch: pytest.MonkeyPatch) -> None:
     spec, policy = random_case(random.Random(11))
