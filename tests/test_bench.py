@@ -3,6 +3,7 @@
 import argparse
 import json
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -94,6 +95,31 @@ def test_measure_counts_calls_and_rejects_bad_settings():
         bench.measure(lambda: None, 1, warmup=0, repeats=1, per_repeat=0)
 
 
+def test_measure_interleaved_rotates_rounds_and_closes_each_before_the_next():
+    log: list[str] = []
+
+    def opener(name: str):
+        def open_round():
+            log.append(f"open {name}")
+            return (lambda: log.append(name)), (lambda: log.append(f"close {name}"))
+        return open_round
+
+    rates = bench.measure_interleaved({"a": opener("a"), "b": opener("b"), "c": opener("c")}, 5, warmup=1,
+                                      repeats=3, per_repeat=2)
+    rounds = [entry.split()[1] for entry in log if entry.startswith("open")]
+    assert rounds == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # every round times each once, rotated
+    first = log[:5]
+    assert first == ["open a", "a", "a", "a", "close a"]  # 1 warm-up + 2 timed calls, closed before b opens
+    assert all(len(r.samples) == 3 and r.low <= r.median <= r.high for r in rates.values())
+    mid, low, high = bench.round_ratios(bench.Rate(2.0, 1.0, 4.0, [1.0, 2.0, 4.0]),
+                                        bench.Rate(1.0, 1.0, 2.0, [1.0, 1.0, 2.0]))
+    assert (mid, low, high) == (2.0, 1.0, 2.0)
+    with pytest.raises(ValueError, match="repeats"):
+        bench.measure_interleaved({"a": opener("a")}, 1, warmup=0, repeats=0, per_repeat=1)
+    with pytest.raises(ValueError):
+        bench.round_ratios(bench.Rate(1.0, 1.0, 1.0, [1.0]), bench.Rate(1.0, 1.0, 1.0, [1.0, 1.0]))
+
+
 def test_config_checks_name_the_field():
     with pytest.raises(ValueError, match="unknown rows"):
         bench.BenchConfig(rows=("pipe", "imagenet")).check()
@@ -156,9 +182,11 @@ def test_pil_view_and_dataset(tmp_path):
 def test_training_rates_and_pipe_vs_bare_run_on_a_tiny_generator():
     gen = TinyGenerator()
     policy = ViewPolicy.uniform(gen.latent_spec, Perturb(0.3))
-    rates = bench.training_rates(gen, policy, 4, bench.FEEDS, width=4, warmup=0, repeats=1, per_repeat=1,
+    threads = threading.active_count()
+    rates = bench.training_rates(gen, policy, 4, bench.FEEDS, width=4, warmup=0, repeats=2, per_repeat=1,
                                  materialised=2)
     assert set(rates) == set(bench.FEEDS) and all(math.isfinite(r.median) and r.median > 0 for r in rates.values())
+    assert threading.active_count() == threads  # every round's producer stopped when its round closed
     both = bench.pipe_vs_bare(gen, policy, 4, warmup=0, repeats=1, per_repeat=1)
     assert both["pipe"].median > 0 and both["bare"].median > 0
     with pytest.raises(ValueError, match="unknown feeds"):

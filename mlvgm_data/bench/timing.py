@@ -8,7 +8,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -25,14 +25,18 @@ class Rate:
     samples: list[float]
 
 
+def _check_rounds(warmup: int, repeats: int, per_repeat: int) -> None:
+    for name, value, low in (("warmup", warmup, 0), ("repeats", repeats, 1), ("per_repeat", per_repeat, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
 def measure(step: Callable[[], object], items: int, *, warmup: int, repeats: int, per_repeat: int,
             sync: Callable[[], None] | None = None) -> Rate:
     """``items`` per call of ``step``: ``warmup`` untimed calls, then ``repeats`` rounds of
     ``per_repeat`` calls each; every round gives one rate (``sync`` runs before each clock read,
     e.g. ``torch.cuda.synchronize``)."""
-    for name, value, low in (("warmup", warmup, 0), ("repeats", repeats, 1), ("per_repeat", per_repeat, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    _check_rounds(warmup, repeats, per_repeat)
     for _ in range(warmup):
         step()
     sync = sync or (lambda: None)
@@ -45,6 +49,38 @@ def measure(step: Callable[[], object], items: int, *, warmup: int, repeats: int
         sync()
         rates.append(items * per_repeat / (time.perf_counter() - t0))
     return Rate(statistics.median(rates), min(rates), max(rates), rates)
+
+
+Opener = Callable[[], tuple[Callable[[], object], Callable[[], None]]]
+"""Opens a step for one round of :func:`measure_interleaved`: returns ``(step, close)``."""
+
+
+def measure_interleaved(openers: Mapping[str, Opener], items: int, *, warmup: int, repeats: int, per_repeat: int,
+                        ) -> dict[str, Rate]:
+    """Rates of several steps in interleaved rounds: round ``r`` times each step once, in the
+    order rotated by ``r``, so a ratio compares timings taken seconds apart and a drift in the
+    machine's load hits every step alike. Each round opens its step (``openers[name]()``),
+    makes ``warmup`` untimed calls and ``per_repeat`` timed ones, and closes it before the next
+    step is timed (a running producer would otherwise compete with it)."""
+    _check_rounds(warmup, repeats, per_repeat)
+    names = list(openers)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for k in range(len(names)):
+            name = names[(r + k) % len(names)]
+            step, close = openers[name]()
+            try:
+                samples[name] += measure(step, items, warmup=warmup, repeats=1, per_repeat=per_repeat).samples
+            finally:
+                close()
+    return {name: Rate(statistics.median(s), min(s), max(s), s) for name, s in samples.items()}
+
+
+def round_ratios(a: Rate, b: Rate) -> tuple[float, float, float]:
+    """Median, min and max over rounds of ``a / b``, round by round (for rates from one
+    :func:`measure_interleaved`, whose round ``i`` of each was taken together)."""
+    ratios = [x / y for x, y in zip(a.samples, b.samples, strict=True)]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def machine_info() -> dict[str, Any]:

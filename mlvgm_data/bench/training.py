@@ -17,7 +17,7 @@ from ..policy import ViewPolicy
 from ..ssl import SmallResNet
 from .research import ResearchStep, bare_loop
 from .subjects import bench_generator
-from .timing import Rate, machine_info, measure
+from .timing import Opener, Rate, machine_info, measure_interleaved
 
 
 class SimCLRStep:
@@ -57,77 +57,77 @@ FEED_NAMES = {
 }
 
 
+def _pipe_opener(pipe: ViewPairPipe, take: Callable[[Any], object] = lambda batch: batch) -> Opener:
+    """A fresh iterator of ``pipe`` per round (its producer stops when the round closes it)."""
+    def open_round() -> tuple[Callable[[], object], Callable[[], None]]:
+        it = iter(pipe)
+        return (lambda: take(next(it))), it.close
+    return open_round
+
+
+def _opener(step: Callable[[], object]) -> Opener:
+    return lambda: (step, lambda: None)
+
+
 def training_rates(generator: nn.Module, policy: ViewPolicy, batch_size: int, feeds: Sequence[str], *,
                    width: int = 16, warmup: int = 2, repeats: int = 3, per_repeat: int = 3, seed: int = 0,
                    materialised: int = 4) -> dict[str, Rate]:
-    """Training steps/s of :class:`SimCLRStep` fed by each of ``feeds`` (see :data:`FEEDS`)."""
+    """Training steps/s of :class:`SimCLRStep` fed by each of ``feeds`` (see :data:`FEEDS`), in
+    interleaved rounds (:func:`~.timing.measure_interleaved`); each feed trains its own model."""
     unknown = sorted(set(feeds) - set(FEEDS))
     if unknown:
         raise ValueError(f"unknown feeds {unknown}; choose from {list(FEEDS)}")
     augment = bench_augment(generator)
     device = next(generator.parameters()).device
-    out: dict[str, Rate] = {}
+    openers: dict[str, Opener] = {}
     for feed in feeds:
         train = SimCLRStep(width, seed=seed, in_channels=generator.image_shape[0]).to(device)
         pipe = ViewPairPipe(generator, policy, batch_size, seed=seed, augment=augment, prefetch=2)
-        close = lambda: None  # noqa: E731
         if feed == "pipe":
-            it = iter(pipe)
-            close = it.close
-            source: Callable[[], Sequence[torch.Tensor]] = lambda: next(it).views  # noqa: E731
+            openers[feed] = _pipe_opener(pipe, lambda batch, train=train: train(*batch.views))
         elif feed == "sync":
             work, steps = pipe.work(), itertools.count()
-            source = lambda: work(next(steps)).views  # noqa: E731
+            openers[feed] = _opener(lambda train=train, work=work, steps=steps: train(*work(next(steps)).views))
         elif feed == "research":
-            source = ResearchStep(generator, policy, batch_size, augment)
+            research = ResearchStep(generator, policy, batch_size, augment)
+            openers[feed] = _opener(lambda train=train, research=research: train(*research()))
         else:
             work = pipe.work()
             batches = itertools.cycle([work(s).views for s in range(materialised)])
-            source = lambda: next(batches)  # noqa: E731
-        try:
-            out[feed] = measure(lambda: train(*source()), 1, warmup=warmup, repeats=repeats, per_repeat=per_repeat)
-        finally:
-            close()
-    return out
+            openers[feed] = _opener(lambda train=train, batches=batches: train(*next(batches)))
+    return measure_interleaved(openers, 1, warmup=warmup, repeats=repeats, per_repeat=per_repeat)
 
 
 def pipe_vs_bare(generator: nn.Module, policy: ViewPolicy, batch_size: int, *, warmup: int = 2, repeats: int = 3,
                  per_repeat: int = 3, seed: int = 0) -> dict[str, Rate]:
     """Pairs/s of the pipe (thread producer, prefetch 2, SimCLR) and of :func:`bare_loop` on the
-    same generator, batch and thread count; measured one after the other (a live producer would
-    run ahead while the other is timed)."""
+    same generator, batch and thread count, in interleaved rounds."""
     augment = bench_augment(generator)
-    it = iter(ViewPairPipe(generator, policy, batch_size, seed=seed, augment=augment, prefetch=2))
-    try:
-        pipe = measure(lambda: next(it), batch_size, warmup=warmup, repeats=repeats, per_repeat=per_repeat)
-    finally:
-        it.close()
-    bare = measure(bare_loop(generator, policy, batch_size, augment, seed), batch_size, warmup=warmup,
-                   repeats=repeats, per_repeat=per_repeat)
-    return {"pipe": pipe, "bare": bare}
+    pipe = ViewPairPipe(generator, policy, batch_size, seed=seed, augment=augment, prefetch=2)
+    openers = {"pipe": _pipe_opener(pipe), "bare": _opener(bare_loop(generator, policy, batch_size, augment, seed))}
+    return measure_interleaved(openers, batch_size, warmup=warmup, repeats=repeats, per_repeat=per_repeat)
 
 
 def compiled_vs_eager(generator: nn.Module, policy: ViewPolicy, batch_size: int, *, warmup: int = 2,
                       repeats: int = 3, per_repeat: int = 3, seed: int = 0) -> tuple[dict[str, Rate], float]:
-    """Pairs/s of the pipe with eager and with compiled decode (``compile=True``), measured one
-    after the other on the same generator, batch and threads; and the seconds the first compiled
-    batch took (compilation included)."""
+    """Pairs/s of the pipe with eager and with compiled decode (``compile=True``) on the same
+    generator, batch and threads, in interleaved rounds; and the seconds the first compiled
+    batch took (compilation included), timed before the rounds."""
     import time
 
     augment = bench_augment(generator)
-    out: dict[str, Rate] = {}
-    first = 0.0
-    for name, flag in (("eager", False), ("compiled", True)):
-        it = iter(ViewPairPipe(generator, policy, batch_size, seed=seed, augment=augment, prefetch=2, compile=flag))
-        try:
-            t0 = time.perf_counter()
-            next(it)
-            if flag:
-                first = time.perf_counter() - t0
-            out[name] = measure(lambda: next(it), batch_size, warmup=warmup, repeats=repeats, per_repeat=per_repeat)
-        finally:
-            it.close()
-    return out, first
+    pipes = {name: ViewPairPipe(generator, policy, batch_size, seed=seed, augment=augment, prefetch=2, compile=flag)
+             for name, flag in (("eager", False), ("compiled", True))}
+    it = iter(pipes["compiled"])
+    try:
+        t0 = time.perf_counter()
+        next(it)
+        first = time.perf_counter() - t0
+    finally:
+        it.close()
+    rates = measure_interleaved({name: _pipe_opener(p) for name, p in pipes.items()}, batch_size, warmup=warmup,
+                                repeats=repeats, per_repeat=per_repeat)
+    return rates, first
 
 
 # --- the loader benchmark --------------------------------------------------------------------
@@ -156,15 +156,15 @@ def training_bench_setup(description: str, per_repeat: str, extra: Callable[[Any
     p.add_argument("--widths", default="8,16", help="ResNet widths of the training step (cheaper step → data matters more)")
     p.add_argument("--channels-last", action="store_true", help="convert the generator to channels_last first")
     p.add_argument("--warmup", type=int, default=None, help="default 2 (quick 1)")
-    p.add_argument("--repeats", type=int, default=None, help="timed rounds, default 5 (quick 3)")
-    p.add_argument(f"--{per_repeat}", type=int, default=None, help=f"{per_repeat} per timed round, default 4 (quick 2)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds, each timing every feed once; default 7 (quick 3)")
+    p.add_argument(f"--{per_repeat}", type=int, default=None, help=f"{per_repeat} per timed round, default 3 (quick 2)")
     p.add_argument("--quick", action="store_true", help="batch 128, 3 rounds of 2")
     p.add_argument("--json", default=None)
     if extra is not None:
         extra(p)
     args = p.parse_args()
-    defaults = (dict(batch_size=128, warmup=1, repeats=3) if args.quick else dict(batch_size=256, warmup=2, repeats=5))
-    defaults[per_repeat] = 2 if args.quick else 4
+    defaults = (dict(batch_size=128, warmup=1, repeats=3) if args.quick else dict(batch_size=256, warmup=2, repeats=7))
+    defaults[per_repeat] = 2 if args.quick else 3
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
