@@ -57,7 +57,7 @@ def eager(spec: LatentSpec, policy: ViewPolicy, batch: int, views: int, gen: tor
     """The same math composed from stock torch ops, one op chain per group and view."""
 
     def tnormal(shape: tuple[int, ...], trunc: float | None) -> torch.Tensor:
-        c = ops._erf_c(trunc)
+        c = 1.0 if trunc is None else math.erf(trunc / math.sqrt(2))  # truncation at ±t by inverse CDF
         u = torch.rand(shape, generator=gen) * 2 - 1
         return math.sqrt(2) * torch.erfinv(u * c)
 

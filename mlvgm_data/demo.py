@@ -26,6 +26,7 @@ the command line is in ``commands/demo.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -91,10 +92,13 @@ class DemoConfig:
     probe_iters: int = 200  # L-BFGS iterations of each linear probe
     mi_budget: float | None = None  # seconds: run the MI analysis afresh (None: the stored policy)
     prefetch: int = 2
-    # torch's intra-op threads for the whole run (training, probes and the producer thread's
-    # decode): float reductions split per thread, so results repeat only at a fixed count. One
-    # leaves the second core of a 2-core machine to the producer.
+    # torch's intra-op threads while training (the training step, the producer thread's decode,
+    # the curve evaluations): float reductions split per thread, so results repeat only at a
+    # fixed count. One leaves the second core of a 2-core machine to the producer.
     threads: int = 1
+    # threads of the final evaluations (embedding, probes, k-NN), which run when no producer
+    # does: both cores of a 2-core machine (the evaluations are half of a run's time).
+    eval_threads: int = 2
     runs: tuple[str, ...] = RUNS  # a subset, e.g. ("generated", "fixed_set") for a longer comparison
     device: str = "cpu"
     progress: bool = True
@@ -116,7 +120,7 @@ class DemoConfig:
         if isinstance(self.runs, str) or not self.runs or not set(self.runs) <= set(RUNS):
             raise ValueError(f"runs must be a non-empty subset of {RUNS}, got {self.runs!r}")
         for name, low in (("seeds", 1), ("steps", 1), ("batch_size", 2), ("width", 1), ("knn_k", 1), ("probe_iters", 1),
-                          ("eval_every", 0), ("curve_probe", 10), ("prefetch", 0), ("threads", 1)):
+                          ("eval_every", 0), ("curve_probe", 10), ("prefetch", 0), ("threads", 1), ("eval_threads", 1)):
             check_int(getattr(self, name), name, low)
         for name in ("real_train", "fixed_set", "probe_train", "probe_test"):
             if getattr(self, name) is not None:
@@ -277,28 +281,36 @@ def train_encoder(batches: Iterable[ViewBatch], cfg: DemoConfig, seed: int, chan
     losses: list[float] = []
     bar = tqdm(total=cfg.steps, desc=desc, disable=not cfg.progress, unit="step", leave=False)
     train_seconds, pairs = 0.0, 0
-    t0 = time.perf_counter()
-    for step, batch in enumerate(batches, start=1):
-        x0, x1 = (v.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                  for v in batch.views[:2])
-        loss = model.loss(x0, x1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if hasattr(model, "update_target"):
-            model.update_target()
-        losses.append(loss.item())
-        pairs += len(x0)
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        if evaluate_at is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-            train_seconds += time.perf_counter() - t0
-            evaluate_at(step, model.encoder)
-            model.train()
-            t0 = time.perf_counter()
-        if step == cfg.steps:
-            break
-    train_seconds += time.perf_counter() - t0
+    it = iter(batches)
+    try:
+        t0 = time.perf_counter()
+        for step, batch in enumerate(it, start=1):
+            x0, x1 = (v.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                      for v in batch.views[:2])
+            loss = model.loss(x0, x1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if hasattr(model, "update_target"):
+                model.update_target()
+            losses.append(loss.item())
+            pairs += len(x0)
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if evaluate_at is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+                train_seconds += time.perf_counter() - t0
+                evaluate_at(step, model.encoder)
+                model.train()
+                t0 = time.perf_counter()
+            if step == cfg.steps:
+                break
+        train_seconds += time.perf_counter() - t0
+    finally:
+        # Stop the source's producer before the caller evaluates on more threads: a decode
+        # running then would run on that thread count (and give other bits).
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
     bar.close()
     if len(losses) != cfg.steps:
         raise RuntimeError(f"{desc}: the data source ended after {len(losses)} of {cfg.steps} steps")
@@ -306,17 +318,29 @@ def train_encoder(batches: Iterable[ViewBatch], cfg: DemoConfig, seed: int, chan
     return model.encoder, {"pairs_per_s": pairs / train_seconds, "train_seconds": train_seconds, "final_loss": final}
 
 
-def evaluate(features: Callable[[torch.Tensor], torch.Tensor], data: DemoData, cfg: DemoConfig,
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` inside the block, the caller's restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def evaluate(features: Callable[[torch.Tensor], torch.Tensor], data: DemoData, cfg: DemoConfig, threads: int,
              probe: tuple[int, int] | None = None, dtype: torch.dtype = torch.float64) -> dict[str, float]:
-    """Linear-probe and k-NN accuracy of ``features`` (a frozen map of images to vectors): fitted
-    on the real probe train images, tested on the real probe test images (the first ``probe``
-    ``(train, test)`` of each when given)."""
+    """Linear-probe and k-NN accuracy of ``features`` (a frozen map of images to vectors) on
+    ``threads`` torch threads: fitted on the real probe train images, tested on the real probe
+    test images (the first ``probe`` ``(train, test)`` of each when given)."""
     (xtr, ytr), (xte, yte) = data.probe_train, data.probe_test
     if probe is not None:
         xtr, ytr, xte, yte = xtr[:probe[0]], ytr[:probe[0]], xte[:probe[1]], yte[:probe[1]]
-    ftr, fte = features(xtr), features(xte)
-    return {"probe_accuracy": linear_probe(ftr, ytr, fte, yte, max_iter=cfg.probe_iters, dtype=dtype).accuracy,
-            "knn_accuracy": knn_accuracy(ftr, ytr, fte, yte, k=min(cfg.knn_k, len(ftr)))}
+    with torch_threads(threads):
+        ftr, fte = features(xtr), features(xte)
+        return {"probe_accuracy": linear_probe(ftr, ytr, fte, yte, max_iter=cfg.probe_iters, dtype=dtype).accuracy,
+                "knn_accuracy": knn_accuracy(ftr, ytr, fte, yte, k=min(cfg.knn_k, len(ftr)))}
 
 
 def _encoder_features(encoder: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -377,12 +401,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     report (also written under ``cfg.out``). The same config and seed on the same machine give
     the same report, whatever ``OMP_NUM_THREADS`` says."""
     cfg.check()
-    before = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _run_demo(cfg, log)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run_demo(cfg: DemoConfig, log: Callable[[str], None]) -> dict[str, Any]:
@@ -432,19 +452,21 @@ def _run_demo(cfg: DemoConfig, log: Callable[[str], None]) -> dict[str, Any]:
             curve: list[tuple[int, float]] = []
 
             def at(step: int, encoder: torch.nn.Module, curve=curve) -> None:
-                acc = evaluate(_encoder_features(encoder, device), data, cfg, curve_probe)["probe_accuracy"]
+                # cfg.threads: the source's producer is running (it decodes on this count)
+                acc = evaluate(_encoder_features(encoder, device), data, cfg, cfg.threads, curve_probe)["probe_accuracy"]
                 curve.append((step, acc))
 
             encoder, stats = train_encoder(sources[key](), cfg, seed, data.channels, f"{key} seed {seed}",
                                            at if key in CURVES else None)
-            result = evaluate(_encoder_features(encoder, device), data, cfg) | stats
+            result = evaluate(_encoder_features(encoder, device), data, cfg, cfg.eval_threads) | stats
             per_seed[key].append(result)
             if key in CURVES:
                 curves[key].append(curve)
             log(f"  {key:16s} seed {seed}: probe {result['probe_accuracy'] * 100:.1f} %, "
                 f"{cfg.knn_k}-NN {result['knn_accuracy'] * 100:.1f} %, {stats['pairs_per_s']:.0f} pairs/s")
         if "random" in cfg.runs:
-            random_result = evaluate(_encoder_features(encoder_for(cfg, data.channels, seed), device), data, cfg)
+            random_result = evaluate(_encoder_features(encoder_for(cfg, data.channels, seed), device), data, cfg,
+                                     cfg.eval_threads)
             per_seed["random"].append(random_result | {"pairs_per_s": None, "train_seconds": None, "final_loss": None})
 
     if "pixels" in cfg.runs:
@@ -452,7 +474,7 @@ def _run_demo(cfg: DemoConfig, log: Callable[[str], None]) -> dict[str, Any]:
         # The pixels that vary in the probe's training images (the generator-size padding is
         # constant), in float32: a 1,024-d probe on 60,000 images costs minutes in float64.
         varying = data.probe_train[0].flatten(1).std(0) > 0
-        pixels = evaluate(lambda images: images.flatten(1)[:, varying], data, cfg, dtype=torch.float32)
+        pixels = evaluate(lambda images: images.flatten(1)[:, varying], data, cfg, cfg.eval_threads, dtype=torch.float32)
         per_seed["pixels"] = [pixels | {"pairs_per_s": None, "train_seconds": None, "final_loss": None}]
 
     log("[4/4] report")

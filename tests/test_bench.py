@@ -248,7 +248,7 @@ def test_training_bench_setup_fills_quick_defaults_and_extra_options(monkeypatch
     assert gen.image_shape == (3, 32, 32) and "untrained" in note
     monkeypatch.setattr("sys.argv", ["x", "--generator", "untrained"])
     args = training_bench_setup("d", "batches")[0]
-    assert (args.batch_size, args.warmup, args.repeats, args.batches) == (256, 2, 5, 4)
+    assert (args.batch_size, args.warmup, args.repeats, args.batches) == (256, 2, 7, 3)
 
 
 def test_write_training_bench_json(tmp_path):

@@ -87,6 +87,30 @@ def test_demo_runs_on_its_own_thread_count_and_restores_the_callers(tmp_path: Pa
         torch.set_num_threads(before)
 
 
+def test_final_evaluations_run_on_eval_threads_with_no_producer_alive(tmp_path: Path, monkeypatch) -> None:
+    # The final probes use both cores; a producer still decoding then would decode on that count.
+    import threading
+
+    import mlvgm_data.demo as demo
+
+    seen: list[tuple[int, bool, int]] = []  # (threads, a producer thread alive, probe size)
+    real_probe = demo.linear_probe
+
+    def probe(train_x, *args, **kwargs):
+        alive = any(t.name == "mlvgm-data-producer" and t.is_alive() for t in threading.enumerate())
+        seen.append((torch.get_num_threads(), alive, len(train_x)))
+        return real_probe(train_x, *args, **kwargs)
+
+    monkeypatch.setattr(demo, "linear_probe", probe)
+    cfg = quick(tmp_path, data="shapes", generator=tiny_generator(tmp_path, 3), seeds=1, threads=1, eval_threads=2,
+                probe_train=80, curve_probe=40)
+    run_demo(cfg, log=lambda _: None)
+    curve = [s for s in seen if s[2] == 40]
+    final = [s for s in seen if s[2] == 80]
+    assert len(curve) == 3 * 2 and all(threads == 1 for threads, _, _ in curve)  # (a), (b), (e) at steps 2 and 4
+    assert len(final) == 7 and all(threads == 2 and not alive for threads, alive, _ in final)  # 5 trained, (f), (g)
+
+
 def test_demo_runs_only_the_chosen_runs(tmp_path: Path) -> None:
     cfg = quick(tmp_path, data="shapes", generator=tiny_generator(tmp_path, 3), seeds=1, runs=("generated", "fixed_set"))
     lines: list[str] = []
@@ -101,6 +125,7 @@ def test_demo_runs_only_the_chosen_runs(tmp_path: Path) -> None:
 def test_demo_refuses_bad_settings(tmp_path: Path) -> None:
     for kw, field in [(dict(data="mnist"), "data"), (dict(steps=0), "steps"), (dict(batch_size=1), "batch_size"),
                       (dict(lr=float("nan")), "lr"), (dict(real_train=8), "real_train"), (dict(threads=0), "threads"),
+                      (dict(eval_threads=0), "eval_threads"),
                       (dict(runs=("generated", "nope")), "runs"), (dict(runs=()), "runs"), (dict(runs="real"), "runs")]:
         with pytest.raises(ValueError, match=field):
             run_demo(quick(tmp_path, **kw), log=lambda _: None)

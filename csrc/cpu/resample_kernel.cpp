@@ -154,6 +154,16 @@ int helpers_for(int64_t items, int64_t total_floats) {
   return static_cast<int>(std::max<int64_t>(threads, 1) - 1);
 }
 
+// Rows per item for `batch` rows of `floats_per_row` output floats: items of equal size, at most
+// kItemFloats each (512 rows that fit 409 to an item make 2 items of 256, not 409 + 103: uneven
+// items leave a thread idle at the end). With k = ceil(batch / max_rows) items of
+// ceil(batch / k) <= max_rows rows, the first k - 1 hold fewer than batch rows: none is empty.
+int64_t rows_per_item(int64_t batch, int64_t floats_per_row) {
+  const int64_t max_rows = std::min(batch, std::max<int64_t>(1, kItemFloats / floats_per_row));
+  const int64_t items = (batch + max_rows - 1) / max_rows;
+  return (batch + items - 1) / items;
+}
+
 // Per-thread scratch, reused across items and calls.
 struct Scratch {
   std::vector<uint32_t> samples;
@@ -201,7 +211,7 @@ at::Tensor& resample_cpu(at::Tensor& out, const c10::optional<at::Tensor>& sampl
   int64_t items = 0;
   for (AnchorSet& s : sets) {
     const int64_t floats_per_row = int64_t{s.groups[0]->numel} * views * s.groups.size();
-    s.rows_per_item = std::min(batch, std::max<int64_t>(1, kItemFloats / floats_per_row));
+    s.rows_per_item = rows_per_item(batch, floats_per_row);
     s.first_item = items;
     items += (batch + s.rows_per_item - 1) / s.rows_per_item;
   }
@@ -267,11 +277,11 @@ at::Tensor& uniform_cpu(at::Tensor& out, const c10::optional<at::Tensor>& sample
                    static_cast<uint32_t>(step),
                    counter_word3(static_cast<uint32_t>(domain), static_cast<uint32_t>(view),
                                  static_cast<uint32_t>(slot))};
-  const int64_t rows_per_item = std::min(batch, std::max<int64_t>(1, kItemFloats / n));
-  const int64_t items = (batch + rows_per_item - 1) / rows_per_item;
+  const int64_t item_rows = rows_per_item(batch, n);
+  const int64_t items = (batch + item_rows - 1) / item_rows;
   auto run_item = [&](int64_t item) {
-    const int64_t r0 = item * rows_per_item;
-    const int64_t rows = std::min(rows_per_item, batch - r0);
+    const int64_t r0 = item * item_rows;
+    const int64_t rows = std::min(item_rows, batch - r0);
     k.uniforms(key, sample_ids_of(tls_scratch, ids, sample_offset, r0, rows), rows, n,
                dst + r0 * n);
   };

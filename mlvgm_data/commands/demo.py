@@ -31,7 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=_runs, default=None,
                    help=f"comma-separated subset of the runs (default all: {','.join(RUNS)})")
     p.add_argument("--threads", type=int, default=d.threads,
-                   help=f"torch threads for the whole run (default {d.threads}; results repeat at a fixed count)")
+                   help=f"torch threads while training (default {d.threads}; results repeat at fixed counts)")
+    p.add_argument("--eval-threads", type=int, default=d.eval_threads,
+                   help=f"torch threads of the final evaluations, when no producer runs (default {d.eval_threads})")
     p.add_argument("--device", default=d.device, help="cpu or cuda")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a minute or two")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -63,6 +65,6 @@ def run(args: argparse.Namespace) -> dict:
     overrides = {k: v for k, v in dict(
         data=resolve_data(args.data), generator=args.generator, out=args.out, method=args.method, seeds=args.seeds,
         steps=args.steps, batch_size=args.batch_size, fixed_set=args.fixed_set, eval_every=args.eval_every,
-        mi_budget=args.mi_budget, threads=args.threads, runs=args.runs, device=args.device, progress=not args.no_progress).items() if v is not None}
+        mi_budget=args.mi_budget, threads=args.threads, eval_threads=args.eval_threads, runs=args.runs, device=args.device, progress=not args.no_progress).items() if v is not None}
     cfg = DemoConfig.quick_config(**overrides) if args.quick else DemoConfig(**overrides)
     return run_demo(cfg)
