@@ -336,3 +336,22 @@ def test_compiled_decode_gives_eager_views_to_float_tolerance(num_classes, prefe
     assert again.compile and again._compiled is None
     with pytest.raises(TypeError, match="compile must be True or False"):
         ViewPairPipe(gen, policy, 4, compile="yes")
+
+
+def test_compiled_decode_is_one_graph_and_keeps_the_protocol_checks() -> None:
+    # The checks' host syncs stay outside the compiled region (inside, each call broke the graph).
+    from torch._dynamo.utils import counters
+
+    from mlvgm_data.generators.compiled import CompiledDecode
+
+    torch._dynamo.reset()
+    counters.clear()
+    gen = TinyGenerator()
+    compiled = CompiledDecode(gen)
+    latents = {g.name: torch.randn(3, *g.shape) for g in gen.latent_spec}
+    assert torch.allclose(compiled.decode(latents), gen.decode(latents), atol=1e-4, rtol=0)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    with pytest.raises(ValueError, match="missing groups"):
+        compiled.decode({"top": latents["top"]})
+    with pytest.raises(ValueError, match="non-finite"):
+        compiled.decode({**latents, "top": torch.full((3, 8), float("nan"))})

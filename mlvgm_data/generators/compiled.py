@@ -1,18 +1,22 @@
-"""A generator whose ``decode`` runs under :func:`torch.compile` (the pipe's ``compile=True``)."""
+"""A generator whose decode runs under :func:`torch.compile` (the pipe's ``compile=True``)."""
 
 from __future__ import annotations
 
 from typing import Mapping
 
 import torch
-from torch import nn
 
-from .base import MLVGMProtocol
+from .base import MLVGM, MLVGMProtocol
 
 
-class CompiledDecode(nn.Module):
-    """``generator`` with ``decode`` compiled by :func:`torch.compile` (inductor; ``dynamic=False``:
-    the pipe decodes batches of one size, and each new size compiles again).
+class CompiledDecode(MLVGM):
+    """``generator`` with its decoding compiled by :func:`torch.compile` (inductor;
+    ``dynamic=False``: the pipe decodes batches of one size, and each new size compiles again).
+
+    For an :class:`MLVGM` the model's own ``_decode`` is compiled and the protocol's checks run
+    around it in eager mode: inside the compiled region their host syncs (``bool(isfinite(x)
+    .all())``) would break the graph in two at every call. Any other generator has its ``decode``
+    compiled whole.
 
     The first call compiles — tens of seconds for a small model on a CPU — and later calls run
     the compiled code. The images equal eager ``decode``'s to float tolerance, not bit for bit:
@@ -27,8 +31,11 @@ class CompiledDecode(nn.Module):
         self.image_shape = tuple(generator.image_shape)
         self.num_classes = getattr(generator, "num_classes", None)
         self.train(bool(getattr(generator, "training", False)))
-        self._compiled = torch.compile(generator.decode, dynamic=False)
+        self._inner = isinstance(generator, MLVGM)
+        self._compiled = torch.compile(generator._decode if self._inner else generator.decode, dynamic=False)
 
-    def decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None = None) -> torch.Tensor:
-        # The protocol's one-argument form for an unconditional generator, as checked_decode calls it.
+    def _decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None) -> torch.Tensor:
+        if self._inner:
+            return self._compiled(latents, classes)
+        # The protocol's one-argument form for an unconditional generator.
         return self._compiled(latents) if classes is None else self._compiled(latents, classes)
