@@ -9,6 +9,9 @@
 3. With ``--compile``: pairs/s of the pipe with ``compile=True`` (``torch.compile`` of decode) vs
    eager decode, and the first compiled batch's time (the compilation).
 
+Each comparison is timed in interleaved rounds (``bench.measure_interleaved``) and its ratio
+printed as the median over rounds with the round-by-round min–max.
+
     python benchmarks/pipe.py [--quick] [--threads 1,2] [--compile] [--json out.json]
 """
 
