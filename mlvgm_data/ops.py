@@ -112,6 +112,7 @@ def _layout(spec: LatentSpec, rules: tuple[tuple[str, Keep | Perturb | Resample]
     # much as the kernel on a small spec (BigBiGAN's 6 x 20). The key holds the rules
     # themselves (frozen dataclasses), so a policy edited in place gets a fresh layout.
     by_name = dict(rules)
+    starts = tuple(num_views * batch_size * off for off in spec.offsets)
     meta: list[int] = []
     params: list[float] = []
     c_anchor = _erf_c(anchor_trunc)
@@ -120,24 +121,16 @@ def _layout(spec: LatentSpec, rules: tuple[tuple[str, Keep | Perturb | Resample]
         mu = rule.mu if isinstance(rule, Perturb) else 0.0
         sigma = rule.sigma if isinstance(rule, Perturb) else 0.0
         trunc = None if isinstance(rule, Keep) else rule.trunc
-        meta += [g.numel, spec.anchor_slots[i], i, _KIND[type(rule)], num_views * batch_size * spec.offsets[i]]
+        meta += [g.numel, spec.anchor_slots[i], i, _KIND[type(rule)], starts[i]]
         params += [mu, sigma, _erf_c(trunc), c_anchor]
     shapes = tuple((num_views, batch_size, *g.shape) for g in spec)
     strides = tuple(tuple(math.prod(shape[d + 1:]) for d in range(len(shape))) for shape in shapes)
-    return _Layout(tuple(meta), tuple(params), tuple(num_views * batch_size * off for off in spec.offsets), shapes,
-                   strides)
+    return _Layout(tuple(meta), tuple(params), starts, shapes, strides)
 
 
 def _layout_of(spec: LatentSpec, policy: ViewPolicy, batch_size: int, num_views: int) -> _Layout:
+    """The kernels' arguments (``.meta``, ``.params``) and the output's blocks for one call."""
     return _layout(spec, tuple(policy.rules.items()), policy.anchor_trunc, batch_size, num_views)
-
-
-def _pack(
-    spec: LatentSpec, policy: ViewPolicy, batch_size: int, num_views: int
-) -> tuple[list[int], list[float]]:
-    """The per-group rules as the kernels take them: 5 ints and 4 floats per group."""
-    layout = _layout_of(spec, policy, batch_size, num_views)
-    return list(layout.meta), list(layout.params)
 
 
 def _check_resample(
@@ -208,14 +201,15 @@ def resample(
     ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
     layout = _layout_of(spec, policy, batch_size, num_views)
     out = out if out.dim() == 1 else out.view(-1)
+    views = _as_views(spec, out, layout)
     if has_native(dev):
         torch.ops.mlvgm_data.resample_(
             out, ids, layout.meta, layout.params, batch_size, num_views, policy.include_anchor,
             seed, stream, step, sample_offset,
         )
     else:
-        _resample_reference_into(out, spec, policy, batch_size, num_views, seed, step, stream, sample_offset, ids)
-    return _as_views(spec, out, layout)
+        _resample_reference_into(views, spec, policy, batch_size, num_views, seed, step, stream, sample_offset, ids)
+    return views
 
 
 def resample_reference(
@@ -236,8 +230,9 @@ def resample_reference(
     dev = _device(device)
     ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
     out = torch.empty(spec.numel * batch_size * num_views, dtype=torch.float32, device=dev)
-    _resample_reference_into(out, spec, policy, batch_size, num_views, seed, step, stream, sample_offset, ids)
-    return _as_views(spec, out, _layout_of(spec, policy, batch_size, num_views))
+    views = _as_views(spec, out, _layout_of(spec, policy, batch_size, num_views))
+    _resample_reference_into(views, spec, policy, batch_size, num_views, seed, step, stream, sample_offset, ids)
+    return views
 
 
 def uniform(
@@ -400,12 +395,12 @@ def _truncated_normal(words: torch.Tensor, c: float) -> torch.Tensor:
 
 
 def _resample_reference_into(
-    out: torch.Tensor, spec: LatentSpec, policy: ViewPolicy, batch_size: int, num_views: int,
+    views: dict[str, torch.Tensor], spec: LatentSpec, policy: ViewPolicy, batch_size: int, num_views: int,
     seed: int, step: int, stream: int, sample_offset: int, sample_ids: torch.Tensor | None,
 ) -> None:
-    dev = out.device
+    """Fills ``views`` (:func:`_as_views` of the output buffer) with the reference arithmetic."""
+    dev = views[spec.groups[0].name].device
     c_anchor = _erf_c(policy.anchor_trunc)
-    views = _as_views(spec, out, _layout_of(spec, policy, batch_size, num_views))
     for i, g in enumerate(spec):
         rule = policy.rule(g.name)
         common = (batch_size, g.numel, seed, stream, step)

@@ -140,8 +140,8 @@ def test_emulated_cuda_resample_equals_cpu_and_reference(emulated: ctypes.CDLL, 
     ops.resample(spec, policy, batch, views, c["seed"], c["step"], stream=c["stream"], out=cpu, **kw)
     ref = ops.resample_reference(spec, policy, batch, views, c["seed"], c["step"], stream=c["stream"], **kw)
     assert torch.equal(cpu.view(torch.int32), torch.cat([ref[g].reshape(-1) for g in spec.names]).view(torch.int32))
-    meta, params = ops._pack(spec, policy, batch, views)
-    meta_t, params_t = torch.tensor(meta, dtype=torch.int64), torch.tensor(params, dtype=torch.float64)
+    layout = ops._layout_of(spec, policy, batch, views)
+    meta_t, params_t = torch.tensor(layout.meta, dtype=torch.int64), torch.tensor(layout.params, dtype=torch.float64)
     ids = kw.get("sample_ids")
     for blocks, threads in (SMALL_GRID, LAUNCHER_GRID):
         buf, out = guarded(cpu.numel())

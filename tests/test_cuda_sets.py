@@ -36,8 +36,8 @@ def test_tied_set_across_the_launch_boundary(emulated, include_anchor: bool) -> 
     ops.resample(spec, policy, batch, views, seed, step, stream=stream, out=cpu, sample_offset=40)
     ref = ops.resample_reference(spec, policy, batch, views, seed, step, stream=stream, sample_offset=40)
     assert torch.equal(cpu, torch.cat([ref[g].reshape(-1) for g in spec.names]))
-    meta, params = ops._pack(spec, policy, batch, views)
-    meta_t, params_t = torch.tensor(meta, dtype=torch.int64), torch.tensor(params, dtype=torch.float64)
+    layout = ops._layout_of(spec, policy, batch, views)
+    meta_t, params_t = torch.tensor(layout.meta, dtype=torch.int64), torch.tensor(layout.params, dtype=torch.float64)
     for blocks, threads in (SMALL_GRID, LAUNCHER_GRID):
         buf, out = guarded(cpu.numel())
         err = emulated.emulated_resample(meta_t.data_ptr(), params_t.data_ptr(), len(spec), batch, views,
