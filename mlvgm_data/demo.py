@@ -26,7 +26,6 @@ the command line is in ``commands/demo.py``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import statistics
 import time
@@ -38,6 +37,7 @@ import torch
 
 from . import ops
 from ._io import write_text
+from ._threads import torch_threads
 from .augment import ViewAugment, fashion
 from .generators import load_generator, recommended_policy
 from .generators.base import decode_views
@@ -316,17 +316,6 @@ def train_encoder(batches: Iterable[ViewBatch], cfg: DemoConfig, seed: int, chan
         raise RuntimeError(f"{desc}: the data source ended after {len(losses)} of {cfg.steps} steps")
     final = statistics.fmean(losses[-max(1, cfg.steps // 10):])
     return model.encoder, {"pairs_per_s": pairs / train_seconds, "train_seconds": train_seconds, "final_loss": final}
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op thread count set to ``n`` inside the block, the caller's restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def evaluate(features: Callable[[torch.Tensor], torch.Tensor], data: DemoData, cfg: DemoConfig, threads: int,

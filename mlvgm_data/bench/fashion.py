@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ..augment import fashion
 from ..datasets import AugmentedViews
+from .._threads import torch_threads
 from ..pipe import ViewPairPipe
 from .loaders import TORCHVISION_INSTALL, TwoViews, dali_outputs_to_torch, has_torchvision, pil_simclr_view
 from .subjects import bench_generator
@@ -104,14 +105,12 @@ def fashion_rows(ctx: Any) -> None:
     for key in c.rows:
         if key == "pipe":
             for threads in c.threads:
-                before = torch.get_num_threads()
-                torch.set_num_threads(threads)
-                it = iter(ViewPairPipe(gen, policy, c.batch_size, seed=c.seed, augment=augment, prefetch=2))
-                try:
-                    rate = measure(lambda: next(it), c.batch_size, **ctx.timing())
-                finally:
-                    it.close()
-                    torch.set_num_threads(before)
+                with torch_threads(threads):
+                    it = iter(ViewPairPipe(gen, policy, c.batch_size, seed=c.seed, augment=augment, prefetch=2))
+                    try:
+                        rate = measure(lambda: next(it), c.batch_size, **ctx.timing())
+                    finally:
+                        it.close()
                 ctx.add("pipe", "ViewPairPipe (builtin:fashion), thread producer", rate, res, threads, 0,
                         generator_note=note)
         elif key == "tensor":

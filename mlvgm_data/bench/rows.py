@@ -9,7 +9,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from ..augment import simclr
 from ..datasets import GeneratedViews
 from ..pipe import ViewPairPipe
+from .._threads import torch_threads
 from ..policy import Perturb, ViewPolicy
 
 from .loaders import (TORCHVISION_INSTALL, PilViews, TwoViews, dali_folder_pipeline, dali_outputs_to_torch,
@@ -119,12 +120,6 @@ class _Context:
         return c.batch_size * (c.warmup + 2 * workers + c.repeats * c.batches + 2 * max(workers, 1) + 1)
 
 
-def _with_threads(n: int) -> Callable[[], None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    return lambda: torch.set_num_threads(old)
-
-
 def _pipe_rows(ctx: _Context, key: str, gen: nn.Module, policy: ViewPolicy, res: int, note: str) -> None:
     c = ctx.cfg
     name = "ViewPairPipe, thread producer, prefetch 2"
@@ -135,13 +130,12 @@ def _pipe_rows(ctx: _Context, key: str, gen: nn.Module, policy: ViewPolicy, res:
             return
         gen = copy.deepcopy(gen).to(memory_format=torch.channels_last)
     for threads in c.threads:
-        restore = _with_threads(threads)
-        it = iter(ViewPairPipe(gen, policy, c.batch_size, seed=c.seed, augment="simclr", prefetch=2))
-        try:
-            rate = measure(lambda: next(it), c.batch_size, **ctx.timing())
-        finally:
-            it.close()
-            restore()
+        with torch_threads(threads):
+            it = iter(ViewPairPipe(gen, policy, c.batch_size, seed=c.seed, augment="simclr", prefetch=2))
+            try:
+                rate = measure(lambda: next(it), c.batch_size, **ctx.timing())
+            finally:
+                it.close()
         ctx.add(key, name, rate, res, threads, 0, generator_note=note, producer="thread")
 
 
@@ -166,12 +160,9 @@ def _views_rows(ctx: _Context, key: str, gen: nn.Module, policy: ViewPolicy, res
     workers = 0 if key == "views0" else c.workers
     name = f"GeneratedViews + DataLoader, {workers} workers"
     for threads in (c.threads if workers == 0 else (1,)):
-        restore = _with_threads(threads)
-        try:
+        with torch_threads(threads):
             ds = GeneratedViews(gen, policy, ctx.loader_items(workers), seed=c.seed, transform=simclr(res))
             rate = time_loader(ctx, DataLoader(ds, batch_size=c.batch_size, num_workers=workers), workers)
-        finally:
-            restore()
         ctx.add(key, name, rate, res, threads, workers, generator_note=note)
 
 
@@ -231,11 +222,8 @@ def _research_rows(ctx: _Context, gen: nn.Module, policy: ViewPolicy, res: int, 
     np.random.seed(c.seed)
     step = ResearchStep(gen, policy, c.batch_size, simclr(res))
     for threads in c.threads:
-        restore = _with_threads(threads)
-        try:
+        with torch_threads(threads):
             rate = measure(step, c.batch_size, **ctx.timing())
-        finally:
-            restore()
         ctx.add("research", name, rate, res, threads, 0, generator_note=note)
 
 
@@ -254,14 +242,13 @@ def _sweep(ctx: _Context, base_gen: nn.Module, policy_sigma: float = 0.5) -> lis
         if channels_last:
             gen = gen.to(memory_format=torch.channels_last)
         policy = ViewPolicy.uniform(gen.latent_spec, Perturb(policy_sigma))
-        restore = _with_threads(threads)
-        it = iter(ViewPairPipe(gen, policy, c.batch_size, seed=c.seed, augment="simclr", prefetch=2))
-        try:
-            rate = measure(lambda: next(it), c.batch_size, warmup=max(c.warmup, 1), repeats=c.repeats,
-                           per_repeat=c.sweep_batches)
-        finally:
-            it.close()
-            restore()
+        with torch_threads(threads):
+            it = iter(ViewPairPipe(gen, policy, c.batch_size, seed=c.seed, augment="simclr", prefetch=2))
+            try:
+                rate = measure(lambda: next(it), c.batch_size, warmup=max(c.warmup, 1), repeats=c.repeats,
+                               per_repeat=c.sweep_batches)
+            finally:
+                it.close()
         row = {"width_scale": scale, "channels": gen.config["channels"], "params": params,
                "decode_mflops": flops / 1e6, "pairs_per_s": rate.median, "min": rate.low, "max": rate.high,
                "threads": threads, "channels_last": channels_last, "resolution": 32}
