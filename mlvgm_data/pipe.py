@@ -33,11 +33,11 @@ from ._checks import U32, check_int
 from .generators.base import (
     check_eval_mode,
     check_generator,
-    fingerprint,
     generator_device,
     set_eval_mode,
 )
 from .generators.compiled import CompiledDecode
+from .generators.fingerprint import fingerprint
 from .producers import CudaProducer, SyncProducer, ThreadProducer
 from .progress import MAX_SHARDS, Plan, SharedProgress
 from .step import Augment, StepWork, ViewBatch
@@ -265,6 +265,7 @@ class ViewPairPipe(IterableDataset):
         if self._restored_rank is not None and self._restored_rank != (rank, world):
             raise ValueError(f"the loaded state was saved by rank {self._restored_rank[0]} of {self._restored_rank[1]}, "
                              f"but this pipe is rank {rank} of {world}")
+        self._config()  # the generator's fingerprint, taken before this pipe's first decode
         info = get_worker_info()
         self._iterations += 1
         if info is None:
@@ -414,6 +415,7 @@ class ViewPairPipe(IterableDataset):
         state["_iterators"] = None  # iterators (and their threads) stay in their process
         # A spawned DataLoader worker has no process group: it takes the rank this process has now.
         state["_baked_rank"] = _dist_rank_world() or self._baked_rank
+        state["_fingerprint"] = self._config()["generator"]  # taken once, before any worker decodes
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

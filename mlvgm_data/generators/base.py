@@ -4,7 +4,6 @@ and :func:`decode_views`, the one place where a step's views are made."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import warnings
 from typing import Iterator, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
@@ -184,20 +183,6 @@ def eval_mode(generator: object) -> Iterator[None]:
     finally:
         for m, mode in zip(modules, before):
             m.training = mode
-
-
-def fingerprint(generator: object) -> str:
-    """A digest of what makes the generator's samples: its type, latent spec, classes, image shape
-    and every parameter and buffer (names, shapes, dtypes and bytes)."""
-    h = hashlib.sha256()
-    h.update(f"{type(generator).__module__}.{type(generator).__qualname__}".encode())
-    h.update(repr(generator.latent_spec.to_dict()).encode())
-    h.update(repr((getattr(generator, "num_classes", None), getattr(generator, "image_shape", None))).encode())
-    state = generator.state_dict() if isinstance(generator, nn.Module) else {}
-    for name, t in state.items():
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:32]
 
 
 class Views(NamedTuple):
