@@ -61,6 +61,18 @@ def model_int(model: Any, paths: Sequence[str]) -> tuple[int | None, str | None]
     return None, None
 
 
+def follow_mode(adapter: nn.Module, wrapped: nn.Module | None) -> None:
+    """Gives the adapter's own modules the wrapped model's mode (eval when it wraps no module).
+
+    A module starts in train mode: without this, an adapter around a model in eval mode would
+    look like a generator left in train mode (and be warned about)."""
+    inner = set(wrapped.modules()) if wrapped is not None else set()
+    mode = wrapped.training if wrapped is not None else False
+    for m in adapter.modules():
+        if m not in inner:
+            m.training = mode
+
+
 class Adapter(MLVGM):
     """What every adapter shares: ``decode`` given one tensor instead of the dict says so."""
 
@@ -93,6 +105,7 @@ class WrapsCallable(Adapter):
         if isinstance(owner, nn.Module):
             self.model = owner
         self._call = None if fn is owner else fn
+        follow_mode(self, owner if isinstance(owner, nn.Module) else None)
 
     def _run(self, *args: Any) -> Any:
         return self.model(*args) if self._call is None else self._call(*args)

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...latents import LatentGroup, LatentSpec
-from .common import WrapsCallable, agree, check_image_shape, check_range, to_unit_range
+from .common import WrapsCallable, agree, check_image_shape, check_range, follow_mode, to_unit_range
 
 
 class HierarchicalAdapter(WrapsCallable):
@@ -100,6 +100,7 @@ class NVAESampler(nn.Module):
             raise ValueError(f"output must be 'mean' or 'sample', got {output!r}")
         self.model = model
         self.output = output
+        follow_mode(self, model)
         shapes: list[tuple[int, ...]] = []
         with torch.no_grad():
             images = self._top_down(None, 1.0, 1, shapes)
@@ -186,6 +187,7 @@ class VDVAESampler(nn.Module):
             raise ValueError(f"output must be 'mean' or 'sample', got {output!r}")
         self.decoder = decoder
         self.output = output
+        follow_mode(self, decoder)
         self.latent_shapes = [(b.zdim, b.base, b.base) for b in decoder.dec_blocks]
         size = decoder.H.image_size
         self.image_shape = (int(getattr(decoder.H, "image_channels", 3)), size, size)

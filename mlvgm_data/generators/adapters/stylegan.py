@@ -8,7 +8,17 @@ import torch
 from torch import nn
 
 from ..._checks import check_int
-from .common import Adapter, agree, check_image_shape, check_mapping, check_range, class_input, model_int, to_unit_range
+from .common import (
+    Adapter,
+    agree,
+    check_image_shape,
+    check_mapping,
+    check_range,
+    class_input,
+    follow_mode,
+    model_int,
+    to_unit_range,
+)
 from .wplus import WPlusGroups
 
 
@@ -120,6 +130,7 @@ class StyleGANAdapter(Adapter):
         own = (ch, res, res) if res and ch else None
         source = "size (3 × size × size)" if api == "rosinality" else "img_channels/img_resolution"
         self.image_shape = agree("image_shape", check_image_shape(image_shape), own, source)
+        follow_mode(self, generator)
 
     @property
     def layer_ranges(self) -> list[tuple[int, int]]:
