@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from mlvgm_data import augment as A
+from mlvgm_data._io import write_text
 from mlvgm_data.augment.dali import DaliAugment, has_dali
 
 
@@ -82,12 +83,12 @@ def main() -> None:
     print("| preset | method | ms / batch (median) | min ms | images/s | CPU ms / batch | images / CPU-s |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['preset']} | {r['method']} | {r['ms_per_batch']:.1f} | {r['min_ms']:.1f} | {r['images_per_s']:,.0f} "
-              f"| {r['cpu_ms_per_batch']:.1f} | {r['images_per_cpu_s']:,.0f} |")
+        print(f"| {r['preset']} | {r['method']} | {r['ms_per_batch']:.1f} | {r['min_ms']:.1f} "
+              f"| {r['images_per_s']:,.0f} | {r['cpu_ms_per_batch']:.1f} | {r['images_per_cpu_s']:,.0f} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"views": v, "batch": b, "in_size": in_size, "size": args.size,
-                       "threads": torch.get_num_threads(), "load": load, "rows": rows}, f, indent=1)
+        write_text(args.json, json.dumps({"views": v, "batch": b, "in_size": in_size, "size": args.size,
+                                          "threads": torch.get_num_threads(), "load": load, "rows": rows}, indent=1),
+                   "--json")
 
 
 if __name__ == "__main__":

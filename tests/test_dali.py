@@ -83,6 +83,8 @@ def test_bad_inputs():
         DaliAugment("simclr", 8, seed=2**31)
     with pytest.raises(ValueError, match="device"):
         DaliAugment("simclr", 8, device="tpu")
+    with pytest.raises(ValueError, match="DaliAugment translates the ops an AugmentConfig describes"):
+        DaliAugment(A.ViewAugment([A.RandomResizedCrop(8), A.RandomErasing()]), batch_size=4)
     assert "DaliAugment" in repr(aug)
 
 

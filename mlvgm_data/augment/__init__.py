@@ -1,10 +1,14 @@
 """Batched view augmentations with replayable per-sample parameters.
 
-As in kornia, every augmentation is split into *parameter sampling* (:mod:`.config`: per-sample
-tensors drawn from the counter-based Philox streams of :func:`mlvgm_data.ops.uniform`) and
-*application* (:mod:`.functional`: pure batched functions of images and parameters, no
-per-sample Python loops); :class:`ViewAugment` (:mod:`.view`) composes them over all views of a
-batch and :mod:`.presets` holds SimCLR, BYOL and crop-and-flip.
+Each augmentation is one op in its own file (:mod:`.ops`: ``RandomResizedCrop``,
+``RandomHorizontalFlip``, ``ColorJitter``, ``RandomGrayscale``, ``GaussianBlur``, ``RandomSolarize``,
+``Normalize``, ``RandomErasing``), split as in kornia into *parameter sampling* (per-sample
+tensors drawn from the counter-based Philox streams of :func:`mlvgm_data.ops.uniform`, each op
+from its own counter slot) and *application* (pure batched functions of images and parameters,
+the kernels of :mod:`.functional`, no per-sample Python loops). :class:`Compose` runs ops in
+order; :class:`ViewAugment` (:mod:`.view`) runs one pipeline per view over all views of a batch;
+:mod:`.presets` builds SimCLR, BYOL, crop-and-flip and the Fashion-MNIST recipe from the ops;
+:class:`AugmentConfig` describes the common pipeline declaratively (the DALI backend reads it).
 
 Exactness: a sample's augmented views depend only on its pixels and its counter ``(seed, step,
 stream, sample id, view)`` — bit for bit, whatever else is in its batch, on every CPU capability
@@ -13,8 +17,8 @@ transcendental functions are computed by :mod:`.exact`.
 
 As torchvision: crop boxes (ten tries at a uniform scale and log-uniform ratio, integer sizes,
 centre-crop fallback), bilinear resize with ``antialias=True`` (a triangle filter widened by the
-downscale factor), the jitter factor ranges, greyscale weights, blur kernel and solarize rule.
-Deviations, on purpose:
+downscale factor), the jitter factor ranges, greyscale weights, blur kernel, solarize rule and
+erasing boxes. Deviations, on purpose:
 
 * colour jitter applies its four factors in a fixed order (torchvision shuffles it per call);
 * hue is a rotation of the chroma plane in YIQ space (a per-sample 3×3 matrix, luma preserved)
@@ -22,6 +26,8 @@ Deviations, on purpose:
   sampled in [−hue, hue]) rotates by 2πh, positive turning red towards green as in HSV.
 """
 
+from . import ops
+from .compose import AugmentParams, Compose
 from .config import AugmentConfig
 from .functional import (
     GRAY_WEIGHTS,
@@ -33,8 +39,9 @@ from .functional import (
     resized_crop,
     solarize,
 )
-from .presets import IMAGENET_NORMALIZE, PRESETS, Normalize, byol, crop_flip, fashion, preset, simclr
-from .view import AugmentParams, ViewAugment
+from .ops import *  # noqa: F403  (every registered op: a new op needs no line here)
+from .presets import IMAGENET_NORMALIZE, PRESETS, NormalizeStats, byol, crop_flip, fashion, preset, simclr
+from .view import ViewAugment
 
 __all__ = [
     "GRAY_WEIGHTS",
@@ -42,7 +49,8 @@ __all__ = [
     "PRESETS",
     "AugmentConfig",
     "AugmentParams",
-    "Normalize",
+    "Compose",
+    "NormalizeStats",
     "ViewAugment",
     "byol",
     "color_jitter",
@@ -56,4 +64,5 @@ __all__ = [
     "resized_crop",
     "simclr",
     "solarize",
+    *ops.__all__,
 ]

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import torch
 
-from .config import AugmentConfig
 from . import presets
+from .config import AugmentConfig
 from .view import ViewAugment
 
 INSTALL_HINT = "pip install nvidia-dali-cuda120  (or: pip install 'mlvgm-data[dali]'); its CPU mode needs no GPU"
@@ -100,7 +100,8 @@ class DaliAugment:
     device).
 
     ``preset`` is a preset name (``"simclr"``, ``"byol"``, ``"crop_flip"``) or a
-    :class:`~mlvgm_data.augment.ViewAugment` whose per-view configs are translated into DALI ops:
+    :class:`~mlvgm_data.augment.ViewAugment` whose views' ops an :class:`AugmentConfig` describes
+    (:meth:`AugmentConfig.from_ops`; e.g. not ``RandomErasing``), translated into DALI ops:
     ``random_resized_crop`` (torchvision's ten tries, bilinear) → brightness → contrast around
     the mean grey level → saturation and hue (``fn.hsv``, which like the torch backend works in
     YIQ space) → greyscale (torchvision's weights) → ``gaussian_blur`` → solarize
@@ -148,7 +149,10 @@ class DaliAugment:
         self.num_views = num_views
         self.device = device
         self.seed = seed
-        configs = [augment.config(v) for v in range(num_views)]
+        try:
+            configs = [augment.config(v) for v in range(num_views)]
+        except ValueError as e:
+            raise ValueError(f"DaliAugment translates the ops an AugmentConfig describes: {e}") from None
         self._colour = any(c.jitter_enabled or c.grayscale_p > 0 for c in configs)
         device_id = torch.cuda.current_device() if device == "cuda" else None
         self._pipe = dali.Pipeline(

@@ -34,7 +34,8 @@ class Workspace:
     def __init__(self) -> None:
         self._buffers: dict[tuple, torch.Tensor] = {}
 
-    def get(self, name: str, shape: Sequence[int], like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    def get(self, name: str, shape: Sequence[int], like: torch.Tensor,
+            dtype: torch.dtype | None = None) -> torch.Tensor:
         """A tensor of ``shape`` on ``like``'s device (contents undefined), reusing the buffer ``name``."""
         dtype = like.dtype if dtype is None else dtype
         key = (name, dtype, like.device)
@@ -262,7 +263,8 @@ def gaussian_blur_(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int, mask:
     if kernel_size // 2 >= min(h, w):
         raise ValueError(f"kernel_size {kernel_size} is too large for {h}x{w} images (reflect padding)")
     sigma = check_per_sample(sigma, n, "sigma").to(device=x.device, dtype=torch.float32)
-    mask = torch.ones(n, dtype=torch.bool, device=x.device) if mask is None else check_per_sample(mask, n, "mask").to(x.device)
+    mask = (torch.ones(n, dtype=torch.bool, device=x.device) if mask is None
+            else check_per_sample(mask, n, "mask").to(x.device))
     r = kernel_size // 2
     taps = torch.arange(-r, r + 1, device=x.device, dtype=torch.float64)
     q = taps / sigma.double()[:, None]
@@ -284,7 +286,8 @@ def gaussian_blur_(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int, mask:
     return torch.where(mask[:, None, None, None], blurred, x, out=x)
 
 
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
     """Separable Gaussian blur with a per-sample ``sigma`` (``[N]``, > 0) and reflect padding
     (torchvision's kernel: ``exp(−x²/2σ²)`` on ``kernel_size`` taps, normalised), as batched
     shifted multiply-adds; images where ``mask`` is False are returned unchanged."""
@@ -323,17 +326,20 @@ def _normalize_stats(x: torch.Tensor, mean, std) -> tuple[torch.Tensor, torch.Te
     m = torch.as_tensor(mean, dtype=torch.float32, device=x.device)
     s = torch.as_tensor(std, dtype=torch.float32, device=x.device)
     if m.shape != s.shape or m.shape[-1:] != x.shape[1:2] or m.dim() > 2 or (m.dim() == 2 and m.shape[0] != x.shape[0]):
-        raise ValueError(f"mean/std must have shape [C] or [N, C] with C={x.shape[1]}, got {list(m.shape)}, {list(s.shape)}")
+        raise ValueError(f"mean/std must have shape [C] or [N, C] with C={x.shape[1]}, "
+                         f"got {list(m.shape)}, {list(s.shape)}")
     return m[..., None, None], s[..., None, None]
 
 
-def normalize_(x: torch.Tensor, mean: torch.Tensor | Sequence[float], std: torch.Tensor | Sequence[float]) -> torch.Tensor:
+def normalize_(x: torch.Tensor, mean: torch.Tensor | Sequence[float],
+               std: torch.Tensor | Sequence[float]) -> torch.Tensor:
     """:func:`normalize` in place on ``x`` (float32)."""
     x = check_images(x, "images", 4)
     m, s = _normalize_stats(x, mean, std)
     return x.sub_(m).div_(s)
 
 
-def normalize(images: torch.Tensor, mean: torch.Tensor | Sequence[float], std: torch.Tensor | Sequence[float]) -> torch.Tensor:
+def normalize(images: torch.Tensor, mean: torch.Tensor | Sequence[float],
+              std: torch.Tensor | Sequence[float]) -> torch.Tensor:
     """``(x − mean) / std`` per channel; ``mean``/``std`` are ``[C]`` or per-sample ``[N, C]``."""
     return normalize_(check_images(images, "images", 4).clone(), mean, std)
