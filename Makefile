@@ -17,6 +17,12 @@ $(STAMP): $(SOURCES)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q setuptools wheel ninja
 	$(PY) -m pip install -q --no-build-isolation -e ".[test,dali]"
+	# The contract suite's real third-party generator code (tests/real_models.py), with torch pinned to
+	# the one installed so that pip keeps it; stylegan2-pytorch without its deps (torchvision cannot be
+	# installed next to this torch: the tests give it and aim import stand-ins).
+	$(PY) -m pip install -q torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])') \
+	  pytorch-pretrained-biggan==0.1.1 einops==0.8.1 kornia==0.9.0 fire==0.7.1 retry==0.9.2 vector-quantize-pytorch==0.1.0
+	$(PY) -m pip install -q --no-deps stylegan2-pytorch==1.9.0
 	touch $(STAMP)
 
 # A real compile of every CUDA source with torch's include paths (nvcc present, no GPU needed).
