@@ -95,13 +95,18 @@ def reference(model: str) -> tuple[ViewBatch, ...]:
     return tuple(pipe(shared(model)))
 
 
-def same(got: list, want: tuple[ViewBatch, ...] | list[ViewBatch]) -> bool:
+def assert_same(got: list, want: tuple[ViewBatch, ...], what: str) -> None:
+    """``got`` equals ``want`` bit for bit (views, targets, latents); else says where it differs first."""
     got = [ViewBatch(*b) for b in got]
-    return len(got) == len(want) and all(
-        len(p.views) == len(q.views) and all(torch.equal(x, y) for x, y in zip(p.views, q.views))
-        and torch.equal(p.target, q.target) and p.latents.keys() == q.latents.keys()
-        and all(torch.equal(p.latents[k], q.latents[k]) for k in p.latents)
-        for p, q in zip(got, want))
+    assert len(got) == len(want), f"{what}: {len(got)} batches, expected {len(want)}"
+    for i, (p, q) in enumerate(zip(got, want)):
+        pairs = [(f"view {v}", x, y) for v, (x, y) in enumerate(zip(p.views, q.views))]
+        pairs += [("target", p.target, q.target)] + [(f"latents[{k!r}]", p.latents[k], q.latents[k]) for k in q.latents]
+        assert len(p.views) == len(q.views) and p.latents.keys() == q.latents.keys(), f"{what}: batch {i}'s layout"
+        for field, x, y in pairs:
+            if not torch.equal(x, y):
+                diff = (x.double() - y.double()).abs().max() if x.shape == y.shape else f"shape {tuple(x.shape)}"
+                raise AssertionError(f"{what}: batch {i}, {field} differs from the reference ({diff})")
 
 
 def check_images(images: torch.Tensor, generator: nn.Module, n: int) -> None:
@@ -131,7 +136,7 @@ def _pipe_epoch(model: str, prefetch: int) -> None:
         check_images(x0, shared(model), BATCH)
         check_images(x1, shared(model), BATCH)
         assert y.shape == (BATCH,) and y.dtype == torch.int64
-    assert same(got, reference(model)), f"prefetch={prefetch} gave other batches than the synchronous run"
+    assert_same(got, reference(model), f"prefetch={prefetch}")
 
 
 def pipe_prefetch0(model: str, tmp_path: Path) -> None:
@@ -152,7 +157,8 @@ def state_dict_resume(model: str, tmp_path: Path) -> None:
     resumed = pipe(fresh(model), prefetch=2)
     resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
     rest = list(resumed)
-    assert same(taken, reference(model)[:TAKEN]) and same(rest, reference(model)[TAKEN:])
+    assert_same(taken, reference(model)[:TAKEN], "before the state was saved")
+    assert_same(rest, reference(model)[TAKEN:], "after the state was loaded")
 
 
 def _stateful_loader(model: str, workers: int) -> None:
@@ -168,7 +174,8 @@ def _stateful_loader(model: str, workers: int) -> None:
     resumed = loader()
     resumed.load_state_dict(state)
     rest = list(resumed)
-    assert same(taken, reference(model)[:TAKEN]) and same(rest, reference(model)[TAKEN:])
+    assert_same(taken, reference(model)[:TAKEN], "before the state was saved")
+    assert_same(rest, reference(model)[TAKEN:], "after the state was loaded")
 
 
 def stateful_loader_0_workers(model: str, tmp_path: Path) -> None:
@@ -183,7 +190,7 @@ def dataloader_2_workers_2_epochs(model: str, tmp_path: Path) -> None:
     loader = DataLoader(pipe(shared(model), prefetch=1), batch_size=None, num_workers=2,
                         multiprocessing_context="fork")
     epochs = [list(loader) for _ in range(2)]
-    assert same(epochs[0], reference(model)), "workers changed the steps of the first epoch"
+    assert_same(epochs[0], reference(model), "epoch 0 through the workers")
     for name in shared(model).latent_spec.names:
         anchors = torch.cat([ViewBatch(*b).latents[name][0].flatten(1) for e in epochs for b in e])
         assert anchors.shape[0] == 2 * STEPS * BATCH
@@ -217,7 +224,8 @@ def nodes_resume(model: str, tmp_path: Path) -> None:
     state = first.state_dict()
     resumed = Loader(ViewPairNode(pipe(fresh(model), prefetch=1)))
     resumed.load_state_dict(state)
-    assert same(taken, reference(model)[:TAKEN]) and same(list(resumed), reference(model)[TAKEN:])
+    assert_same(taken, reference(model)[:TAKEN], "before the state was saved")
+    assert_same(list(resumed), reference(model)[TAKEN:], "after the state was loaded")
 
 
 def mi_analysis(model: str, tmp_path: Path) -> None:
