@@ -16,7 +16,7 @@ $(STAMP): $(SOURCES)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q setuptools wheel ninja
-	$(PY) -m pip install -q --no-build-isolation -e ".[test,dali]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,dali,lightning]"
 	# The contract suite's real third-party generator code (tests/real_models.py), with torch pinned to
 	# the one installed so that pip keeps it; stylegan2-pytorch without its deps (torchvision cannot be
 	# installed next to this torch: the tests give it and aim import stand-ins).

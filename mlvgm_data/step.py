@@ -46,6 +46,16 @@ class ViewBatch(tuple):
     def latents(self) -> dict[str, torch.Tensor] | None:
         return self[2] if len(self) > 2 else None
 
+    # The namedtuple protocol, so that what rebuilds a namedtuple field by field keeps a ViewBatch:
+    # torch's default_convert/collate and pin_memory, Lightning's and Fabric's device moves and
+    # precision casts (they would otherwise call ViewBatch(list_of_fields) and fail).
+    @property
+    def _fields(self) -> tuple[str, ...]:
+        return ("views", "target", "latents")[: len(self)]
+
+    def _asdict(self) -> dict[str, object]:
+        return dict(zip(self._fields, self))
+
 
 class StepWork:
     """What one step computes, as a pure function of the step number: the views of
