@@ -218,10 +218,12 @@ def generated_views(model: str, tmp_path: Path) -> None:
 
 
 def nodes_resume(model: str, tmp_path: Path) -> None:
-    first = Loader(ViewPairNode(pipe(fresh(model), prefetch=1)))
+    source = pipe(fresh(model), prefetch=1)
+    first = Loader(ViewPairNode(source))
     it = iter(first)
     taken = [next(it) for _ in range(TAKEN)]
     state = first.state_dict()
+    source.close()  # its producer thread ends now, before a later test forks workers
     resumed = Loader(ViewPairNode(pipe(fresh(model), prefetch=1)))
     resumed.load_state_dict(state)
     assert_same(taken, reference(model)[:TAKEN], "before the state was saved")
