@@ -11,24 +11,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning_ddp_run as run  # the DDP script's constants and digests
 import pytest
 import torch
 
-pytest.importorskip("lightning")
+from helpers import PointwiseGenerator
+from lightning.fabric.plugins.precision import DoublePrecision
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from torch.utils.data._utils.collate import default_convert
 
-from helpers import PointwiseGenerator  # noqa: E402
-from lightning.fabric.plugins.precision import DoublePrecision  # noqa: E402
-from lightning.fabric.utilities.apply_func import move_data_to_device  # noqa: E402
-from torch.utils.data._utils.collate import default_convert  # noqa: E402
-
-from mlvgm_data import Resample, ViewBatch, ViewPairPipe, ViewPolicy  # noqa: E402
-from mlvgm_data.lightning import ViewPairDataModule, ViewPairLoader  # noqa: E402
+from mlvgm_data import Resample, ViewBatch, ViewPairPipe, ViewPolicy
+from mlvgm_data.lightning import ViewPairDataModule, ViewPairLoader
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 POLICY = ViewPolicy({"map": Resample()})
-sys.path.insert(0, str(HERE))
-import lightning_ddp_run as run  # noqa: E402
 
 
 # --- DDP: 2 ranks × 2 workers × 2 epochs, stopped and resumed ------------------------------------
@@ -187,6 +184,12 @@ def test_bad_arguments_are_refused_at_the_call() -> None:
         ViewPairLoader([1, 2, 3])
     with pytest.raises(ValueError, match="pipe must have steps"):
         ViewPairLoader(make_pipe(steps=None))
+
+
+def test_without_lightning_the_import_says_which_extra() -> None:
+    code = "import sys; sys.modules['lightning'] = None; import mlvgm_data.lightning"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "pip install 'mlvgm-data[lightning]'" in proc.stderr
 
 
 def test_datamodule_builds_one_loader_per_process() -> None:
