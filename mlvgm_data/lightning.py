@@ -6,19 +6,21 @@ Batch ``b`` of Lightning's epoch ``e`` is the pipe's step ``e · steps_per_epoch
 training loop's own counters, which Lightning restores from every checkpoint.
 
 Why not the obvious ``StatefulDataLoader(pipe, batch_size=None, num_workers=2)``? Measured under
-``Trainer(strategy="ddp")`` with 2 CPU ranks × 2 workers, 6 steps per epoch, 2 epochs:
+``Trainer(strategy="ddp")`` with 2 CPU ranks × 2 workers, 8 anchors per step, 6 steps per epoch,
+2 epochs:
 
 * Lightning writes a checkpoint from rank 0 only, and every rank loads that file: rank 1 was handed
   rank 0's loader state, which the pipe refuses ("saved by rank 0 of 2") — resuming from a
   mid-epoch checkpoint (``ModelCheckpoint(every_n_train_steps=4)``) crashed.
 * Lightning loads a loader's state only when it restarts mid-epoch by its own accounting. A run
-  stopped by ``max_steps`` writes its checkpoint in ``on_train_epoch_end``, so Lightning resumes
-  at the next epoch without loading the state: the loader started a fresh pipe at step 0, and the
-  second epoch trained on steps 0–5 again (80 anchors per rank, 32 of them repeats, where the
-  uninterrupted run had 96 distinct). Any checkpoint written at an epoch's end does the same.
-* Neither the fetcher nor the workers running ahead lost a batch: Lightning's fetcher prefetches
+  stopped by ``max_steps=4`` writes its default checkpoint in ``on_train_epoch_end``, so Lightning
+  resumes at the next epoch without loading the state: the loader started a fresh pipe at step 0,
+  and the second epoch trained on steps 0–5 again (80 anchors per rank, 32 of them repeats, where
+  the uninterrupted run had 96 distinct). A checkpoint written at an epoch's end takes that path too.
+* Neither Lightning's fetcher nor the workers running ahead lost a batch: the fetcher prefetches
   only from loaders without a length (the pipe has one), and the loader's state counts the batches
-  it yielded, not the ones its workers made.
+  it yielded, not the ones its workers made. On one process the same wrapper resumed a mid-epoch
+  checkpoint exactly (12 of 12 batches).
 
 So :class:`ViewPairLoader` places the pipe when an iteration starts — at its first ``next``, after
 Lightning has settled its counters for a resumed run — at Lightning's (epoch, batch), whatever
