@@ -48,7 +48,9 @@ class Draw:
 
     def at(self, slot: int) -> "Draw":
         """The same counter at another slot."""
-        return dataclasses.replace(self, slot=slot)
+        # positional, not dataclasses.replace: this runs once per op and view on every call
+        return Draw(self.batch_size, self.seed, self.step, self.stream, self.view, slot, self.sample_offset,
+                    self.sample_ids, self.device)
 
     def __call__(self, n: int) -> torch.Tensor:
         return counter_ops.uniform(self.batch_size, n, self.seed, self.step, self.device, self.stream,
