@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; override for a CUDA build, e.g. TORCH="torch==2.13.0 --index-url ...".
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.mlvgm-installed
-SOURCES := setup.py pyproject.toml $(shell find csrc -type f)
+SOURCES := Makefile setup.py pyproject.toml $(shell find csrc -type f)
 
 .PHONY: setup test demo fashion-data bench nvcc-check sdist-check clean
 
@@ -16,7 +16,7 @@ $(STAMP): $(SOURCES)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q setuptools wheel ninja
-	$(PY) -m pip install -q --no-build-isolation -e ".[test,dali,lightning]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,dali,webdataset,lightning]"
 	# The contract suite's real third-party generator code (tests/real_models.py), with torch pinned to
 	# the one installed so that pip keeps it; stylegan2-pytorch without its deps (torchvision cannot be
 	# installed next to this torch: the tests give it and aim import stand-ins).

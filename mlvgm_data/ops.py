@@ -76,9 +76,13 @@ def _sample_ids(
         check_int(sample_offset, "sample_offset", 0, _U32 - batch_size + 1)
         return None
     try:
-        ids = torch.as_tensor(sample_ids, dtype=torch.int64)
+        ids = torch.as_tensor(sample_ids)
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"sample_ids must be a sequence or tensor of integers, got {sample_ids!r}") from None
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        # A cast would turn 0.5 into id 0 (a repeat of another sample's numbers) without a word.
+        raise ValueError(f"sample_ids must be integers, got {ids.dtype} values")
+    ids = ids.to(torch.int64)
     if ids.dim() != 1 or ids.numel() != batch_size:
         raise ValueError(f"sample_ids must be a vector of batch_size={batch_size} ids, got {list(ids.shape)}")
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= _U32):
@@ -87,7 +91,15 @@ def _sample_ids(
 
 
 def _device(device: torch.device | str | None) -> torch.device:
-    return torch.device("cpu") if device is None else check_device(device)
+    dev = torch.device("cpu") if device is None else check_device(device)
+    _not_meta(dev, "device")
+    return dev
+
+
+def _not_meta(dev: torch.device, name: str) -> None:
+    if dev.type == "meta":
+        raise ValueError(f"{name} is on the meta device, which holds no values: the op writes numbers (use 'cpu' "
+                         "or 'cuda')")
 
 
 def _erf_c(trunc: float | None) -> float:
@@ -191,6 +203,7 @@ def resample(
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"out must be a tensor, got {type(out).__name__}")
         dev = out.device
+        _not_meta(dev, "out")
         want = None if device is None else _device(device)
         if want is not None and (want.type != dev.type or want.index not in (None, dev.index)):
             raise ValueError(f"out is on {dev} but device={str(device)!r}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import weakref
 from typing import Any, Iterator, Mapping
 
@@ -80,6 +81,16 @@ def image_size(generator: torch.nn.Module) -> int:
     return int(shape[-1])
 
 
+def _batched_again() -> bool:
+    """Whether ``iter(pipe)`` is called by a DataLoader fetcher with automatic batching
+    (``DataLoader(pipe)`` without ``batch_size=None``), which would collate the pipe's batches
+    into batches of batches. The fetcher keeps its ``auto_collation`` flag on itself before it
+    calls ``iter(dataset)`` (torch's and torchdata's StatefulDataLoader's share that fetcher)."""
+    caller = sys._getframe(2)  # _batched_again ← ViewPairPipe.__iter__ ← the caller of iter()
+    owner = caller.f_locals.get("self") if caller is not None else None
+    return type(owner).__name__ == "_IterableDatasetFetcher" and bool(getattr(owner, "auto_collation", False))
+
+
 def _dist_rank_world() -> tuple[int, int] | None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -127,8 +138,10 @@ class PipeIterator:
             self._producer.close(timeout)
 
     def __del__(self) -> None:
+        # Never wait here: a wait inside garbage collection cannot be interrupted (Python ignores
+        # exceptions raised in __del__, Ctrl-C included). The producer stops at its next step.
         if getattr(self, "_closed", "closed") is None:
-            self.close()
+            self.close(timeout=0.0)
 
 
 class ViewPairPipe(IterableDataset):
@@ -260,6 +273,10 @@ class ViewPairPipe(IterableDataset):
         return ThreadProducer(work, steps, self.prefetch)
 
     def __iter__(self) -> PipeIterator:
+        if _batched_again():
+            raise ValueError("DataLoader(pipe) batches the pipe's batches again (views would be [1, B, C, H, W]): "
+                             "the pipe makes whole batches, so pass batch_size=None, e.g. "
+                             "DataLoader(pipe, batch_size=None, num_workers=2)")
         check_eval_mode(self.generator, "ViewPairPipe")
         rank, world = self._rank_world()
         if self._restored_rank is not None and self._restored_rank != (rank, world):

@@ -184,10 +184,11 @@ class ThreadProducer:
         if self._thread is threading.current_thread():
             _LIVE.discard(self)
             return
-        self._thread.join(self.JOIN_S if timeout is None else timeout)
+        wait = self.JOIN_S if timeout is None else timeout
+        self._thread.join(wait)
         if not self._thread.is_alive():
             _LIVE.discard(self)  # an abandoned thread stays listed: interpreter exit waits for it
-        else:
+        elif wait > 0:  # a caller that asked not to wait knows the step goes on
             warnings.warn("mlvgm-data: the producer thread is still inside a step (a slow or stuck decode); "
                           "it was abandoned and stops when the step ends", RuntimeWarning, stacklevel=2)
 

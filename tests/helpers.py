@@ -3,6 +3,10 @@ unpickle them)."""
 
 from __future__ import annotations
 
+import gc
+import threading
+import time
+
 import torch
 from torch import nn
 
@@ -116,3 +120,18 @@ class CountingGenerator(TinyGenerator):
     def _decode(self, latents, classes):
         self.decodes += 1
         return super()._decode(latents, classes)
+
+
+def producer_threads() -> list[threading.Thread]:
+    # Loops like torchdata's Loader hold their iterator in a reference cycle: collect those first.
+    gc.collect()
+    return [t for t in threading.enumerate() if t.name == "mlvgm-data-producer"]
+
+
+def producer_threads_after_gc(deadline_s: float = 30.0) -> list[threading.Thread]:
+    """The producer threads left once a dropped iterator's producer has reached its step boundary
+    (garbage collection tells it to stop without waiting for it; the deadline only guards a hang)."""
+    deadline = time.monotonic() + deadline_s
+    while (left := producer_threads()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return left

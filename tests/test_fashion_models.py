@@ -14,6 +14,7 @@ from mlvgm_data.generators import MLVGM, load_generator
 from mlvgm_data.latents import LatentGroup, LatentSpec
 from mlvgm_data.models import common, hvae_train
 from mlvgm_data.models import fashion_classifier as fc
+from mlvgm_data.models.common import save_width_model
 from mlvgm_data.models.hvae import HierarchicalVAE, make_config
 
 from test_fashion_data import write_split
@@ -159,7 +160,7 @@ def test_training_scoring_and_the_score_command(fashion_files, tmp_path, monkeyp
     model, meta = fc.train_classifier(epochs=1, batch_size=4, width=4)
     assert meta["test_images"] == 5 and 0.0 <= meta["test_accuracy"] <= 1.0 and meta["steps"] == 3
     stem = tmp_path / "clf"
-    fc.save_classifier(model, stem, meta)
+    save_width_model(model, stem, meta)
     loaded = fc.load_classifier(stem)
     x = torch.rand(3, 1, 32, 32)
     assert torch.equal(fc.classify(x, loaded)[0], fc.classify(x, model)[0])
@@ -185,11 +186,11 @@ def test_training_scoring_and_the_score_command(fashion_files, tmp_path, monkeyp
 def test_classifier_file_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="classifier config"):
         fc.load_classifier(tmp_path / "none")
-    fc.save_classifier(fc.FashionClassifier(4), tmp_path / "c", {"width": 8})
+    save_width_model(fc.FashionClassifier(4), tmp_path / "c", {"width": 8})
     with pytest.raises(ValueError, match="does not match its config"):
         fc.load_classifier(tmp_path / "c")
     assert not fc.classifier_available(tmp_path / "none") and fc.classifier_available(tmp_path / "c")
-    fc.save_classifier(fc.FashionClassifier(8), tmp_path / "ok", {"width": 8})
+    save_width_model(fc.FashionClassifier(8), tmp_path / "ok", {"width": 8})
     loaded = common.load_width_model(fc.FashionClassifier, tmp_path / "ok")  # the helper both classifiers use
     assert isinstance(loaded, fc.FashionClassifier) and not loaded.training
 

@@ -114,11 +114,12 @@ def test_save_policy_on_a_builtin_never_writes_into_the_package(tmp_path: Path, 
     shipped = recommended_policy("builtin:shapes")
     before = package_digest()
     assert main(["mi", "builtin:shapes", "--samples", "128", "--steps", "2", "--budget", "30", "--no-progress",
-                 "--groups", "z1,z3", "--save-policy"]) == 0
+                 "--groups", "z1,z3", "--save-policy", "--force"]) == 0
     assert package_digest() == before
     path = user_policy_path("builtin:shapes")
     assert path == tmp_path / "config" / "policies" / "shapes.json" and path.is_file()
-    assert recommended_policy("builtin:shapes") == ViewPolicy.from_dict(json.loads(path.read_text())["policy"])
+    with pytest.warns(UserWarning, match="comes from your file"):
+        assert recommended_policy("builtin:shapes") == ViewPolicy.from_dict(json.loads(path.read_text())["policy"])
     assert stored_mi_report("builtin:shapes")["settings"]["groups"] == ["z1", "z3"]
     path.unlink()
     assert recommended_policy("builtin:shapes") == shipped

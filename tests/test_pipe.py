@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from helpers import BrokenGenerator, TinyGenerator
+from helpers import BrokenGenerator, TinyGenerator, producer_threads, producer_threads_after_gc
 from mlvgm_data import Perturb, Resample, ViewPolicy
 from mlvgm_data.augment import simclr
 from mlvgm_data.pipe import ViewPairPipe
@@ -29,10 +29,6 @@ def make(**kw) -> ViewPairPipe:
     return ViewPairPipe(**args)
 
 
-def producer_threads() -> list[threading.Thread]:
-    # Loops like torchdata's Loader hold their iterator in a reference cycle: collect those first.
-    gc.collect()
-    return [t for t in threading.enumerate() if t.name == "mlvgm-data-producer"]
 
 
 def same(a: list[ViewBatch], b: list[ViewBatch]) -> bool:
@@ -179,13 +175,13 @@ def test_producer_errors_reach_the_consumer(mode: str, error: type, match: str, 
     if mode == "raise":
         # The original traceback: the frame that raised is the generator's decode.
         assert info.traceback[-1].name == "_decode"
-    assert not producer_threads()
+    assert not producer_threads_after_gc()
 
 
 def test_interrupt_in_producer_propagates() -> None:
     with pytest.raises(KeyboardInterrupt):
         list(make(generator=BrokenGenerator("interrupt")))
-    assert not producer_threads()
+    assert not producer_threads_after_gc()
 
 
 def test_break_close_and_gc_stop_the_thread() -> None:
@@ -193,20 +189,18 @@ def test_break_close_and_gc_stop_the_thread() -> None:
     for i, _ in enumerate(pipe):
         if i == 2:
             break
-    gc.collect()
-    assert not producer_threads()
+    assert not producer_threads_after_gc()
 
     it = iter(make(steps=None))
     next(it)
     assert len(producer_threads()) == 1
     it.close()
-    assert not producer_threads()
+    assert not producer_threads_after_gc()
 
     it = iter(make(steps=None))
     next(it)
     del it
-    gc.collect()
-    assert not producer_threads()
+    assert not producer_threads_after_gc()
 
 
 def test_close_while_producer_is_blocked_is_prompt() -> None:
@@ -311,7 +305,7 @@ def test_ctrl_c_while_waiting_for_a_slow_producer() -> None:
         signal.signal(signal.SIGINT, previous)
     release.set()
     producer.close()  # returns once the step in progress ends
-    assert not producer_threads()
+    assert not producer_threads_after_gc()
 
 
 # --- compile=True -------------------------------------------------------------------------------

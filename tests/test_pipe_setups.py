@@ -11,7 +11,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from helpers import BatchNormGenerator, CountingGenerator, OneArgGenerator, PointwiseGenerator, TinyGenerator
+from helpers import (
+    BatchNormGenerator,
+    CountingGenerator,
+    OneArgGenerator,
+    PointwiseGenerator,
+    TinyGenerator,
+    producer_threads,
+    producer_threads_after_gc,
+)
 from mlvgm_data import GeneratedViews, Perturb, Resample, ViewPolicy
 from mlvgm_data.augment import simclr
 from mlvgm_data.pipe import ViewPairPipe
@@ -184,21 +192,20 @@ def test_single_threaded_users_restore_the_callers_mode(tmp_path) -> None:
 # --- close --------------------------------------------------------------------------------------
 
 def test_close_and_context_manager_close_every_open_iterator() -> None:
-    from test_pipe import producer_threads
 
     pipe = make(steps=None, prefetch=2)
     it = iter(pipe)
     next(it)
     assert len(producer_threads()) == 1
     pipe.close()
-    assert not producer_threads()
+    assert not producer_threads_after_gc()
     with pytest.raises(StopIteration):
         next(it)
     with make(steps=None) as pipe:
         it = iter(pipe)
         next(it)
         assert len(producer_threads()) == 1
-    assert not producer_threads()
+    assert not producer_threads_after_gc()
 
 
 # --- StatefulDataLoader --------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def command_lines() -> list[str]:
 
 CLI_SMALL = {  # options appended to each command (later options win in argparse)
     "train": ["--steps", "2", "--batch-size", "8", "--eval-images", "16"],
-    "mi": ["--samples", "128", "--steps", "2", "--budget", "20", "--encoder-samples", "32", "--no-progress"],
+    # --force: a shrunk run may store its policy although the shipped one had a larger budget
+    "mi": ["--samples", "128", "--steps", "2", "--budget", "20", "--encoder-samples", "32", "--no-progress", "--force"],
     "demo": ["--quick", "--steps", "2", "--seeds", "1", "--no-progress"],
     "bench": ["--quick", "--rows", "pipe,pil"],
     "views": ["--anchors", "2", "--num-views", "2"],

@@ -10,6 +10,7 @@ from mlvgm_data.data.shapes import render_factors
 from mlvgm_data.generators import MLVGM
 from mlvgm_data.latents import LatentGroup, LatentSpec
 from mlvgm_data.models import recognize
+from mlvgm_data.models.common import save_width_model
 
 needs_classifier = pytest.mark.skipif(not recognize.classifier_available(), reason="classifier asset not built")
 
@@ -84,7 +85,7 @@ def test_classifier_training_runs_and_round_trips(tmp_path):
     # That training reaches >= 98 % is checked on the shipped asset's record above.
     model, meta = recognize.train_classifier(steps=3, batch_size=8, width=4, eval_images=50)
     assert 0.0 <= meta["held_out_accuracy"] <= 1.0 and meta["steps"] == 3
-    recognize.save_classifier(model, tmp_path / "clf", meta)
+    save_width_model(model, tmp_path / "clf", meta)
     loaded = recognize.load_classifier(tmp_path / "clf")
     x = Shapes(8).render(range(8))[0]
     assert torch.allclose(recognize.classify(x, loaded), recognize.classify(x, model))

@@ -46,11 +46,23 @@ class _Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
+def _drop_checksum(stem):
+    """A config without the weights' checksum (as written before checksums): loading still refuses
+    what weights_only=True refuses."""
+    js = stem.with_suffix(".json")
+    cfg = json.loads(js.read_text())
+    del cfg["weights_sha256"]
+    js.write_text(json.dumps(cfg))
+
+
 def test_malicious_pickle_is_refused_and_executes_nothing(saved, tmp_path):
     _, stem = saved
     marker = tmp_path / "pwned"
     with open(stem.with_suffix(".pt"), "wb") as f:
         pickle.dump({"model": _Evil(marker)}, f, protocol=2)
+    with pytest.raises(ValueError, match="does not match the sha256"):
+        load_generator(stem)
+    _drop_checksum(stem)
     with pytest.raises(ValueError, match="refused.*nothing was executed"):
         load_generator(stem)
     assert not marker.exists()
@@ -63,6 +75,7 @@ def test_malicious_pickle_is_refused_and_executes_nothing(saved, tmp_path):
 
 def test_corrupt_and_mismatched_files_give_clear_errors(saved, tmp_path):
     model, stem = saved
+    _drop_checksum(stem)
     pt = stem.with_suffix(".pt")
     good = pt.read_bytes()
     pt.write_bytes(good[: len(good) // 2])

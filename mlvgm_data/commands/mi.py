@@ -11,14 +11,14 @@ import torch
 
 from .._checks import check_int, check_number
 from .._io import check_output_path, write_text
-from ..generators import load_generator
-from ..generators.registry import POLICY_FORMAT, user_policy_path
+from ..generators.registry import POLICY_FORMAT, measured_budget, policy_source, read_policy_file, user_policy_path
+from .common import GENERATOR_HELP, open_generator
 
 HELP = "Measure each latent group's information (I(z_g; x), I(x; x') with g resampled) and recommend a view policy."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("generator", nargs="?", default="builtin:shapes", help="builtin:NAME or PATH (default builtin:shapes)")
+    p.add_argument("generator", nargs="?", default="builtin:shapes", help=GENERATOR_HELP + " (default builtin:shapes)")
     p.add_argument("--groups", default=None, help="comma-separated groups to analyse (default: all)")
     p.add_argument("--budget", type=float, default=300.0,
                    help="time cap in seconds (default 300); the defaults finish inside it on a 2-core CPU; when it "
@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "beside a saved generator (PATH.policy.json), or for builtin:NAME in "
                         "~/.config/mlvgm-data/policies/NAME.json ($MLVGM_CONFIG overrides); or in PATH. Never in "
                         "the installed package")
+    p.add_argument("--force", action="store_true",
+                   help="let --save-policy replace (or shadow) a policy measured with a larger budget")
     p.add_argument("--encoder-data", default=None, metavar="shapes|fashion-mnist|PATH",
                    help="also report the encoder metrics (KL, I_q(x; z), active units per group) on real images: "
                         "'shapes' (held-out procedural Shapes), 'fashion-mnist' (its test split) or an image "
@@ -53,7 +55,8 @@ def _policy_target(args: argparse.Namespace) -> Path:
 def _save_policy(path: Path, name: str, recommended: dict, report: dict, command: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"format": POLICY_FORMAT, "generator": name, "policy": recommended["policy"],
-           "source": {"command": command, "target_nats": recommended["target"],
+           "source": {"command": command, "samples": report["settings"]["samples"],
+                      "steps": report["settings"]["steps"], "target_nats": recommended["target"],
                       "views_mi_nats": recommended["mi"]["value"], "description": recommended["description"]},
            "mi": report}
     write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n", "--save-policy")
@@ -79,6 +82,27 @@ def check(args: argparse.Namespace) -> None:
         target = _policy_target(args)
         if args.save_policy != "auto" or target.parent.exists():
             check_output_path(target, "--save-policy")
+        if not args.force:
+            _check_budget(args, target)
+
+
+def _check_budget(args: argparse.Namespace, target: Path) -> None:
+    """Refuses to store a policy over one measured with a larger budget (samples × critic steps):
+    a smoke-sized run must not silently change what every later user of the generator gets."""
+    if target.is_file():
+        where, (_, samples, steps) = target, measured_budget(read_policy_file(target).get("source"))
+    elif args.save_policy == "auto":
+        try:
+            source = policy_source(args.generator)
+        except ValueError:  # nothing stored yet
+            return
+        where, samples, steps = source.path, source.samples, source.steps
+    else:
+        return
+    if samples and steps and samples * steps > args.samples * args.steps:
+        raise ValueError(f"--save-policy would override the policy in {where}, measured with {samples} samples and "
+                         f"{steps} critic steps, by one measured with {args.samples} and {args.steps}: pass --force "
+                         "to do it anyway")
 
 
 ENCODER_SHAPES_SEED = 7
@@ -117,7 +141,7 @@ def _command(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> dict:
     from ..mi import analyze, encoder_metrics
 
-    generator = load_generator(args.generator, args.device)
+    generator = open_generator(args.generator, args.device)
     batches = None
     if args.encoder_data:
         if not callable(getattr(generator, "encode", None)):

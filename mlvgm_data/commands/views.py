@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
-import torch
 
 from .. import ops
 from .._checks import check_int
 from .._io import check_output_path
 from ..augment import preset
-from ..generators import load_generator, recommended_policy
 from ..generators.base import generator_device
 from ..viz import save_image_grid, view_sets
-from ..policy import Perturb, ViewPolicy
+from .common import GENERATOR_HELP, open_generator, parse_policy
 
 HELP = "Write a grid of anchor/view sets from a generator under a view policy, and summarise it."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("generator", nargs="?", default="builtin:shapes", help="builtin:NAME or PATH (default builtin:shapes)")
+    p.add_argument("generator", nargs="?", default="builtin:shapes", help=GENERATOR_HELP + " (default builtin:shapes)")
     p.add_argument("--policy", default="recommended",
                    help="'recommended' (stored with the generator), 'sigma=S' (Perturb(S) on every group), "
                         "a JSON string or a JSON file")
@@ -33,34 +29,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
 
 
-POLICY_FORMS = "'recommended', 'sigma=S', a JSON policy or a JSON file"
-
-
-def parse_policy(text: str, generator_name: str, generator: torch.nn.Module) -> ViewPolicy:
-    """``--policy``: one of :data:`POLICY_FORMS`."""
-    if text == "recommended":
-        return recommended_policy(generator_name)
-    if text.startswith("sigma="):
-        try:
-            sigma = float(text[6:])
-        except ValueError:
-            raise ValueError(f"--policy sigma=S needs a number S, got {text[6:]!r}") from None
-        return ViewPolicy.uniform(generator.latent_spec, Perturb(sigma))
-    path = Path(text)
-    if path.is_file():
-        source = path.read_text()
-    elif text.lstrip().startswith("{"):
-        source = text
-    else:
-        raise ValueError(f"--policy {text!r} is not {POLICY_FORMS} (no such file)")
-    try:
-        return ViewPolicy.from_dict(json.loads(source))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--policy is not valid JSON: {e}") from None
-    except RecursionError:
-        raise ValueError("--policy is nested too deeply") from None
-
-
 def check(args: argparse.Namespace) -> None:
     """Before any work: the sizes and the output file."""
     check_int(args.anchors, "--anchors", 1, 1025)
@@ -70,7 +38,7 @@ def check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    generator = load_generator(args.generator, args.device)
+    generator = open_generator(args.generator, args.device)
     policy = parse_policy(args.policy, args.generator, generator)
     size = generator.image_shape[-1]
     augment = preset(args.augment, size) if args.augment else None

@@ -4,7 +4,9 @@ from .adapters import BigGANAdapter, CallableGenerator, HierarchicalAdapter, NVA
 from .base import MLVGM, MLVGMProtocol, Views, checked_decode, decode_views, draw_classes
 from .registry import (
     builtin_names,
+    PolicySource,
     load_generator,
+    policy_source,
     recommended_policy,
     register_builtin,
     register_family,
@@ -25,7 +27,9 @@ __all__ = [
     "checked_decode",
     "decode_views",
     "draw_classes",
+    "PolicySource",
     "load_generator",
+    "policy_source",
     "recommended_policy",
     "register_builtin",
     "register_family",

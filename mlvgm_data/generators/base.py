@@ -64,6 +64,13 @@ def check_generator(generator: object, policy: object = _NO_POLICY) -> None:
     is a ``ViewPolicy`` that fits it)."""
     if not isinstance(getattr(generator, "latent_spec", None), LatentSpec) or not callable(getattr(generator, "decode", None)):
         raise ValueError("generator must have a latent_spec (LatentSpec) and a decode(latents) method (see MLVGMProtocol)")
+    if isinstance(generator, nn.Module):
+        for name, t in itertools.chain(generator.named_parameters(), generator.named_buffers()):
+            if t.is_meta or isinstance(t, nn.parameter.UninitializedTensorMixin):
+                # A lazy module would fill itself with random weights at the first decode, in each
+                # DataLoader worker differently; a meta tensor holds no weights at all.
+                raise ValueError(f"the generator's {name!r} is not materialised (meta device or a lazy module's "
+                                 "uninitialised parameter): load its weights or run it once first")
     if policy is not _NO_POLICY:
         if not isinstance(policy, ViewPolicy):
             raise ValueError(f"policy must be a ViewPolicy, got {type(policy).__name__} (ViewPolicy({{}}) keeps "

@@ -1,20 +1,29 @@
 """Saving and loading generators: weights via ``torch.load(weights_only=True)`` + a JSON config.
 
 A saved generator is two files with one stem: ``NAME.pt`` (a plain state dict of tensors) and
-``NAME.json`` (``{"format": "mlvgm-data/1", "family": ..., "config": {...}}``). The family names
-a builder registered with :func:`register_family`; nothing in either file is ever executed.
+``NAME.json`` (``{"format": "mlvgm-data/1", "family": ..., "config": {...}, "weights_sha256": ...}``).
+The family names a builder registered with :func:`register_family`; nothing in either file is
+ever executed. Loading verifies the weights' sha256 when the config records it (every generator
+saved by :func:`save_generator` and every shipped one does) and refuses non-finite weights.
+
+A generator is named ``builtin:NAME``, by a saved generator's path, or — for a user's own model
+in the command line — ``module:factory`` (:func:`is_factory_name`); a factory's measured policy
+lives in the user's config folder like a built-in's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import itertools
 import json
 import os
 import pickle
+import re
+import warnings
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -101,8 +110,36 @@ def read_config(path: Path) -> dict:
     return cfg
 
 
-def load_state(path: Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with errors that say what went wrong."""
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes (what a saved generator's config records of its weights)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_finite_state(state: dict[str, Any], path: Path) -> None:
+    """Refuses weights with NaN or infinite values (a diverged run's checkpoint decodes garbage)."""
+    for name, t in state.items():
+        if isinstance(t, dict):
+            check_finite_state(t, path)
+        elif isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{path}: weight {name!r} holds NaN or infinite values (a diverged or corrupted "
+                             "checkpoint); refusing to load it")
+
+
+def load_state(path: Path, sha256: str | None = None) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with errors that say what went wrong; with ``sha256``, the
+    file's checksum is verified first."""
+    if sha256 is not None:
+        try:
+            actual = file_sha256(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"weights file {path} not found") from None
+        if actual != sha256:
+            raise ValueError(f"weights file {path} does not match the sha256 its config records ({sha256[:12]}…, "
+                             f"the file has {actual[:12]}…): it was changed or corrupted after it was saved")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -129,7 +166,11 @@ def load_generator(name_or_path: str | Path, device: torch.device | str | None =
     if builder is None:
         raise ValueError(f"{config_path}: unknown generator family {family!r}; known: {families()}")
     model = _build_checked(builder, cfg.get("config", {}), family, config_path)
-    state = load_state(weights)
+    checksum = cfg.get("weights_sha256")
+    if checksum is not None and not (isinstance(checksum, str) and re.fullmatch(r"[0-9a-f]{64}", checksum)):
+        raise ValueError(f"{config_path}: 'weights_sha256' must be 64 lowercase hex digits, got {checksum!r}")
+    state = load_state(weights, checksum)
+    check_finite_state(state, weights)
     try:
         model.load_state_dict(state.get("model", state))
     except RuntimeError as e:
@@ -138,19 +179,36 @@ def load_generator(name_or_path: str | Path, device: torch.device | str | None =
 
 
 POLICY_FORMAT = "mlvgm-data/policy/1"
+_FACTORY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def is_factory_name(name: str | Path) -> bool:
+    """Whether ``name`` is a ``module:factory`` (a zero-argument callable returning a generator)
+    rather than ``builtin:NAME`` or a saved generator's path (an existing file wins)."""
+    s = str(name)
+    if s.startswith("builtin:") or not _FACTORY.match(s):
+        return False
+    weights, config = generator_files(s)
+    return not (weights.exists() or config.exists() or Path(s).exists())
+
+
+def _config_home() -> Path:
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return Path(os.environ.get("MLVGM_CONFIG") or xdg / "mlvgm-data")
 
 
 def user_policy_path(name_or_path: str | Path) -> Path:
     """Where ``mlvgm-data mi --save-policy`` stores a measured policy and where
     :func:`recommended_policy` looks first: ``PATH.policy.json`` beside a saved generator, and for
     ``builtin:NAME`` ``$MLVGM_CONFIG/policies/NAME.json`` (default ``$XDG_CONFIG_HOME/mlvgm-data``,
-    i.e. ``~/.config/mlvgm-data``) — never inside the installed package."""
+    i.e. ``~/.config/mlvgm-data``), for ``module:factory`` ``…/policies/module__factory.json`` —
+    never inside the installed package."""
     s = str(name_or_path)
     if s.startswith("builtin:"):
         generator_files(s)  # an unknown built-in is an error here too
-        xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-        base = Path(os.environ.get("MLVGM_CONFIG") or xdg / "mlvgm-data")
-        return base / "policies" / f"{s[len('builtin:'):]}.json"
+        return _config_home() / "policies" / f"{s[len('builtin:'):]}.json"
+    if is_factory_name(s):
+        return _config_home() / "policies" / (s.replace(":", "__") + ".json")
     _, config_path = generator_files(s)
     return config_path.with_name(config_path.stem + ".policy.json")
 
@@ -187,20 +245,87 @@ def _build_checked(builder: Callable[[dict], nn.Module], config: object, family:
     return builder(config)
 
 
-def recommended_policy(name_or_path: str | Path) -> "ViewPolicy":
-    """The view policy measured for a generator: the one ``mlvgm-data mi GENERATOR --save-policy``
-    stored in :func:`user_policy_path` if there is one, else the one shipped in its config."""
+class PolicySource(NamedTuple):
+    """Where :func:`recommended_policy` found a generator's policy: ``kind`` is ``"user"`` (a file
+    ``mlvgm-data mi --save-policy`` wrote) or ``"shipped"`` (the generator's own config);
+    ``command`` is the ``mlvgm-data mi`` command that measured it, with its budget (``samples``
+    paired samples, ``steps`` critic steps) when known; ``overrides`` the config whose own policy
+    a user file shadows."""
+
+    policy: "ViewPolicy"
+    kind: str
+    path: Path
+    command: str | None
+    samples: int | None
+    steps: int | None
+    overrides: Path | None = None
+
+
+def measured_budget(source: object) -> tuple[str | None, int | None, int | None]:
+    """``(command, samples, steps)`` of a policy's ``source`` record (numbers parsed from the
+    command when the record predates them); ``None`` where unknown."""
+    if not isinstance(source, dict):
+        return None, None, None
+    command = source.get("command") if isinstance(source.get("command"), str) else None
+    found = []
+    for key in ("samples", "steps"):
+        value = source.get(key)
+        if not isinstance(value, int) and command is not None:
+            match = re.search(rf"--{key} (\d+)", command)
+            value = int(match.group(1)) if match else None
+        found.append(value if isinstance(value, int) else None)
+    return command, found[0], found[1]
+
+
+def _check_name(name_or_path: object, who: str) -> None:
+    if not isinstance(name_or_path, (str, Path)):
+        raise TypeError(
+            f"{who} takes a generator's name (builtin:NAME, a saved generator's path or module:factory), got "
+            f"{type(name_or_path).__name__}. For a model in memory, measure a policy: "
+            "mlvgm_data.mi.analyze(generator).recommend_policy(), or `mlvgm-data mi module:factory --save-policy`")
+
+
+def policy_source(name_or_path: str | Path) -> PolicySource:
+    """The policy :func:`recommended_policy` returns and where it comes from."""
     from ..policy import ViewPolicy
 
+    _check_name(name_or_path, "policy_source")
     user = user_policy_path(name_or_path)
-    if user.is_file():
-        return ViewPolicy.from_dict(read_policy_file(user)["policy"])
+    factory = is_factory_name(name_or_path)
+    if factory and not user.is_file():
+        raise ValueError(f"no policy is stored for {name_or_path} (looked in {user}): measure one with "
+                         f"`mlvgm-data mi {name_or_path} --save-policy`")
     _, config_path = generator_files(name_or_path)
-    cfg = read_config(config_path)
+    cfg = {} if factory else read_config(config_path)
+    if user.is_file():
+        doc = read_policy_file(user)
+        return PolicySource(ViewPolicy.from_dict(doc["policy"]), "user", user, *measured_budget(doc.get("source")),
+                            overrides=config_path if "policy" in cfg else None)
     if "policy" not in cfg:
         raise ValueError(f"{config_path} stores no recommended policy; run `mlvgm-data mi {name_or_path} "
                          "--save-policy` to measure one")
-    return ViewPolicy.from_dict(cfg["policy"])
+    return PolicySource(ViewPolicy.from_dict(cfg["policy"]), "shipped", config_path,
+                        *measured_budget(cfg.get("policy_source")))
+
+
+_ANNOUNCED: set[Path] = set()
+
+
+def recommended_policy(name_or_path: str | Path) -> "ViewPolicy":
+    """The view policy measured for a generator: the one ``mlvgm-data mi GENERATOR --save-policy``
+    stored in :func:`user_policy_path` if there is one — announced once per file with its path
+    and budget, since it overrides what the generator ships — else the one shipped in its config.
+    :func:`policy_source` says which."""
+    _check_name(name_or_path, "recommended_policy")
+    source = policy_source(name_or_path)
+    if source.overrides is not None and source.path not in _ANNOUNCED:
+        _ANNOUNCED.add(source.path)
+        budget = (f"{source.samples} samples, {source.steps} critic steps" if source.samples and source.steps
+                  else "an unknown budget")
+        warnings.warn(f"mlvgm-data: the recommended policy of {name_or_path} comes from your file {source.path} "
+                      f"(measured with {budget}), not from {source.overrides.name}; delete that file to use the "
+                      "generator's own", UserWarning, stacklevel=2)
+    return source.policy
 
 
 def stored_mi_report(name_or_path: str | Path) -> dict | None:
@@ -210,6 +335,8 @@ def stored_mi_report(name_or_path: str | Path) -> dict | None:
     user = user_policy_path(name_or_path)
     if user.is_file():
         return read_policy_file(user).get("mi")
+    if is_factory_name(name_or_path):
+        return None
     _, config_path = generator_files(name_or_path)
     shipped = config_path.with_name(config_path.stem + ".mi.json")
     if not shipped.is_file():
@@ -225,7 +352,7 @@ def save_generator(model: nn.Module, path: str | Path, family: str, config: dict
     weights, config_path = generator_files(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     save_torch({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, weights, "generator weights")
-    doc = {"format": FORMAT, "family": family, "config": config}
+    doc = {"format": FORMAT, "family": family, "config": config, "weights_sha256": file_sha256(weights)}
     if extra:
         doc.update(extra)
     write_text(config_path, json.dumps(doc, indent=2, sort_keys=True) + "\n", "generator config")

@@ -63,7 +63,7 @@ from ..data.fashion_mnist import SIZE as FASHION_SIZE
 from ..data.fashion_mnist import FashionMNIST
 from ..data.folder import FolderImages
 from ..data.shapes import SHAPE_NAMES, Shapes
-from ..generators.registry import load_state, save_generator
+from ..generators.registry import file_sha256, load_state, save_generator
 from ..viz import save_image_grid  # noqa: F401  (re-exported for the trainers)
 
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -188,10 +188,21 @@ def load_width_model(cls: Callable[[int], nn.Module], stem: str | Path) -> nn.Mo
         raise FileNotFoundError(f"classifier config {stem.with_suffix('.json')} not found") from None
     model = cls(int(meta["width"]))
     try:
-        model.load_state_dict(load_state(stem.with_suffix(".pt")))
+        model.load_state_dict(load_state(stem.with_suffix(".pt"), meta.get("weights_sha256")))
     except RuntimeError as e:
         raise ValueError(f"{stem}.pt does not match its config: {e}") from None
     return model.eval()
+
+
+def save_width_model(model: nn.Module, stem: str | Path, meta: dict) -> None:
+    """Writes what :func:`load_width_model` reads: ``STEM.pt`` and ``STEM.json`` (``meta`` with
+    the weights' sha256, which loading verifies)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    weights = stem.with_suffix(".pt")
+    save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights, "classifier")
+    meta = {**meta, "weights_sha256": file_sha256(weights)}
+    write_text(stem.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True) + "\n", "classifier config")
 
 
 def image_source(data: str, resolution: int, seed: int, channels: int | None = 3) -> ImageSource:

@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import save_torch, write_text
+from .._io import write_text
 from ..data.fashion_mnist import CLASS_NAMES, SIZE, FashionMNIST
 from ..generators.base import prior_samples
 from ..generators.registry import ASSETS
-from .common import asset_available, load_width_model
+from .common import asset_available, load_width_model, save_width_model
 
 CLASSIFIER_STEM = ASSETS / "fashion_classifier"
 FEATURES = 128
@@ -203,12 +203,6 @@ def train_classifier(epochs: int = 6, batch_size: int = 128, seed: int = 0, widt
                    "train_seconds": round(time.time() - t0, 1)}
 
 
-def save_classifier(model: FashionClassifier, stem: str | Path, meta: dict) -> None:
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, stem.with_suffix(".pt"), "classifier")
-    write_text(stem.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True) + "\n", "classifier config")
-
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description="the Fashion-MNIST classifier: train it, or score a generator with it")
@@ -230,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     if args.command == "train":
         model, result = train_classifier(args.epochs, args.batch_size, args.seed, args.width)
-        save_classifier(model, args.out, result)
+        save_width_model(model, args.out, result)
     else:
         from ..generators import load_generator
 

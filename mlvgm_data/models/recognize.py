@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import save_torch, write_text
 from ..data.shapes import SHAPE_NAMES, Shapes
 from ..generators.registry import ASSETS
-from .common import asset_available, load_width_model
+from .common import asset_available, load_width_model, save_width_model
 
 CLASSIFIER_STEM = ASSETS / "shapes_classifier"
 RESOLUTION = 32
@@ -128,12 +127,6 @@ def train_classifier(steps: int = 1500, batch_size: int = 128, seed: int = 0, wi
                    "train_seconds": round(time.time() - t0, 1)}
 
 
-def save_classifier(model: ShapesClassifier, stem: str | Path, meta: dict) -> None:
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, stem.with_suffix(".pt"), "classifier")
-    write_text(stem.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True) + "\n", "classifier config")
-
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description="train the Shapes classifier used by recognizability()")
@@ -146,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, meta = train_classifier(args.steps, args.batch_size, args.seed, args.width)
-    save_classifier(model, args.out, meta)
+    save_width_model(model, args.out, meta)
     print(json.dumps(meta, indent=2))
     return meta
 
