@@ -76,9 +76,9 @@ class Compose:
                 raise ValueError(f"ops {owner[cls.slot].__name__} and {cls.__name__} share counter slot {cls.slot}")
         self.ops: tuple[Op, ...] = tuple(ops)
         counts: dict[type, int] = {}
+        # the counter slot each op draws from (None: it draws nothing)
         self.slots: tuple[int | None, ...] = tuple(
             None if op.slot is None else op.slot + SLOT_STRIDE * _bump(counts, type(op)) for op in self.ops)
-        """The counter slot each op draws from (None: it draws nothing)."""
         self._local = threading.local()
 
     @property
