@@ -102,7 +102,7 @@ class GeneratedViews(Dataset):
         ids = torch.tensor(idx, dtype=torch.int64)
         epoch = self.epoch
         # The counter's step is the epoch and its sample id the dataset index.
-        made = decode_views(self.generator, self.policy, len(idx), self.num_views, self.seed, epoch,
+        made = decode_views(self.generator, self.policy, len(idx), self.num_views, seed=self.seed, step=epoch,
                             stream=self.stream, sample_ids=ids)
         images = made.images
         if isinstance(self.transform, ViewAugment):

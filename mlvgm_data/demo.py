@@ -249,7 +249,7 @@ class FixedSetViews(_Batches):
         epoch, k = divmod(step, self.per_epoch)
         idx = epoch_order(self.size, self.seed, epoch, self.STREAM)[k * self.batch_size:(k + 1) * self.batch_size]
         # Counter step 0 for every draw: item i is one fixed anchor and its fixed views.
-        images = decode_views(self.generator, self.policy, len(idx), 2, self.seed, 0, stream=self.STREAM,
+        images = decode_views(self.generator, self.policy, len(idx), 2, seed=self.seed, step=0, stream=self.STREAM,
                               sample_ids=idx).images
         views = self.augment(images, self.seed, step, stream=self.STREAM, sample_ids=idx)
         return ViewBatch(tuple(views.unbind(0)), torch.full((len(idx),), -1))

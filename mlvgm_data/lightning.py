@@ -113,13 +113,8 @@ class ViewPairLoader(DataLoader):
 
     def _place(self, step: int) -> dict[str, Any]:
         """Makes ``step`` the pipe's next step; returns the pipe's state there."""
-        steps = self.pipe.steps
-        self.pipe.set_epoch(step // steps)
-        state = self.pipe.state_dict()  # epoch start, one shard: the step is base + delivered
-        if step % steps:
-            state["base"] += step % steps
-            self.pipe.load_state_dict(state)
-        return state
+        self.pipe.seek(step)
+        return self.pipe.state_dict()  # one shard: the next step is base + delivered
 
     def _advance(self) -> None:
         self._yielded += 1
@@ -133,7 +128,7 @@ class ViewPairLoader(DataLoader):
         if self._start is None:  # nothing iterated yet: the pipe is not in use, placing it is harmless
             return {"format": LOADER_FORMAT, "step": self._next_step, "pipe": self._place(self._next_step)}
         pipe_state = dict(self._start)
-        pipe_state["base"] += self._yielded
+        pipe_state["delivered"] += self._yielded
         return {"format": LOADER_FORMAT, "step": self._next_step, "pipe": pipe_state}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

@@ -40,14 +40,10 @@ from .generators.base import (
 from .generators.compiled import CompiledDecode
 from .generators.fingerprint import fingerprint
 from .producers import CudaProducer, SyncProducer, ThreadProducer
-from .progress import MAX_SHARDS, Plan, SharedProgress
-from .step import Augment, StepWork, ViewBatch
+from .pipe_state import PipeConfig, PipeState, RankResolver
 from .policy import ViewPolicy
-
-STATE_FORMAT = "mlvgm-data/pipe/2"
-_CONFIG_KEYS = ("seed", "stream", "batch_size", "num_views", "steps", "policy", "generator")
-_POSITION_KEYS = ("epoch_start", "base", "num_shards", "shard", "delivered")
-_RANK_KEYS = ("rank", "world_size")
+from .progress import Plan, SharedProgress
+from .step import Augment, StepWork, ViewBatch
 
 
 def resolve_augment(augment: Augment | str | None, generator: torch.nn.Module, batch_size: int,
@@ -89,12 +85,6 @@ def _batched_again() -> bool:
     caller = sys._getframe(2)  # _batched_again ← ViewPairPipe.__iter__ ← the caller of iter()
     owner = caller.f_locals.get("self") if caller is not None else None
     return type(owner).__name__ == "_IterableDatasetFetcher" and bool(getattr(owner, "auto_collation", False))
-
-
-def _dist_rank_world() -> tuple[int, int] | None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return None
 
 
 class PipeIterator:
@@ -189,10 +179,7 @@ class ViewPairPipe(IterableDataset):
         self.seed = check_int(seed, "seed", 0, U32)
         self.stream = check_int(stream, "stream", 0, U32)
         self.steps = None if steps is None else check_int(steps, "steps", 1, U32)
-        self._rank = None if rank is None else check_int(rank, "rank", 0)
-        self._world_size = None if world_size is None else check_int(world_size, "world_size", 1)
-        if self._rank is not None and self._world_size is not None:
-            self._check_rank(self._rank, self._world_size)
+        self._ranks = RankResolver(self.batch_size, rank, world_size)
         gen_device = generator_device(generator)
         self.device = gen_device if device is None else torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
@@ -212,9 +199,8 @@ class ViewPairPipe(IterableDataset):
         self.compile = compile
         self._compiled: CompiledDecode | None = None  # built lazily in the process that iterates
         self._progress = SharedProgress()
-        self._restored: Plan | None = None  # a worker's loaded state, applied when it iterates
-        self._restored_rank: tuple[int, int] | None = None
-        self._baked_rank: tuple[int, int] | None = None  # torch.distributed's, when pickled for workers
+        self._restored: PipeState | None = None  # a loaded state, applied when this process iterates
+        self._restored_by: int | None = None  # the DataLoader worker that loaded it (None: the main process)
         self._fingerprint: str | None = None
         self._iterators: weakref.WeakSet[PipeIterator] = weakref.WeakSet()
         self._cuda_stream: Any = None
@@ -222,30 +208,15 @@ class ViewPairPipe(IterableDataset):
 
     # --- rank ---------------------------------------------------------------------------------
 
-    def _check_rank(self, rank: int, world_size: int) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        if world_size * self.batch_size > U32:
-            raise ValueError("world_size * batch_size must be <= 2**32 (sample ids are 32-bit)")
-
-    def _rank_world(self) -> tuple[int, int]:
-        """This process's (rank, world size): explicit, else torch.distributed's now (or when the
-        pipe was pickled into a DataLoader worker), else (0, 1)."""
-        known = _dist_rank_world() or self._baked_rank or (0, 1)
-        rank = known[0] if self._rank is None else self._rank
-        world = known[1] if self._world_size is None else self._world_size
-        self._check_rank(rank, world)
-        return rank, world
-
     @property
     def rank(self) -> int:
         """This process's rank, resolved now (see ``rank`` in the class docs)."""
-        return self._rank_world()[0]
+        return self._ranks.resolve().rank
 
     @property
     def world_size(self) -> int:
         """The world size, resolved now."""
-        return self._rank_world()[1]
+        return self._ranks.resolve().world_size
 
     # --- iteration ----------------------------------------------------------------------------
 
@@ -256,12 +227,13 @@ class ViewPairPipe(IterableDataset):
 
     def work(self) -> StepWork:
         """The per-step computation of this rank (also what the benchmarks time without a producer)."""
-        rank, _ = self._rank_world()
+        rank = self._ranks.resolve().rank
         if self.compile and self._compiled is None:
             self._compiled = CompiledDecode(self.generator)
-        return StepWork(self._compiled if self.compile else self.generator, self.policy, self.batch_size, self.num_views, self.seed,
-                        rank * self.batch_size, self.augment, self.device, self.return_latents,
-                        self.autocast, self.stream)
+        return StepWork(generator=self._compiled if self.compile else self.generator, policy=self.policy,
+                        batch_size=self.batch_size, num_views=self.num_views, seed=self.seed,
+                        sample_offset=rank * self.batch_size, augment=self.augment, device=self.device,
+                        return_latents=self.return_latents, autocast=self.autocast, philox_stream=self.stream)
 
     def _producer(self, work: StepWork, steps: Iterator[int]) -> SyncProducer | ThreadProducer | CudaProducer:
         if self.device.type == "cuda":
@@ -278,10 +250,11 @@ class ViewPairPipe(IterableDataset):
                              "the pipe makes whole batches, so pass batch_size=None, e.g. "
                              "DataLoader(pipe, batch_size=None, num_workers=2)")
         check_eval_mode(self.generator, "ViewPairPipe")
-        rank, world = self._rank_world()
-        if self._restored_rank is not None and self._restored_rank != (rank, world):
-            raise ValueError(f"the loaded state was saved by rank {self._restored_rank[0]} of {self._restored_rank[1]}, "
-                             f"but this pipe is rank {rank} of {world}")
+        rw = self._ranks.resolve()
+        restored, restored_by, self._restored, self._restored_by = self._restored, self._restored_by, None, None
+        if restored is not None and restored.rank != rw:
+            raise ValueError(f"the loaded state was saved by rank {restored.rank.rank} of {restored.rank.world_size}, "
+                             f"but this pipe is rank {rw.rank} of {rw.world_size}")
         self._config()  # the generator's fingerprint, taken before this pipe's first decode
         info = get_worker_info()
         self._iterations += 1
@@ -293,8 +266,9 @@ class ViewPairPipe(IterableDataset):
             tag = hash((info.seed - info.id, self._iterations)) & ((1 << 62) - 1) | 1
         for old in list(self._iterators):
             old.close("superseded")
-        plan = self._progress.start(shard, num_shards, rank, tag, self.steps, self._restored)
-        self._restored, self._restored_rank = None, None
+        # A worker takes up the shard position it loaded; the main process set its own in load_state_dict.
+        own = restored is not None and info is not None and restored_by == info.id
+        plan = self._progress.start(shard, num_shards, rw.rank, tag, self.steps, restored.position if own else None)
         first = plan.first_step()
         steps: Iterator[int] = (itertools.count(first, num_shards) if self.steps is None
                                 else iter(range(first, plan.epoch_start + self.steps, num_shards)))
@@ -325,28 +299,27 @@ class ViewPairPipe(IterableDataset):
 
     # --- exact resume -------------------------------------------------------------------------
 
-    def _config(self) -> dict[str, Any]:
+    def _config(self) -> PipeConfig:
         if self._fingerprint is None:
             self._fingerprint = fingerprint(self.generator)
-        return {"seed": self.seed, "stream": self.stream, "batch_size": self.batch_size,
-                "num_views": self.num_views, "steps": self.steps, "policy": self.policy.to_dict(),
-                "generator": self._fingerprint}
+        return PipeConfig(seed=self.seed, stream=self.stream, batch_size=self.batch_size, num_views=self.num_views,
+                          steps=self.steps, policy=self.policy.to_dict(), generator=self._fingerprint)
 
-    def _position(self) -> Plan:
+    def _position(self, rank: int) -> Plan:
         """Where this process stands: its own shard in a DataLoader worker, else the newest plan."""
-        rank, _ = self._rank_world()
         info = get_worker_info()
-        generation, plan, delivered, rows = self._progress.newest(rank)
+        snapshot = self._progress.newest(rank)
         if info is not None:
-            row = rows[info.id]
-            return Plan(row[1], row[2], row[3], info.id, row[4]) if row[0] else Plan(0, 0, 1, 0, 0)
+            row = snapshot.rows[info.id]
+            return row.plan(info.id) if row.generation else Plan(0, 0, 1, 0, 0)
+        plan = snapshot.plan
         if plan is None:
             return Plan(0, 0, 1, 0, 0)
         if plan.num_shards == 1:
-            return Plan(plan.epoch_start, plan.base, 1, 0, delivered[0])
+            return Plan(plan.epoch_start, plan.base, 1, 0, snapshot.delivered[0])
         shares = [Plan(plan.epoch_start, plan.base, plan.num_shards, w, 0).share(self.steps)
                   for w in range(plan.num_shards)]
-        if self.steps is not None and all(d >= s for d, s in zip(delivered, shares)):
+        if self.steps is not None and all(d >= s for d, s in zip(snapshot.delivered, shares)):
             nxt = plan.epoch_start + self.steps
             return Plan(nxt, nxt, 1, 0, 0)
         raise RuntimeError(
@@ -359,68 +332,42 @@ class ViewPairPipe(IterableDataset):
     def state_dict(self) -> dict[str, Any]:
         """What the consumer has received (not what the producer ran ahead to), and what it depends
         on (seed, policy, generator, batch, views, rank, world size, steps): O(1)."""
-        rank, world = self._rank_world()
-        p = self._position()
-        return {"format": STATE_FORMAT, **self._config(), "rank": rank, "world_size": world,
-                "epoch_start": p.epoch_start, "base": p.base, "num_shards": p.num_shards, "shard": p.shard,
-                "delivered": p.delivered}
+        rw = self._ranks.resolve()
+        return PipeState(self._config(), rw, self._position(rw.rank)).to_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continues exactly after the last batch counted in ``state`` (no replay). Refuses, with a
         ``ValueError`` naming the field, a state of another pipe or a malformed one."""
-        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
-            got = state.get("format") if isinstance(state, Mapping) else type(state).__name__
-            raise ValueError(f"not a ViewPairPipe state: format {got!r}, expected {STATE_FORMAT!r}")
-        for key in _CONFIG_KEYS + _RANK_KEYS + _POSITION_KEYS:
-            if key not in state:
-                raise ValueError(f"the pipe state has no {key!r} field")
-        config = self._config()
-        for key in _CONFIG_KEYS:
-            if state[key] != config[key]:
-                what = "another generator (or other weights)" if key == "generator" else f"{key}={state[key]!r}"
-                raise ValueError(f"the state was saved with {what}, but this pipe has {key}={config[key]!r}: "
-                                 "resuming would not continue the same stream")
-        rank = check_int(state["rank"], "state['rank']", 0)
-        world = check_int(state["world_size"], "state['world_size']", 1)
-        if rank >= world:
-            raise ValueError(f"state['rank'] must be < state['world_size'], got {rank} of {world}")
-        for key, mine in (("rank", self._rank), ("world_size", self._world_size)):
-            if mine is not None and state[key] != mine:
-                raise ValueError(f"the state was saved by {key}={state[key]}, but this pipe has {key}={mine}")
-        plan = self._check_position(state)
-        known = _dist_rank_world()
-        if known is not None or (self._rank is not None and self._world_size is not None):
-            mine = self._rank_world()
-            if mine != (rank, world):
-                raise ValueError(f"the state was saved by rank {rank} of {world}, but this pipe is rank "
-                                 f"{mine[0]} of {mine[1]}")
-        else:
-            self._restored_rank = (rank, world)  # checked when iteration resolves the rank
-        if get_worker_info() is not None:
-            self._restored = plan  # this worker's own shard, taken up by its next iteration
-        elif plan.num_shards != 1:
-            raise ValueError(f"state['num_shards'] is {plan.num_shards}: a DataLoader worker's state; load the "
-                             "loader's state (StatefulDataLoader.load_state_dict) rather than the pipe's")
-        else:
-            self._progress.set(plan)
+        loaded = PipeState.read(state, self._config())
+        for key, mine in (("rank", self._ranks.rank), ("world_size", self._ranks.world_size)):
+            if mine is not None and getattr(loaded.rank, key) != mine:
+                raise ValueError(f"the state was saved by {key}={getattr(loaded.rank, key)}, but this pipe has "
+                                 f"{key}={mine}")
+        mine = self._ranks.settled()
+        if mine is not None and mine != loaded.rank:
+            raise ValueError(f"the state was saved by rank {loaded.rank.rank} of {loaded.rank.world_size}, but "
+                             f"this pipe is rank {mine.rank} of {mine.world_size}")
+        info = get_worker_info()
+        if info is None:
+            if loaded.position.num_shards != 1:
+                raise ValueError(f"state['num_shards'] is {loaded.position.num_shards}: a DataLoader worker's state; "
+                                 "load the loader's state (StatefulDataLoader.load_state_dict) rather than the pipe's")
+            self._progress.set(loaded.position)
+        # The rank is checked when iteration resolves it; a worker takes up its shard there too.
+        self._restored, self._restored_by = loaded, None if info is None else info.id
 
-    def _check_position(self, state: Mapping[str, Any]) -> Plan:
-        e = check_int(state["epoch_start"], "state['epoch_start']", 0, U32)
-        w = check_int(state["num_shards"], "state['num_shards']", 1, MAX_SHARDS + 1)
-        shard = check_int(state["shard"], "state['shard']", 0, w)
-        if self.steps is not None and e % self.steps:
-            raise ValueError(f"state['epoch_start'] must be a multiple of steps={self.steps}, got {e}")
-        end = U32 if self.steps is None else e + self.steps
-        b = check_int(state["base"], "state['base']", e, end + 1)
-        plan = Plan(e, b, w, shard, 0)
-        share = plan.share(self.steps)
-        delivered = check_int(state["delivered"], "state['delivered']", 0)
-        if delivered > share:
-            raise ValueError(f"state['delivered'] is {delivered}, more than the {share} steps of this shard's epoch")
-        return Plan(e, b, w, shard, delivered)
+    def seek(self, step: int) -> None:
+        """Makes ``step`` the next step this process's iteration hands out (``set_epoch`` to the
+        step's epoch, then the steps before it counted as received); call it between iterations."""
+        step = check_int(step, "step", 0, U32)
+        if self.steps is None:
+            self._progress.set(Plan(0, step, 1, 0, 0))
+            return
+        start = step - step % self.steps
+        self._progress.set(Plan(start, start, 1, 0, step - start))
 
     def __repr__(self) -> str:
-        rank = "auto" if self._rank is None else f"{self._rank}/{self._world_size or 'auto'}"
+        rank = self._ranks.describe()
         return (f"ViewPairPipe({type(self.generator).__name__}, batch_size={self.batch_size}, "
                 f"num_views={self.num_views}, seed={self.seed}, device={self.device}, steps={self.steps}, "
                 f"rank={rank})")
@@ -431,8 +378,8 @@ class ViewPairPipe(IterableDataset):
         state["_compiled"] = None  # compiled code does not pickle: a worker compiles its own
         state["_iterators"] = None  # iterators (and their threads) stay in their process
         # A spawned DataLoader worker has no process group: it takes the rank this process has now.
-        state["_baked_rank"] = _dist_rank_world() or self._baked_rank
-        state["_fingerprint"] = self._config()["generator"]  # taken once, before any worker decodes
+        state["_ranks"] = self._ranks.for_workers()
+        state["_fingerprint"] = self._config().generator  # taken once, before any worker decodes
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

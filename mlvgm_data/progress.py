@@ -21,11 +21,12 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 MAX_SHARDS = 1024
-_FIELDS = 8  # generation, epoch_start, base, num_shards, delivered, rank, iteration tag, checksum
+_FIELDS = 8  # a Row's seven fields and a checksum
 _MASK63 = (1 << 63) - 1
 
 
@@ -50,6 +51,34 @@ class Plan:
         return len(range(self.base + self.shard, self.epoch_start + steps, self.num_shards))
 
 
+class Row(NamedTuple):
+    """A shard's row: the plan it follows (written under ``generation``, by ``rank``, in the
+    iteration tagged ``tag``) and the steps it has handed out. An all-zero row is unused."""
+
+    generation: int
+    epoch_start: int
+    base: int
+    num_shards: int
+    delivered: int
+    rank: int
+    tag: int
+
+    def plan(self, shard: int) -> Plan:
+        return Plan(self.epoch_start, self.base, self.num_shards, shard, self.delivered)
+
+    def same_plan(self, epoch_start: int, base: int, num_shards: int) -> bool:
+        return (self.epoch_start, self.base, self.num_shards) == (epoch_start, base, num_shards)
+
+
+class Snapshot(NamedTuple):
+    """The newest plan (as seen by shard 0), the steps each of its shards handed out, all rows."""
+
+    generation: int
+    plan: Plan | None
+    delivered: list[int]
+    rows: list[Row]
+
+
 def _checksum(values: list[int]) -> int:
     h = 0x9E3779B97F4A7C15
     for v in values:  # splitmix64-style mixing of each field
@@ -66,36 +95,33 @@ class SharedProgress:
 
     # --- rows ----------------------------------------------------------------------------------
 
-    def _rows(self) -> list[list[int]]:
+    def _rows(self) -> list[Row]:
         """A consistent snapshot: rows whose checksum fails (a write in progress) are re-read."""
         for _ in range(1000):
             rows = self.table.tolist()
             if all(r[7] == _checksum(r[:7]) or not any(r) for r in rows):
-                return rows
+                return [Row(*r[:7]) for r in rows]
             time.sleep(0.001)
         raise RuntimeError("the pipe's shared progress table is corrupt (rows never became consistent)")
 
-    def _write(self, shard: int, generation: int, plan: Plan, rank: int, tag: int) -> None:
-        values = [generation, plan.epoch_start, plan.base, plan.num_shards, plan.delivered, rank, tag]
+    def _write(self, shard: int, row: Row) -> None:
+        values = list(row)
         self.table[shard] = torch.tensor(values + [_checksum(values)], dtype=torch.int64)
 
     def record(self, shard: int, delivered: int) -> None:
         """Shard ``shard`` has handed out ``delivered`` steps of its current plan."""
-        row = self.table[shard].tolist()
-        values = row[:4] + [delivered] + row[5:7]
-        self.table[shard] = torch.tensor(values + [_checksum(values)], dtype=torch.int64)
+        self._write(shard, Row(*self.table[shard].tolist()[:7])._replace(delivered=delivered))
 
     # --- plans ---------------------------------------------------------------------------------
 
-    def newest(self, rank: int) -> tuple[int, Plan | None, list[int], list[list[int]]]:
-        """(generation, plan as seen by shard 0, steps handed out per shard, all rows) of the newest
-        plan; ``rank`` must be the rank that wrote it (−1 marks a plan set by hand)."""
+    def newest(self, rank: int) -> Snapshot:
+        """The newest plan; ``rank`` must be the rank that wrote it (−1 marks a plan set by hand)."""
         rows = self._rows()
-        generation = max((r[0] for r in rows), default=0)
+        generation = max((r.generation for r in rows), default=0)
         if generation == 0:
-            return 0, None, [], rows
-        current = [(i, r) for i, r in enumerate(rows) if r[0] == generation]
-        others = sorted({r[5] for _, r in current} - {rank, -1})
+            return Snapshot(0, None, [], rows)
+        current = [(i, r) for i, r in enumerate(rows) if r.generation == generation]
+        others = sorted({r.rank for _, r in current} - {rank, -1})
         if others:
             raise RuntimeError(
                 f"this pipe's progress was last advanced by rank {others[0]}, and this process is rank {rank}: "
@@ -103,12 +129,12 @@ class SharedProgress:
                 "torch.distributed was initialised); construct the pipe in each process or pass rank="
             )
         first = current[0][1]
-        plan = Plan(first[1], first[2], first[3], 0, 0)
+        plan = Plan(first.epoch_start, first.base, first.num_shards, 0, 0)
         delivered = [0] * plan.num_shards
         for i, r in current:
             if i < plan.num_shards:
-                delivered[i] = r[4]
-        return generation, plan, delivered, rows
+                delivered[i] = r.delivered
+        return Snapshot(generation, plan, delivered, rows)
 
     def start(self, shard: int, num_shards: int, rank: int, tag: int, steps: int | None,
               restored: Plan | None = None) -> Plan:
@@ -118,9 +144,9 @@ class SharedProgress:
         if not 0 <= shard < num_shards <= MAX_SHARDS:
             raise ValueError(f"at most {MAX_SHARDS} DataLoader workers per pipe, got {num_shards}")
         generation, previous, delivered, rows = self.newest(rank)
-        adopted = [r for r in rows if generation and r[0] == generation and r[6] == tag]
+        adopted = [r for r in rows if generation and r.generation == generation and r.tag == tag]
         if adopted:  # another shard of this iteration has chosen the plan already
-            new_generation, (e, b, w) = generation, adopted[0][1:4]
+            new_generation, e, b, w = generation, adopted[0].epoch_start, adopted[0].base, adopted[0].num_shards
         else:
             new_generation = generation + 1
             if restored is not None:
@@ -134,18 +160,19 @@ class SharedProgress:
         own = rows[shard]  # this shard's row from the previous iteration (not rewritten yet)
         if restored is not None:
             start = restored.delivered
-        elif own[0] == new_generation - 1 and own[1:4] == [e, b, w]:
-            start = own[4]  # the plan goes on: this shard continues where it stopped
+        elif own.generation == new_generation - 1 and own.same_plan(e, b, w):
+            start = own.delivered  # the plan goes on: this shard continues where it stopped
         else:
             start = 0
         plan = Plan(e, b, w, shard, start)
-        self._write(shard, new_generation, plan, rank, tag)
+        self._write(shard, Row(new_generation, e, b, w, start, rank, tag))
         return plan
 
     def set(self, plan: Plan) -> None:
         """Makes ``plan`` the newest (``set_epoch``, ``load_state_dict`` in the main process)."""
-        generation = max((r[0] for r in self._rows()), default=0)
-        self._write(plan.shard, generation + 1, plan, -1, 0)
+        generation = max((r.generation for r in self._rows()), default=0)
+        self._write(plan.shard, Row(generation + 1, plan.epoch_start, plan.base, plan.num_shards, plan.delivered,
+                                    -1, 0))
 
 
 def _next_plan(previous: Plan | None, delivered: list[int], num_shards: int,

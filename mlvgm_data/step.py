@@ -7,11 +7,13 @@ target is the anchors' class (or −1). The producers run ``StepWork`` ahead of 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from .generators.base import decode_views
+from .latents import LatentSpec
 from .policy import ViewPolicy
 
 Augment = Callable[..., torch.Tensor]
@@ -57,30 +59,31 @@ class ViewBatch(tuple):
         return dict(zip(self._fields, self))
 
 
+@dataclass(frozen=True, kw_only=True)
 class StepWork:
     """What one step computes, as a pure function of the step number: the views of
     ``batch_size`` anchors (sample ids ``sample_offset …``), their augmentation, the targets."""
 
-    def __init__(self, generator: torch.nn.Module, policy: ViewPolicy, batch_size: int, num_views: int, seed: int,
-                 sample_offset: int, augment: Augment | None, device: torch.device,
-                 return_latents: bool = False, autocast: torch.dtype | None = None, philox_stream: int = 0) -> None:
-        self.generator = generator
-        self.spec = generator.latent_spec
-        self.policy = policy
-        self.batch_size = batch_size
-        self.num_views = num_views
-        self.seed = seed
-        self.sample_offset = sample_offset
-        self.augment = augment
-        self.device = device
-        self.return_latents = return_latents
-        self.autocast = autocast
-        self.philox_stream = philox_stream
+    generator: torch.nn.Module
+    policy: ViewPolicy
+    batch_size: int
+    num_views: int
+    seed: int
+    sample_offset: int
+    augment: Augment | None
+    device: torch.device
+    return_latents: bool = False
+    autocast: torch.dtype | None = None
+    philox_stream: int = 0
+
+    @property
+    def spec(self) -> LatentSpec:
+        return self.generator.latent_spec
 
     def __call__(self, step: int, latent_out: torch.Tensor | None = None) -> ViewBatch:
-        made = decode_views(self.generator, self.policy, self.batch_size, self.num_views, self.seed, step,
-                            self.device, self.philox_stream, sample_offset=self.sample_offset, latent_out=latent_out,
-                            autocast=self.autocast)
+        made = decode_views(self.generator, self.policy, self.batch_size, self.num_views, seed=self.seed, step=step,
+                            device=self.device, stream=self.philox_stream, sample_offset=self.sample_offset,
+                            latent_out=latent_out, autocast=self.autocast)
         with torch.no_grad():
             out = (self.augment(made.images, self.seed, step, self.philox_stream, self.sample_offset)
                    if self.augment is not None else made.images)

@@ -39,7 +39,7 @@ def view_sets(generator: torch.nn.Module, policy: ViewPolicy, anchors: int = 8, 
     """Images ``[anchors, num_views, C, H, W]``: row a holds the views of anchor a (view 0 is the
     anchor itself when ``policy.include_anchor``); optionally augmented."""
     with eval_mode(generator):
-        images = decode_views(generator, policy, anchors, num_views, seed, 0).images
+        images = decode_views(generator, policy, anchors, num_views, seed=seed, step=0).images
     if augment is not None:
         images = augment(images, seed, 0)
     return images.transpose(0, 1).cpu()

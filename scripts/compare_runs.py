@@ -37,7 +37,7 @@ def pixel_change(run: Path, samples: int, seed: int) -> dict[str, float]:
     out = {}
     with eval_mode(generator):
         for g in generator.latent_spec:
-            images = decode_views(generator, ViewPolicy({g.name: Resample()}), samples, 2, seed, 0).images
+            images = decode_views(generator, ViewPolicy({g.name: Resample()}), samples, 2, seed=seed, step=0).images
             out[g.name] = float((images[0] - images[1]).pow(2).mean())
     return out
 

@@ -50,9 +50,9 @@ def main() -> None:
     with torch.no_grad():
         if hasattr(gen, "reconstruct"):  # a VAE; a GAN has no encoder
             rows.append(gen.reconstruct(real) if classes is None else gen.reconstruct(real, classes))
-        rows.append(decode_views(gen, ViewPolicy({}), k * args.sample_rows, 1, 0, 0).images[0])
+        rows.append(decode_views(gen, ViewPolicy({}), k * args.sample_rows, 1, seed=0, step=0).images[0])
         for g in gen.latent_spec.names:
-            rows.append(decode_views(gen, ViewPolicy({g: Resample()}), 1, k, args.anchor_seed, 1).images[:, 0])
+            rows.append(decode_views(gen, ViewPolicy({g: Resample()}), 1, k, seed=args.anchor_seed, step=1).images[:, 0])
     save_image_grid(torch.cat(rows), args.out, nrow=k)
     print(f"wrote {args.out}")
 

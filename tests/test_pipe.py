@@ -349,3 +349,16 @@ def test_compiled_decode_is_one_graph_and_keeps_the_protocol_checks() -> None:
         compiled.decode({"top": latents["top"]})
     with pytest.raises(ValueError, match="non-finite"):
         compiled.decode({**latents, "top": torch.full((3, 8), float("nan"))})
+
+
+@pytest.mark.parametrize("steps", [None, 4])
+def test_seek_makes_a_step_the_next_one_as_a_fresh_run_would_reach_it(steps) -> None:
+    reference = [b.latents for _, b in zip(range(7), make(steps=steps, prefetch=0, return_latents=True))]
+    pipe = make(steps=steps, prefetch=0, return_latents=True)
+    pipe.seek(5)
+    later = [b.latents for _, b in zip(range(2), pipe)]
+    for got, want in zip(later, reference[5:7]):
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    assert pipe.state_dict()["epoch_start"] == (0 if steps is None else 4)
+    with pytest.raises(ValueError, match="step"):
+        pipe.seek(-1)

@@ -285,11 +285,12 @@ def test_a_state_missing_a_field_names_it(key: str) -> None:
 
 
 def test_rank_and_world_size_resolve_when_iteration_starts(monkeypatch) -> None:
-    from mlvgm_data import pipe as pipe_module
+    from mlvgm_data import pipe_state
+    from mlvgm_data.pipe_state import RankWorld
 
     pipe = make(prefetch=0, steps=1)
     assert pipe.rank == 0 and pipe.world_size == 1
-    monkeypatch.setattr(pipe_module, "_dist_rank_world", lambda: (1, 2))  # init_process_group after construction
+    monkeypatch.setattr(pipe_state, "dist_rank_world", lambda: RankWorld(1, 2))  # init_process_group after construction
     assert pipe.rank == 1 and pipe.state_dict()["rank"] == 1
     got = next(iter(pipe))
     want = next(iter(make(prefetch=0, steps=1, rank=1, world_size=2)))
@@ -315,14 +316,15 @@ def test_ranks_partition_the_global_batch_bit_for_bit() -> None:
 def test_spawned_workers_share_the_progress_and_take_the_rank_of_their_process(monkeypatch) -> None:
     import pickle
 
-    from mlvgm_data import pipe as pipe_module
+    from mlvgm_data import pipe_state
+    from mlvgm_data.pipe_state import RankWorld
 
     pipe = make(prefetch=0)
     loader = DataLoader(pipe, batch_size=None, num_workers=2, multiprocessing_context="spawn")
     assert same(list(loader) + list(loader), reference(2, prefetch=0))
-    monkeypatch.setattr(pipe_module, "_dist_rank_world", lambda: (1, 2))
+    monkeypatch.setattr(pipe_state, "dist_rank_world", lambda: RankWorld(1, 2))
     shipped = pickle.dumps(make())  # what a spawned worker receives, pickled while the group exists
-    monkeypatch.setattr(pipe_module, "_dist_rank_world", lambda: None)  # the worker has no group
+    monkeypatch.setattr(pipe_state, "dist_rank_world", lambda: None)  # the worker has no group
     assert pickle.loads(shipped).rank == 1
 
 

@@ -85,7 +85,7 @@ def bare_loop(generator: nn.Module, policy: ViewPolicy, batch_size: int, augment
 
     def step() -> torch.Tensor:
         s = next(steps)
-        return augment(decode_views(generator, policy, batch_size, 2, seed, s).images, seed, s)
+        return augment(decode_views(generator, policy, batch_size, 2, seed=seed, step=s).images, seed, s)
 
     return step
 

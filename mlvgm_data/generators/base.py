@@ -43,7 +43,9 @@ class MLVGM(nn.Module):
     image_shape: tuple[int, int, int] | None = None
 
     def decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None = None) -> torch.Tensor:
-        return checked_decode(self, latents, classes, _inner=True)
+        """Validate the latents (and classes) → :meth:`_decode` → validate the images."""
+        n = check_latents(self, latents, classes)
+        return check_images(self, self._decode(latents, classes), n)
 
     def _decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
@@ -101,31 +103,26 @@ def check_classes(generator: MLVGMProtocol, classes: torch.Tensor | None, n: int
         raise ValueError(f"classes must be an int64 tensor of shape [{n}], got {classes.dtype} {list(classes.shape)}")
 
 
-def checked_decode(
-    generator: MLVGMProtocol,
-    latents: Mapping[str, torch.Tensor],
-    classes: torch.Tensor | None = None,
-    *,
-    _inner: bool = False,
-) -> torch.Tensor:
-    """``generator.decode`` with the protocol enforced at the call.
-
-    Raises ``ValueError`` for latents that do not match ``latent_spec`` (missing group, wrong
-    shape or dtype, non-finite values on CPU) and ``RuntimeError`` for an output that is not
-    ``[N, C, H, W]`` or not finite.
-    """
-    spec = generator.latent_spec
-    lead = spec.check(latents, check_finite=_wants_finite_check(latents))
+def check_latents(generator: MLVGMProtocol, latents: Mapping[str, torch.Tensor],
+                  classes: torch.Tensor | None = None) -> int:
+    """The batch size of ``latents`` after checking them (and ``classes``) against the generator:
+    ``ValueError`` for a missing group, a wrong shape or dtype, non-finite values on the CPU."""
+    lead = generator.latent_spec.check(latents, check_finite=_wants_finite_check(latents))
     if len(lead) != 1:
         raise ValueError(f"latents must have one batch dimension, got leading shape {list(lead)}")
-    n = lead[0]
-    check_classes(generator, classes, n)
-    if _inner:
-        out = generator._decode(latents, classes)
-    elif getattr(generator, "num_classes", None):
-        out = generator.decode(latents, classes)
-    else:
-        out = generator.decode(latents)  # the protocol's one-argument form
+    check_classes(generator, classes, lead[0])
+    return lead[0]
+
+
+def checked_decode(generator: MLVGMProtocol, latents: Mapping[str, torch.Tensor],
+                   classes: torch.Tensor | None = None) -> torch.Tensor:
+    """``generator.decode`` with the protocol enforced at the call: an :class:`MLVGM` checks itself;
+    any other generator gets :func:`check_latents` and :func:`check_images` around its ``decode``
+    (called as ``decode(latents)`` unless it is class-conditional)."""
+    if isinstance(generator, MLVGM):
+        return generator.decode(latents, classes)
+    n = check_latents(generator, latents, classes)
+    out = generator.decode(latents, classes) if getattr(generator, "num_classes", None) else generator.decode(latents)
     return check_images(generator, out, n)
 
 
@@ -203,8 +200,8 @@ class Views(NamedTuple):
 
 
 def decode_views(
-    generator: MLVGMProtocol, policy: ViewPolicy, batch_size: int, num_views: int, seed: int, step: int,
-    device: torch.device | str | None = None, stream: int = 0, *, sample_offset: int = 0,
+    generator: MLVGMProtocol, policy: ViewPolicy, batch_size: int, num_views: int, *, seed: int, step: int,
+    device: torch.device | str | None = None, stream: int = 0, sample_offset: int = 0,
     sample_ids: torch.Tensor | Sequence[int] | None = None, latent_out: torch.Tensor | None = None,
     autocast: torch.dtype | None = None, views: Sequence[int] | None = None, spec: LatentSpec | None = None,
 ) -> Views:
@@ -250,5 +247,6 @@ def prior_samples(generator: MLVGMProtocol, n: int, seed: int = 0, batch_size: i
     chunks = []
     with eval_mode(generator):
         for step, start in enumerate(range(0, n, batch_size)):
-            chunks.append(decode_views(generator, keep, min(batch_size, n - start), 1, seed, step, stream=stream).images[0])
+            chunks.append(decode_views(generator, keep, min(batch_size, n - start), 1, seed=seed, step=step,
+                                       stream=stream).images[0])
     return torch.cat(chunks)

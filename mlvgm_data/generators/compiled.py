@@ -31,11 +31,13 @@ class CompiledDecode(MLVGM):
         self.image_shape = tuple(generator.image_shape)
         self.num_classes = getattr(generator, "num_classes", None)
         self.train(bool(getattr(generator, "training", False)))
-        self._inner = isinstance(generator, MLVGM)
-        self._compiled = torch.compile(generator._decode if self._inner else generator.decode, dynamic=False)
+        # An MLVGM's own _decode is compiled: its decode would run the checks inside the graph.
+        own = generator._decode if isinstance(generator, MLVGM) else None
+        self._compiled_own = None if own is None else torch.compile(own, dynamic=False)
+        self._compiled_decode = None if own is not None else torch.compile(generator.decode, dynamic=False)
 
     def _decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None) -> torch.Tensor:
-        if self._inner:
-            return self._compiled(latents, classes)
+        if self._compiled_own is not None:
+            return self._compiled_own(latents, classes)
         # The protocol's one-argument form for an unconditional generator.
-        return self._compiled(latents) if classes is None else self._compiled(latents, classes)
+        return self._compiled_decode(latents) if classes is None else self._compiled_decode(latents, classes)

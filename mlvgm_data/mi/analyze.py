@@ -78,7 +78,8 @@ def generate(
     for step, start in enumerate(range(0, n, decode_batch)):
         size = min(decode_batch, n - start)
         with eval_mode(generator):  # a train-mode generator's batch norm would mix the samples
-            made = decode_views(generator, policy, size, num_views, seed, step, stream=stream, views=views, spec=spec)
+            made = decode_views(generator, policy, size, num_views, seed=seed, step=step, stream=stream, views=views,
+                                spec=spec)
         for g in spec:
             anchors[g.name].append(made.latents[g.name][0].cpu().clone())
         for i in range(len(views)):
