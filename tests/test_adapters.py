@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import NVGenerator
 from mlvgm_data import Keep, LatentGroup, LatentSpec, Perturb, Resample, ViewPairPipe, ViewPolicy
 from mlvgm_data.generators import (
     BigGANAdapter,
@@ -21,62 +22,7 @@ from mlvgm_data.generators import (
 )
 from mlvgm_data.generators.adapters import NVAESampler, VDVAESampler, dmol_mean, split_layers, to_unit_range
 
-# --- stand-ins -------------------------------------------------------------------------------
-
-
-class NVMapping(nn.Module):
-    """NVlabs MappingNetwork signature: (z, c, truncation_psi, truncation_cutoff, update_emas)."""
-
-    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, with_w_avg: bool = True) -> None:
-        super().__init__()
-        self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
-        self.fc = nn.Linear(z_dim + c_dim, w_dim)
-        if with_w_avg:
-            self.register_buffer("w_avg", torch.linspace(-0.5, 0.5, w_dim))
-        self.calls: list[dict] = []
-
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False):
-        self.calls.append({"n": z.shape[0], "truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff})
-        x = z * (z.square().mean(1, keepdim=True) + 1e-8).rsqrt()
-        if self.c_dim:
-            assert c.shape == (z.shape[0], self.c_dim)
-            x = torch.cat([x, c], dim=1)
-        ws = torch.tanh(self.fc(x)).unsqueeze(1).repeat(1, self.num_ws, 1)
-        if truncation_psi != 1:
-            cut = self.num_ws if truncation_cutoff is None else truncation_cutoff
-            ws[:, :cut] = ws[:, :cut] * truncation_psi
-        return ws
-
-
-class NVSynthesis(nn.Module):
-    """NVlabs SynthesisNetwork signature: (ws, noise_mode, force_fp32); every layer matters."""
-
-    def __init__(self, w_dim: int, num_ws: int, res: int) -> None:
-        super().__init__()
-        self.res = res
-        self.weight = nn.Parameter(torch.randn(num_ws, w_dim, 3 * res * res) * 0.3)
-        self.register_buffer("const_noise", torch.randn(3 * res * res) * 0.05)
-
-    def forward(self, ws, noise_mode="random", force_fp32=False):
-        x = torch.einsum("nld,ldp->np", ws, self.weight)
-        if noise_mode == "const":
-            x = x + self.const_noise
-        elif noise_mode == "random":
-            x = x + torch.randn_like(x) * 0.05
-        return torch.tanh(x).view(-1, 3, self.res, self.res)
-
-
-class NVGenerator(nn.Module):
-    def __init__(self, z_dim=12, c_dim=0, w_dim=16, num_ws=8, res=8, with_w_avg=True) -> None:
-        super().__init__()
-        self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
-        self.img_resolution, self.img_channels = res, 3
-        self.mapping = NVMapping(z_dim, c_dim, w_dim, num_ws, with_w_avg)
-        self.synthesis = NVSynthesis(w_dim, num_ws, res)
-
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, noise_mode="const"):
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-        return self.synthesis(ws, noise_mode=noise_mode)
+# --- stand-ins (NVlabs' StyleGAN: helpers.NVGenerator) ---------------------------------------
 
 
 class RosinalityGenerator(nn.Module):

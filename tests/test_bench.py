@@ -13,7 +13,7 @@ from mlvgm_data import Keep, LatentGroup, LatentSpec, Perturb, ViewPolicy, bench
 from mlvgm_data.augment import simclr
 from mlvgm_data.commands import bench as bench_cmd
 
-from helpers import TinyGenerator
+from helpers import TinyGenerator, tiny_generator, write_split
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -266,9 +266,6 @@ def test_write_training_bench_json(tmp_path):
 
 
 def test_fashion_bench_rows_on_tiny_files(tmp_path, monkeypatch):
-    from test_demo import tiny_generator
-    from test_fashion_data import write_split
-
     write_split(tmp_path / "fm", n=40, train=True)
     write_split(tmp_path / "fm", n=10, train=False, seed=1)
     monkeypatch.setenv("MLVGM_DATA", str(tmp_path / "fm"))
@@ -289,7 +286,6 @@ def test_torchvision_root_holds_all_four_unpacked_files(tmp_path, monkeypatch):
     # whichever split it loads; with only the train pair it says "Dataset not found".
     from mlvgm_data.bench import fashion as bench_fashion
     from mlvgm_data.data import find_fashion_mnist
-    from test_fashion_data import write_split
 
     write_split(tmp_path / "fm", n=6, train=True)
     write_split(tmp_path / "fm", n=4, train=False, seed=1)

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import write_split
 from mlvgm_data.cli import main
 from mlvgm_data.data import fashion_mnist as fm
 from mlvgm_data.models import fashion_classifier as fc
-
-from test_fashion_data import write_split
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--channels", "8,8,8", "--blocks", "1,0,0", "--enc-channels", "4,4,8,8", "--groups", "z1:4:1,z2:2:4",

@@ -14,63 +14,13 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
 import random
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import LAUNCHER_GRID, MAX_GROUPS_PER_LAUNCH, SMALL_GRID, assert_bits, guarded
 from mlvgm_data import Keep, LatentGroup, LatentSpec, Perturb, Resample, ViewPolicy, ops
-
-CSRC = Path(__file__).resolve().parents[1] / "csrc"
-CXX = os.environ.get("CXX", "c++")
-SMALL_GRID = (3, 32)  # blocks, threads per block
-LAUNCHER_GRID = (0, 0)  # grid_for's grid and kThreads
-MAX_GROUPS_PER_LAUNCH = 64  # kMaxGroupsPerLaunch of csrc/cuda/resample_cuda.h (the fixture checks)
-SENTINEL = 0x7FC0DEAD  # a NaN no kernel writes
-GUARD = 37  # sentinel floats on each side of the output
-
-pytestmark = pytest.mark.skipif(shutil.which(CXX) is None, reason=f"no C++ compiler ({CXX})")
-
-
-@pytest.fixture(scope="module")
-def emulated(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
-    """resample.cu and the C entry points built into one shared library (about 2 s).
-
-    Baseline x86-64 code without FMA contraction, like the CPU kernel: the bits cannot depend on
-    the machine."""
-    lib = tmp_path_factory.mktemp("cuda_emulation") / "libemulated_cuda.so"
-    cmd = [CXX, "-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared",
-           f"-I{CSRC}", f"-I{CSRC / 'testing' / 'include'}", "-o", str(lib),
-           str(CSRC / "testing" / "emulated_cuda_capi.cpp"), "-x", "c++", str(CSRC / "cuda" / "resample.cu")]
-    built = subprocess.run(cmd, capture_output=True, text=True)
-    if built.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)}\n{built.stderr}")
-    dll = ctypes.CDLL(str(lib))
-    assert dll.emulated_max_groups_per_launch() == MAX_GROUPS_PER_LAUNCH
-    P, I32, U32, I64, U = ctypes.c_void_p, ctypes.c_int32, ctypes.c_uint32, ctypes.c_int64, ctypes.c_uint
-    dll.emulated_resample.argtypes = [P, P, ctypes.c_int, I32, I32, ctypes.c_int, U32, U32, U32, I64, P, P, U, U,
-                                      ctypes.c_uint64]
-    dll.emulated_uniform.argtypes = [I64, I32, U32, U32, U32, U32, U32, U32, I64, P, P, U, U, ctypes.c_uint64]
-    return dll
-
-
-def guarded(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A sentinel-filled buffer and its interior of n floats."""
-    buf = torch.full((n + 2 * GUARD,), SENTINEL, dtype=torch.int32).view(torch.float32)
-    return buf, buf[GUARD : GUARD + n]
-
-
-def assert_bits(buf: torch.Tensor, want: torch.Tensor, what: str) -> None:
-    bits = buf.view(torch.int32)
-    assert bool((bits[:GUARD] == SENTINEL).all() and (bits[-GUARD:] == SENTINEL).all()), f"{what}: store out of bounds"
-    got = bits[GUARD:-GUARD]
-    wrong = (got != want.reshape(-1).view(torch.int32)).nonzero().flatten()
-    assert wrong.numel() == 0, (f"{what}: {wrong.numel()} of {got.numel()} floats differ, first at {int(wrong[0])}"
-                                f" ({'never written' if int(got[wrong[0]]) == SENTINEL else 'wrong value'})")
 
 
 def counters(rng: random.Random, batch: int, mode: int) -> dict:

@@ -1,4 +1,4 @@
-"""The CUDA launcher's anchor sets, on the host emulation of tests/test_cuda_emulation.py: tied groups
+"""The CUDA launcher's anchor sets, on the host emulation (conftest.py's ``emulated``): tied groups
 are gathered into one set whose threads draw the anchor once, wherever the ties sit in the spec,
 and a set cut by the 64-group launch boundary draws the same anchors again in the next launch.
 (The random specs there always place the tied set before the boundary.)"""
@@ -10,9 +10,8 @@ import math
 import pytest
 import torch
 
+from helpers import LAUNCHER_GRID, MAX_GROUPS_PER_LAUNCH, SMALL_GRID, assert_bits, guarded
 from mlvgm_data import Keep, LatentGroup, LatentSpec, Perturb, Resample, ViewPolicy, ops
-from test_cuda_emulation import (  # noqa: F401  (emulated is a fixture)
-    LAUNCHER_GRID, MAX_GROUPS_PER_LAUNCH, SMALL_GRID, assert_bits, emulated, guarded)
 
 
 def straddling_spec() -> tuple[LatentSpec, ViewPolicy]:
@@ -26,7 +25,7 @@ def straddling_spec() -> tuple[LatentSpec, ViewPolicy]:
 
 
 @pytest.mark.parametrize("include_anchor", [True, False])
-def test_tied_set_across_the_launch_boundary(emulated, include_anchor: bool) -> None:  # noqa: F811
+def test_tied_set_across_the_launch_boundary(emulated, include_anchor: bool) -> None:
     spec, policy = straddling_spec()
     policy = ViewPolicy(policy.rules, anchor_trunc=2.0, include_anchor=include_anchor)
     tied = [i for i, g in enumerate(spec) if g.tie]

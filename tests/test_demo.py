@@ -9,21 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import tiny_generator, write_split
 from mlvgm_data import ViewPolicy
 from mlvgm_data.demo import RUNS, DemoConfig, FixedSetViews, RealViews, epoch_order, run_demo
-from mlvgm_data.generators import save_generator
-from mlvgm_data.models.hvae import build, make_config
 from mlvgm_data.ssl import knn_accuracy
-from test_fashion_data import write_split
-
-
-def tiny_generator(tmp_path: Path, channels: int) -> str:
-    config = make_config({"image_channels": channels, "channels": [16, 8, 8], "enc_channels": [8, 8, 8, 8]})
-    torch.manual_seed(0)
-    path = tmp_path / f"hvae{channels}"
-    save_generator(build(config), path, "hvae", config,
-                   {"policy": {"rules": {"z1": {"kind": "perturb", "sigma": 0.5}}}})
-    return str(path)
 
 
 def quick(tmp_path: Path, **kw) -> DemoConfig:

@@ -4,13 +4,13 @@ write; the checks on the real files run where they are installed."""
 from __future__ import annotations
 
 import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import idx_bytes, write_split
 from mlvgm_data.data import FashionMNIST, fashion_mnist_tensors, find_fashion_mnist, read_idx
 from mlvgm_data.data import fashion_mnist as fm
 from mlvgm_data.models import common
@@ -18,26 +18,6 @@ from mlvgm_data.models import common
 REAL = all((fm.DEBIAN_PATH / f"{s}.gz").exists() for pair in fm.FILES.values() for s in pair)
 real_data = pytest.mark.skipif(not REAL, reason=f"Fashion-MNIST not installed in {fm.DEBIAN_PATH} "
                                                 "(apt-get install dataset-fashion-mnist)")
-
-
-def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
-    array = np.asarray(array, dtype=np.uint8)
-    magic = (0x08 << 8 | array.ndim) if magic is None else magic
-    return struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape) + array.tobytes()
-
-
-def write_split(folder: Path, n: int = 5, train: bool = True, gz: bool = True, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, n, dtype=np.uint8)
-    folder.mkdir(parents=True, exist_ok=True)
-    for stem, arr in zip(fm.FILES[train], (images, labels)):
-        data = idx_bytes(arr)
-        if gz:
-            (folder / f"{stem}.gz").write_bytes(gzip.compress(data))
-        else:
-            (folder / stem).write_bytes(data)
-    return images, labels
 
 
 @pytest.fixture

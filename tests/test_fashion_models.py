@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import write_split
 from mlvgm_data.data import fashion_mnist as fm
 from mlvgm_data.generators import MLVGM, load_generator
 from mlvgm_data.latents import LatentGroup, LatentSpec
@@ -16,8 +17,6 @@ from mlvgm_data.models import common, hvae_train
 from mlvgm_data.models import fashion_classifier as fc
 from mlvgm_data.models.common import save_width_model
 from mlvgm_data.models.hvae import HierarchicalVAE, make_config
-
-from test_fashion_data import write_split
 
 TINY = {"channels": [16, 8, 8], "blocks": [1, 1, 0], "enc_channels": [4, 8, 8, 16],
         "groups": [["z1", 6, 1], ["z2", 3, 4], ["z3", 2, 8]]}

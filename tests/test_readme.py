@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import tiny_generator, write_split
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 BLOCK = re.compile(r"(?:<!-- readme-test: (?P<directive>.*?) -->\n)?```(?P<lang>\w+)\n(?P<code>.*?)```", re.S)
@@ -57,7 +59,7 @@ def test_the_readme_has_python_blocks_and_commands() -> None:
 
 def test_every_python_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # blocks that write files write them here
-    sys.path.insert(0, str(ROOT / "tests"))
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))  # setup directives import tests/helpers.py
     namespace: dict = {"__name__": "readme"}
     ran = 0
     for directive, code in blocks("python"):
@@ -156,15 +158,10 @@ def _runnable(line: str) -> bool:
 def test_every_command_line_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In README order in one folder (a line may read what an earlier one wrote), at small sizes,
     on tiny Fashion-MNIST files the test writes (so the real data is not needed)."""
-    from test_fashion_data import write_split
-
-    sys.path.insert(0, str(ROOT / "tests"))
     data = tmp_path / "fashion"
     write_split(data, n=64, train=True)
     write_split(data, n=32, train=False, seed=1)
     monkeypatch.setenv("MLVGM_DATA", str(data))
-    from test_demo import tiny_generator
-
     grey = tiny_generator(tmp_path, 1)  # the "GENERATOR" placeholder of the Fashion-MNIST lines
     lines = [line for line in command_lines() if _runnable(line)]
     assert len(lines) >= 8
