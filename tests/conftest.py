@@ -1,15 +1,48 @@
-"""Shared fixtures."""
+"""Shared fixtures and the global-state guard."""
 
 from __future__ import annotations
 
 import ctypes
+import random
 import shutil
 import subprocess
+from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 
 from helpers import CSRC, CXX, MAX_GROUPS_PER_LAUNCH
+
+
+def _saved_globals() -> Iterator[None]:
+    """Puts back what a test (or a fixture) may change in the process: torch's intra-op thread
+    count, the global RNGs of torch, ``random`` and NumPy, and grad mode. Without it one test's
+    ``set_num_threads`` or ``manual_seed`` decides the numbers of the tests after it.
+
+    torch's inter-op thread count is not guarded: it can be set only once, before any inter-op
+    work, so a test that changed it could not be undone here (no test sets it)."""
+    threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
+    torch_rng, py_rng, np_rng = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    yield
+    torch.set_num_threads(threads)
+    torch.set_grad_enabled(grad)
+    torch.set_rng_state(torch_rng)
+    random.setstate(py_rng)
+    np.random.set_state(np_rng)
+
+
+@pytest.fixture(autouse=True)
+def guard_globals() -> Iterator[None]:
+    """Every test starts from, and leaves, the globals the test before it found."""
+    yield from _saved_globals()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def guard_module_globals() -> Iterator[None]:
+    """The same around each module, so that a module-scoped fixture's changes end with its module
+    (autouse fixtures are set up before the other fixtures of their scope)."""
+    yield from _saved_globals()
 
 
 @pytest.fixture(scope="module")

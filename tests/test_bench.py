@@ -24,11 +24,10 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
+def result(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("bench")
     args = _args("--batch-size", "4", "--images", "24", "--warmup", "0", "--repeats", "2", "--batches", "1",
                  "--threads", "1", "--sweep", "0.25,0.5", "--out", str(out))
-    torch.set_num_threads(1)
     res = bench_cmd.run(args)
     res["_out"] = out
     return res

@@ -62,18 +62,14 @@ def test_demo_on_fashion_mnist_files(tmp_path: Path, monkeypatch) -> None:
 def test_demo_runs_on_its_own_thread_count_and_restores_the_callers(tmp_path: Path) -> None:
     # Float reductions split per thread, so the report repeats only at a fixed count: the demo
     # pins cfg.threads for the whole run, whatever the caller (or OMP_NUM_THREADS) set.
-    before = torch.get_num_threads()
     seen: list[int] = []
-    try:
-        torch.set_num_threads(2)
-        for threads in (1, 2):
-            cfg = quick(tmp_path, data="shapes", generator=tiny_generator(tmp_path, 3), seeds=1, threads=threads,
-                        out=str(tmp_path / f"t{threads}"))
-            run_demo(cfg, log=lambda _: seen.append(torch.get_num_threads()))
-            assert set(seen) == {threads} and torch.get_num_threads() == 2
-            seen.clear()
-    finally:
-        torch.set_num_threads(before)
+    torch.set_num_threads(2)  # conftest's guard restores the count
+    for threads in (1, 2):
+        cfg = quick(tmp_path, data="shapes", generator=tiny_generator(tmp_path, 3), seeds=1, threads=threads,
+                    out=str(tmp_path / f"t{threads}"))
+        run_demo(cfg, log=lambda _: seen.append(torch.get_num_threads()))
+        assert set(seen) == {threads} and torch.get_num_threads() == 2
+        seen.clear()
 
 
 def test_final_evaluations_run_on_eval_threads_with_no_producer_alive(tmp_path: Path, monkeypatch) -> None:

@@ -186,24 +186,20 @@ def test_forked_child_runs_the_op() -> None:
     # DataLoader workers fork after the parent used the op: the child has none of the parent's
     # helper threads and must neither wait for them nor reuse their state.
     c = big_case()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        want = hashlib.sha256(ops.resample(**c)["a"].numpy().tobytes()).hexdigest()
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: no pytest machinery, exit without cleanup
-            try:
-                got = hashlib.sha256(ops.resample(**c)["a"].numpy().tobytes()).hexdigest()
-                os.write(write, got.encode())
-            finally:
-                os._exit(0)
-        os.close(write)
-        _, status = os.waitpid(pid, 0)
-        got = os.read(read, 100).decode()
-        os.close(read)
-    finally:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(2)  # conftest's guard restores the count
+    want = hashlib.sha256(ops.resample(**c)["a"].numpy().tobytes()).hexdigest()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery, exit without cleanup
+        try:
+            got = hashlib.sha256(ops.resample(**c)["a"].numpy().tobytes()).hexdigest()
+            os.write(write, got.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    got = os.read(read, 100).decode()
+    os.close(read)
     assert status == 0 and got == want
 
 
