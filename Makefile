@@ -40,17 +40,24 @@ nvcc-check: setup
 CPU_PATHS := ATEN_CPU_CAPABILITY=default ATEN_CPU_CAPABILITY=avx2 ATEN_CPU_CAPABILITY=avx512 \
 	MKL_ENABLE_INSTRUCTIONS=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX512
 
+# The tiers make test runs (the markers are in pyproject.toml; plain pytest is the default tier):
+#   1. nvcc-check (the prerequisite above);
+#   2. the default tier and the slow tier, in one run: -m "not sdist" is everything but the sdist
+#      install (one import, each module's fixtures built once). The default tier holds the sdist's
+#      file list against git's tracked files (tests/test_sdist.py, seconds);
+#   3. the exactness tier again under each CPU path.
+# The sdist installed into a fresh venv (minutes) is make sdist-check's, not make test's.
 test: setup nvcc-check
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -p no:cacheprovider -m "not sdist"
 	@for path in $(CPU_PATHS); do \
 	  echo "exactness tests with $$path"; \
 	  env $$path $(PY) -m pytest -q -m exactness -p no:cacheprovider || exit 1; \
 	done
 
-# The sdist as a user installs it: built from this tree, installed into a fresh venv with
-# $(TORCH) (_C compiled from the sdist's sources), run from another folder (a few minutes).
+# The sdist as a user installs it: built from this tree, its file list checked, installed into a
+# fresh venv with $(TORCH) (_C compiled from the sdist's sources), run from another folder (a few minutes).
 sdist-check: setup
-	MLVGM_SDIST_TORCH="$(TORCH)" $(PY) -m pytest -q -p no:cacheprovider -m sdist tests/test_sdist.py
+	MLVGM_SDIST_TORCH="$(TORCH)" $(PY) -m pytest -q -p no:cacheprovider -m "" tests/test_sdist.py
 
 # Fashion-MNIST's IDX files for the demo: Debian's package when apt can install it, else a hint
 # (the demo then runs on procedural Shapes).

@@ -1,4 +1,4 @@
-"""Shared fixtures and the global-state guard."""
+"""Shared fixtures, the global-state guard and the ``needs_cuda`` marker."""
 
 from __future__ import annotations
 
@@ -53,6 +53,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.needs_cuda`` tests are skipped, saying why, on a machine without a GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA: torch.cuda.is_available() is False on this machine")
+    for item in items:
+        if item.get_closest_marker("needs_cuda") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

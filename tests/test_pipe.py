@@ -274,7 +274,7 @@ def test_load_state_dict_rejects_other_streams() -> None:
         make(steps=None).set_epoch(1)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.needs_cuda
 def test_cuda_producer_matches_cpu() -> None:
     cpu = list(make(augment=None))
     gpu_gen = TinyGenerator().cuda()

@@ -1,9 +1,11 @@
 """The package as a user gets it from its source distribution.
 
-The sdist is built from this checkout, installed non-editable (so ``_C`` is compiled from the
-sdist's own sources) into a fresh venv that holds only torch and the build tools, and run from
-another folder: the native op is loaded, the built-in generators load, ``mlvgm-data`` works and
-the sdist's own tests pass against the installed package. Minutes (``make sdist-check``).
+The sdist is built from this checkout. Its file list is checked against the files git tracks
+(seconds; in plain ``pytest`` and ``make test``). The ``sdist`` tests install it non-editable (so
+``_C`` is compiled from the sdist's own sources) into a fresh venv that holds only torch and the
+build tools, and run it from another folder: the native op is loaded, the built-in generators load,
+``mlvgm-data`` works and the sdist's own tests pass against the installed package. Minutes
+(``make sdist-check``; plain ``pytest`` deselects them).
 
 ``MLVGM_SDIST_TORCH`` is the pip requirement for torch in the venv (default: this torch's
 version; e.g. ``"torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"``).
@@ -15,6 +17,7 @@ import email
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -23,10 +26,11 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.sdist
-
 ROOT = Path(__file__).resolve().parents[1]
 TORCH = os.environ.get("MLVGM_SDIST_TORCH", f"torch=={torch.__version__.split('+')[0]}")
+# What a user's install and the sdist's own tests read: every tracked file under these folders, and these files.
+NEEDED_DIRS = ("mlvgm_data/", "csrc/", "tests/", "examples/", "benchmarks/")
+NEEDED_FILES = {"README.md", "LICENSE", "pyproject.toml", "setup.py"}
 
 
 def run(cmd: list[str], cwd: Path, timeout: float, **env: str) -> str:
@@ -65,19 +69,24 @@ def elsewhere(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("elsewhere")  # no mlvgm_data to import by accident
 
 
-def test_sdist_holds_every_source_the_tests_and_the_license(sdist: Path) -> None:
+def tracked_files() -> set[str]:
+    """The files git tracks in this checkout that are on disk (a fresh clone's files)."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: the sdist's file list is checked against git's")
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    return {name for name in out.decode().split("\0") if name and (ROOT / name).is_file()}
+
+
+def test_sdist_holds_every_tracked_file_a_user_install_needs(sdist: Path) -> None:
     with tarfile.open(sdist) as tar:
         top = sdist.name[: -len(".tar.gz")]
         names = {m.name[len(top) + 1:] for m in tar.getmembers() if m.isfile()}
         info = email.message_from_bytes(tar.extractfile(f"{top}/PKG-INFO").read())
-    csrc = {p.relative_to(ROOT).as_posix() for p in (ROOT / "csrc").rglob("*")
-            if p.is_file() and p.suffix not in (".o", ".so")}
-    assert {"csrc/philox.h", "csrc/resample_host.h", "csrc/cuda/resample.cu", "csrc/testing/include/cuda_runtime.h"} <= csrc
-    assert csrc <= names, sorted(csrc - names)
-    tests = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").glob("*.py")}
-    assert {"tests/conftest.py", "tests/helpers.py"} <= tests <= names, sorted(tests - names)
-    assert {"LICENSE", "README.md", "mlvgm_data/py.typed", "mlvgm_data/assets/shapes_hvae.pt",
-            "examples/simclr_generated.py"} <= names
+    needed = {f for f in tracked_files() if f.startswith(NEEDED_DIRS) or f in NEEDED_FILES}
+    assert {"csrc/philox.h", "csrc/resample_host.h", "csrc/cuda/resample.cu", "csrc/testing/include/cuda_runtime.h",
+            "tests/conftest.py", "tests/helpers.py", "mlvgm_data/py.typed", "mlvgm_data/assets/shapes_hvae.pt",
+            "examples/simclr_generated.py", "benchmarks/cuda_check.py"} | NEEDED_FILES <= needed
+    assert needed <= names, f"tracked files missing from the sdist (see MANIFEST.in): {sorted(needed - names)}"
     assert not [n for n in names if n.endswith((".so", ".o", ".pyc"))]
     assert info["License-Expression"] == "Apache-2.0" and info["License-File"] == "LICENSE"
     assert info["Version"] == __import__("mlvgm_data").__version__
@@ -110,6 +119,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.sdist
 def test_installed_package_runs_from_another_folder(venv: Path, elsewhere: Path) -> None:
     got = json.loads(run([str(venv / "python"), "-c", CHECK], elsewhere, 300).splitlines()[-1])
     assert Path(got["file"]).is_relative_to(venv.parent), got["file"]  # the installed copy, not the checkout
@@ -121,6 +131,7 @@ def test_installed_package_runs_from_another_folder(venv: Path, elsewhere: Path)
     assert not got["debug_info"], f"_C ships with debug info ({got['c_bytes']} bytes)"
 
 
+@pytest.mark.sdist
 def test_cli_of_the_installed_package(venv: Path, elsewhere: Path) -> None:
     import mlvgm_data
 
@@ -131,6 +142,7 @@ def test_cli_of_the_installed_package(venv: Path, elsewhere: Path) -> None:
     assert json.loads((elsewhere / "views.json").read_text())
 
 
+@pytest.mark.sdist
 def test_the_sdists_own_tests_pass_against_the_installed_package(sdist: Path, venv: Path, elsewhere: Path) -> None:
     unpacked = elsewhere / "unpacked"
     with tarfile.open(sdist) as tar:
