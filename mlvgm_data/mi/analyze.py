@@ -158,6 +158,31 @@ def analyze(
     ``recommend_policy`` first needs them. Critics (``width`` channels, images pooled to at most
     ``image_res`` pixels a side) train on ``device`` (default: the generator's).
     """
+    names = _checked_groups(generator, groups)
+    check_int(samples, "samples", 128)
+    check_int(steps, "steps", 1)
+    check_int(decode_batch, "decode_batch", 1)
+    seed = check_int(seed, "seed", 0, 2**32 - 1000)
+    threshold = check_number(threshold, "threshold", 0.0, 1.0, strict_low=True)
+    ViewPolicy({}, anchor_trunc=anchor_trunc)  # validates anchor_trunc
+    sigmas = tuple(Perturb(float(s)).sigma for s in sigmas)
+    dev = generator_device(generator) if device is None else torch.device(device)
+    settings = {
+        "generator": name or type(generator).__name__, "groups": names, "samples": samples, "steps": steps,
+        "batch_size": batch_size, "seed": seed, "anchor_trunc": anchor_trunc, "sigmas": list(sigmas),
+        "eval_batch": eval_batch, "critic_width": width, "critic_image_res": image_res, "device": str(dev),
+        "budget_s": budget,
+    }
+    critic = dict(steps=steps, batch_size=batch_size, width=width, image_res=image_res, device=dev, progress=progress)
+    run = _Analysis(generator, names, settings, critic, decode_batch, eval_batch, budget, progress)
+    report = _measure(run, names, threshold)
+    if candidates and run.informative:
+        report.measured_candidates()
+    run.on_demand = True  # candidates asked for later get a budget of their own
+    return report
+
+
+def _checked_groups(generator: object, groups: Sequence[str] | None) -> list[str]:
     spec = getattr(generator, "latent_spec", None)
     if not isinstance(spec, LatentSpec) or not callable(getattr(generator, "decode", None)):
         raise ValueError("generator must be an MLVGM: a latent_spec (LatentSpec) and a decode(latents) method")
@@ -168,25 +193,12 @@ def analyze(
         spec.index(g)
     if len(set(names)) != len(names):
         raise ValueError(f"groups has duplicates: {names}")
-    check_int(samples, "samples", 128)
-    check_int(steps, "steps", 1)
-    check_int(decode_batch, "decode_batch", 1)
-    seed = check_int(seed, "seed", 0, 2**32 - 1000)
-    threshold = check_number(threshold, "threshold", 0.0, 1.0, strict_low=True)
-    ViewPolicy({}, anchor_trunc=anchor_trunc)  # validates anchor_trunc
-    sigmas = tuple(float(s) for s in sigmas)
-    for s in sigmas:
-        Perturb(s)
-    dev = generator_device(generator) if device is None else torch.device(device)
-    settings = {
-        "generator": name or type(generator).__name__, "groups": names, "samples": samples, "steps": steps,
-        "batch_size": batch_size, "seed": seed, "anchor_trunc": anchor_trunc, "sigmas": list(sigmas),
-        "eval_batch": eval_batch, "critic_width": width, "critic_image_res": image_res, "device": str(dev),
-        "budget_s": budget,
-    }
-    critic = dict(steps=steps, batch_size=batch_size, width=width, image_res=image_res, device=dev, progress=progress)
-    run = _Analysis(generator, names, settings, critic, decode_batch, eval_batch, budget, progress)
-    bar = tqdm(total=2 + len(names), desc="MI analysis", disable=not progress)
+    return names
+
+
+def _measure(run: _Analysis, names: list[str], threshold: float) -> MIReport:
+    """The per-group estimates, the noise floor and the under-use rule, as a report."""
+    bar = tqdm(total=2 + len(names), desc="MI analysis", disable=not run.progress)
     latent = run.latent_mi()
     bar.update(1)
     image, change = {}, {}
@@ -198,11 +210,9 @@ def analyze(
     bar.close()
     dims = {g: run.spec[g].numel for g in names}
     groups_mi, underused, informative = _underuse(dims, latent, image, change, floor, threshold)
+    run.informative = informative
     report = MIReport(groups_mi, float(threshold), run.settings, measure=lambda: run.candidates(informative, underused))
     report.settings["elapsed_s"] = run.clock.elapsed
-    if candidates and informative:
-        report.measured_candidates()
-    run.on_demand = True  # candidates asked for later get a budget of their own
     return report
 
 
@@ -244,6 +254,7 @@ class _Analysis:
         self.anchor_trunc = settings["anchor_trunc"]
         self.clock = _Clock(budget, 1 + len(names))
         self.on_demand = False
+        self.informative: list[str] = []  # groups the under-use rule keeps (set by _measure)
         # One set of anchors serves every estimate: I(z_g; x), and x0 of every I(x0; x1).
         self.keep_all = ViewPolicy({}, anchor_trunc=self.anchor_trunc)
         (self.x0,), self.anchors = self._generate(self.keep_all, self.samples, 1)

@@ -257,10 +257,7 @@ def ba_multi(
     dev = critic_device(xt, device)
     xt = xt.to(dev)
     norm_x = Standardize(xt[split.train.to(dev)])
-    y_mean = {k: t[split.train].mean(0) for k, t in targets.items()}
-    y_std = {k: t[split.train].std(0).clamp_min(1e-6) for k, t in targets.items()}
-    ty = {k: ((t - y_mean[k]) / y_std[k]).to(dev) for k, t in targets.items()}
-    log_jac = {k: float(torch.log(y_std[k]).sum()) for k in targets}
+    ty, log_jac = _standardized_targets(targets, split.train, dev)
     dims = {k: t.shape[1] for k, t in targets.items()}
     critic = build_critic(lambda: BACritic(xt.shape[1:], dims, width, hidden, full_cov_max, image_res), gen, dev)
     model = nn.Sequential(norm_x.to(dev), critic)
@@ -282,14 +279,21 @@ def ba_multi(
     seconds = time.monotonic() - start
     out = {}
     for k in ty:
-        ref = refs[k]
-        terms = torch.cat(test[k]).double().cpu() - log_jac[k] - ref.log_prob(targets[k][split.test].double())
+        terms = torch.cat(test[k]).double().cpu() - log_jac[k] - refs[k].log_prob(targets[k][split.test].double())
         low, high = bootstrap_interval(terms, gen)
-        out[k] = MIEstimate(
-            float(terms.mean()), low, high, "ba", n, split.test.numel(), None, ref.entropy, ref.source, done,
-            truncated, seconds,
-        )
+        out[k] = MIEstimate(float(terms.mean()), low, high, "ba", n, split.test.numel(), None, refs[k].entropy,
+                            refs[k].source, done, truncated, seconds)
     return out
+
+
+def _standardized_targets(targets: Mapping[str, torch.Tensor], train: torch.Tensor, dev: torch.device
+                          ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Targets standardised with their training split's moments, on ``dev``, and the log-Jacobian
+    of that change of variables (added back to the bound)."""
+    y_mean = {k: t[train].mean(0) for k, t in targets.items()}
+    y_std = {k: t[train].std(0).clamp_min(1e-6) for k, t in targets.items()}
+    ty = {k: ((t - y_mean[k]) / y_std[k]).to(dev) for k, t in targets.items()}
+    return ty, {k: float(torch.log(y_std[k]).sum()) for k in targets}
 
 
 def infonce(
@@ -346,9 +350,20 @@ def infonce(
     done, truncated = train_critic(model, loss_on, split, steps, batch_size, lr, gen, deadline, progress, desc)
     n_test = split.test.numel()
     b = min(eval_batch, n_test)
+    terms = _held_out_nce_terms(embed, split.test, b, gen, dev)
+    low, high = bootstrap_interval(terms, gen)
+    return MIEstimate(
+        float(terms.mean()), low, high, "infonce", n, n_test, math.log(b), None, None, done, truncated,
+        time.monotonic() - start,
+    )
+
+
+def _held_out_nce_terms(embed: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], test: torch.Tensor,
+                        b: int, gen: torch.Generator, dev: torch.device) -> torch.Tensor:
+    """Every held-out pair is scored in a few random batches of ``b``; its term is the average."""
+    n_test = test.numel()
     with torch.no_grad():
-        gx, hy = (torch.cat(t) for t in zip(*(embed(split.test[i:i + 1024]) for i in range(0, n_test, 1024))))
-        # Every held-out pair is scored in a few random batches of b; its term is the average.
+        gx, hy = (torch.cat(t) for t in zip(*(embed(test[i:i + 1024]) for i in range(0, n_test, 1024))))
         repeats = max(1, min(8, (4 * n_test) // b)) if b < n_test else 1
         total = torch.zeros(n_test, dtype=torch.float64, device=dev)
         count = torch.zeros(n_test, dtype=torch.float64, device=dev)
@@ -359,12 +374,7 @@ def infonce(
                 total[idx] += nce_terms(gx[idx], hy[idx]).double()
                 count[idx] += 1
         seen = count > 0
-        terms = (total[seen] / count[seen]).cpu()
-    low, high = bootstrap_interval(terms, gen)
-    return MIEstimate(
-        float(terms.mean()), low, high, "infonce", n, n_test, math.log(b), None, None, done, truncated,
-        time.monotonic() - start,
-    )
+        return (total[seen] / count[seen]).cpu()
 
 
 def _digamma(t: torch.Tensor) -> torch.Tensor:

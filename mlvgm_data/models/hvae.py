@@ -307,6 +307,27 @@ class HierarchicalVAE(MLVGM):
         self.pos = nn.ParameterList(
             [nn.Parameter(0.1 * torch.randn(1, w, r, r)) for r, w in zip(self.stage_res, widths)]
         )
+        self._build_group_nets(cfg)
+        self._build_stages(cfg)
+        self.out_skip = nn.ModuleDict({n: LatentSkip(c, r, widths[-1]) for n, c, r in self.groups} if self.skip else {})
+        # 4 sub-pixels per output pixel and channel (pixel shuffle to full resolution)
+        self.to_rgb = _conv(widths[-1], 4 * self.image_shape[0])
+        self.encoder = Encoder(cfg)
+        # q(class | x) for encode() without labels: its own small CNN, since a CVAE's encoder is
+        # trained to leave the class out of its features.
+        self.class_head = ClassHead(self.num_classes, self.image_shape[0]) if self.num_classes else None
+        self.vmi_groups = list(cfg["vmi_groups"])
+        self.vmi_weight = float(cfg["vmi_weight"])
+        self.aux = AuxEncoder(cfg, [g for g in self.groups if g[0] in self.vmi_groups]) if self.vmi_groups else None
+        # channels_last conv weights make every conv run channels-last (≈1.5× faster on CPU).
+        self.to(memory_format=torch.channels_last)
+
+    # Built in this order (the module registration order fixes the state dict's and the random
+    # initialisation's order, which the trainer's reproduction of the shipped weights relies on).
+
+    def _build_group_nets(self, cfg: dict) -> None:
+        """Prior, posterior and injection nets of every group below the top one."""
+        res, widths = cfg["resolution"], cfg["channels"]
         self.inject = nn.ModuleDict()
         self.prior = nn.ModuleDict()
         self.posterior = nn.ModuleDict()
@@ -327,6 +348,9 @@ class HierarchicalVAE(MLVGM):
                 nn.init.zeros_(net[-1].weight)
                 nn.init.zeros_(net[-1].bias)
 
+    def _build_stages(self, cfg: dict) -> None:
+        """The decoder's blocks per stage and the upsampling between stages."""
+        widths = cfg["channels"]
         self.blocks = nn.ModuleList()
         self.ups = nn.ModuleList()
         for i, (r, w) in enumerate(zip(self.stage_res, widths)):
@@ -341,18 +365,6 @@ class HierarchicalVAE(MLVGM):
             if i + 1 < len(widths):
                 # Sub-pixel upsampling: the conv runs at the lower resolution.
                 self.ups.append(nn.Sequential(_conv(w, 4 * widths[i + 1]), nn.PixelShuffle(2), nn.SiLU()))
-        self.out_skip = nn.ModuleDict({n: LatentSkip(c, r, widths[-1]) for n, c, r in self.groups} if self.skip else {})
-        # 4 sub-pixels per output pixel and channel (pixel shuffle to full resolution)
-        self.to_rgb = _conv(widths[-1], 4 * self.image_shape[0])
-        self.encoder = Encoder(cfg)
-        # q(class | x) for encode() without labels: its own small CNN, since a CVAE's encoder is
-        # trained to leave the class out of its features.
-        self.class_head = ClassHead(self.num_classes, self.image_shape[0]) if self.num_classes else None
-        self.vmi_groups = list(cfg["vmi_groups"])
-        self.vmi_weight = float(cfg["vmi_weight"])
-        self.aux = AuxEncoder(cfg, [g for g in self.groups if g[0] in self.vmi_groups]) if self.vmi_groups else None
-        # channels_last conv weights make every conv run channels-last (≈1.5× faster on CPU).
-        self.to(memory_format=torch.channels_last)
 
     # --- the top-down pass -------------------------------------------------------------------
 
