@@ -22,6 +22,7 @@ COMMANDS = {
     "mi": "mlvgm_data.commands.mi",
     "bench": "mlvgm_data.commands.bench",
     "train": "mlvgm_data.commands.train",
+    "export": "mlvgm_data.commands.export",
 }
 
 
