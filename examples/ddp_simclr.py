@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from mlvgm_data import ViewPairPipe, ViewPolicy, load_generator, recommended_policy
-from mlvgm_data.ssl import ConvEncoder, SimCLR, nt_xent
+from mlvgm_data.apps.ssl import ConvEncoder, SimCLR, nt_xent
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import torch
 
 from mlvgm_data import ViewPairPipe, load_generator, recommended_policy
 from mlvgm_data.lightning import ViewPairLoader
-from mlvgm_data.ssl import ConvEncoder, SimCLR, nt_xent
+from mlvgm_data.apps.ssl import ConvEncoder, SimCLR, nt_xent
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mlvgm_data import ViewBatch, load_generator, recommended_policy
 from mlvgm_data.lightning import ViewPairDataModule
-from mlvgm_data.ssl import ConvEncoder, SimCLR, nt_xent
+from mlvgm_data.apps.ssl import ConvEncoder, SimCLR, nt_xent
 
 
 class LitSimCLR(L.LightningModule):

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from mlvgm_data import GeneratedViews, load_generator, recommended_policy
 from mlvgm_data.augment import simclr
-from mlvgm_data.ssl import ConvEncoder, SimCLR
+from mlvgm_data.apps.ssl import ConvEncoder, SimCLR
 
 
 def main() -> None:

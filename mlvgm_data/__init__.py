@@ -30,7 +30,7 @@ __all__ = [
     "recommended_policy",
 ]
 
-_LAZY = {"mi", "augment", "nodes", "ssl", "data", "models"}
+_LAZY = {"mi", "augment", "nodes", "data", "models"}
 
 
 def __getattr__(name: str) -> Any:

@@ -19,7 +19,7 @@ import torch
 
 from mlvgm_data import Resample, ViewPolicy, load_generator
 from mlvgm_data.generators.base import decode_views
-from mlvgm_data.viz import save_image_grid
+from mlvgm_data.apps.viz import save_image_grid
 
 
 def real_images(gen: torch.nn.Module, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -11,8 +11,8 @@ import torch
 
 from helpers import tiny_generator, write_split
 from mlvgm_data import ViewPolicy
-from mlvgm_data.demo import RUNS, DemoConfig, FixedSetViews, RealViews, epoch_order, run_demo
-from mlvgm_data.ssl import knn_accuracy
+from mlvgm_data.apps.demo import RUNS, DemoConfig, FixedSetViews, RealViews, epoch_order, run_demo
+from mlvgm_data.apps.ssl import knn_accuracy
 
 
 def quick(tmp_path: Path, **kw) -> DemoConfig:
@@ -76,7 +76,7 @@ def test_final_evaluations_run_on_eval_threads_with_no_producer_alive(tmp_path: 
     # The final probes use both cores; a producer still decoding then would decode on that count.
     import threading
 
-    import mlvgm_data.demo as demo
+    import mlvgm_data.apps.demo.training as demo
 
     seen: list[tuple[int, bool, int]] = []  # (threads, a producer thread alive, probe size)
     real_probe = demo.linear_probe

@@ -151,7 +151,7 @@ def test_solo_learn_format_natively() -> None:
 def test_one_argument_decode_generators_work_everywhere(tmp_path) -> None:
     from mlvgm_data.bench import bare_loop
     from mlvgm_data.mi import analyze
-    from mlvgm_data.viz import save_view_grid
+    from mlvgm_data.apps.viz import save_view_grid
 
     gen, policy = OneArgGenerator(), ViewPolicy({"a": Resample()})
     (x0, x1), y = next(iter(ViewPairPipe(gen, policy, batch_size=4, augment="crop_flip")))
@@ -181,7 +181,7 @@ def test_train_mode_generators_are_put_in_eval_mode_and_switching_back_is_refuse
 
 
 def test_single_threaded_users_restore_the_callers_mode(tmp_path) -> None:
-    from mlvgm_data.viz import view_sets
+    from mlvgm_data.apps.viz import view_sets
 
     gen = BatchNormGenerator()
     view_sets(gen, POLICY, anchors=2, num_views=2)

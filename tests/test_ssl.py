@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mlvgm_data.ssl import BYOL, ConvEncoder, SimCLR, SimSiam, embed, linear_probe, make_method, nt_xent, ridge_r2
+from mlvgm_data.apps.ssl import BYOL, ConvEncoder, SimCLR, SimSiam, embed, linear_probe, make_method, nt_xent, ridge_r2
 
 
 def test_nt_xent_known_values() -> None:

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mlvgm_data"
-APPS = {"models", "bench", "demo", "ssl", "viz", "commands", "cli"}
+APPS = {"apps", "models", "bench", "commands", "cli"}
 MAX_LINES = 600
 EXPLAINED_LINES = 450  # above this a module's docstring says "Why one file" (and why)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..demo import DATA, RUNS, DemoConfig, run_demo
+from ..apps.demo import DATA, RUNS, DemoConfig, run_demo
 
 HELP = ("Train a small encoder with SimCLR (or SimSiam/BYOL) on generated views (MI-recommended policy, "
         "baselines, a fixed generated set) and on real images; compare linear-probe and k-NN accuracy on the "

@@ -64,7 +64,7 @@ from ..data.fashion_mnist import FashionMNIST
 from ..data.folder import FolderImages
 from ..data.shapes import SHAPE_NAMES, Shapes
 from ..generators.registry import file_sha256, load_state, save_generator
-from ..viz import save_image_grid  # noqa: F401  (re-exported for the trainers)
+from ..apps.viz import save_image_grid  # noqa: F401  (re-exported for the trainers)
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "data": "shapes",

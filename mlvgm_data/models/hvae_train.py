@@ -142,7 +142,7 @@ def posterior_probe(model: HierarchicalVAE, train_images: torch.Tensor, train_la
     """Held-out accuracy of linear probes on the posterior means (Dieng et al.'s Skip-VAE
     measure): fitted on the train images, scored on the test images; ``"all"`` uses every group's
     means together, each group name its own alone."""
-    from ..ssl import linear_probe
+    from ..apps.ssl import linear_probe
 
     train, test = posterior_means(model, train_images), posterior_means(model, test_images)
     sets = {"all": (torch.cat(list(train.values()), 1), torch.cat(list(test.values()), 1)),

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from ._io import atomic_writer
-from .generators.base import decode_views, eval_mode
-from .policy import ViewPolicy
+from .._io import atomic_writer
+from ..generators.base import decode_views, eval_mode
+from ..policy import ViewPolicy
 
 
 def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, pad: int = 2) -> Path:

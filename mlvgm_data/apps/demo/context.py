@@ -1,0 +1,70 @@
+"""What every run of the demo shares (:class:`DemoContext`) and :data:`SOURCES`, each trained
+run's source of view batches as a named function of that context and a seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from ...pipe import ViewPairPipe
+from ...policy import ViewPolicy
+from ...step import ViewBatch
+from .config import DemoConfig
+from .sources import DemoData, FixedSetViews, RealViews
+
+
+@dataclass
+class DemoContext:
+    """What every run shares: the config, the generator, the real data, the view policies, the MI
+    report (``None`` when none is stored) and what the runs produce."""
+
+    cfg: DemoConfig
+    name: str
+    generator: torch.nn.Module
+    data: DemoData
+    policies: dict[str, ViewPolicy]
+    report: Any
+    out: Path
+    pictures: dict[str, str] = field(default_factory=dict)
+    per_seed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    curves: dict[str, list[list[tuple[int, float]]]] = field(default_factory=dict)
+
+    @property
+    def fixed_size(self) -> int:
+        return self.cfg.fixed_set or len(self.data.train_images)
+
+    @property
+    def curve_probe(self) -> tuple[int, int]:
+        """Train and test images of each curve evaluation."""
+        cfg, (xtr, _), (xte, _) = self.cfg, self.data.probe_train, self.data.probe_test
+        return min(cfg.curve_probe, len(xtr)), min(cfg.curve_probe, len(xte))
+
+
+def _pipe(ctx: DemoContext, key: str, seed: int) -> Iterable[ViewBatch]:
+    cfg = ctx.cfg
+    return ViewPairPipe(ctx.generator, ctx.policies[key], cfg.batch_size, seed=seed, augment=ctx.data.augment,
+                        steps=cfg.steps, prefetch=cfg.prefetch)
+
+
+def _real(ctx: DemoContext, key: str, seed: int) -> Iterable[ViewBatch]:
+    cfg = ctx.cfg
+    return RealViews(ctx.data.train_images, ctx.data.augment, cfg.batch_size, seed, cfg.steps, cfg.prefetch)
+
+
+def _fixed_set(ctx: DemoContext, key: str, seed: int) -> Iterable[ViewBatch]:
+    cfg = ctx.cfg
+    return FixedSetViews(ctx.generator, ctx.policies["generated"], ctx.fixed_size, ctx.data.augment, cfg.batch_size,
+                         seed, cfg.steps, cfg.prefetch)
+
+
+SOURCES: dict[str, Callable[[DemoContext, str, int], Iterable[ViewBatch]]] = {
+    "generated": _pipe,
+    "real": _real,
+    "baseline_policy": _pipe,
+    "augment_only": _pipe,
+    "fixed_set": _fixed_set,
+}
+"""``run -> source(ctx, run, seed)``: the batches a trained run sees with a seed."""
