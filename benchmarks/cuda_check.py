@@ -6,7 +6,9 @@
 Checks, each printed as PASS/FAIL (exit status 1 on any failure):
 1. the CUDA kernels of ``resample_`` and ``uniform_`` are registered and return the same bits as
    the CPU kernel and the pure-PyTorch reference, over random specs and rules (a third of the
-   groups tied to one anchor, sample ids from offsets and explicit lists);
+   groups tied to one anchor, sample ids from offsets and explicit lists), with anchors drawn from
+   the prior and with given anchors (``anchors=``: a random part of the groups, ties given once or
+   in full), and a call with given anchors and ``check_anchors=False`` makes no host sync;
 2. the CUDA-stream producer yields the same batches as the CPU producer (within float rounding
    of the generator), for prefetch 1 and 3;
 3. no host synchronisation in the steady state: after warm-up, iterating the pipe under
@@ -14,8 +16,9 @@ Checks, each printed as PASS/FAIL (exit status 1 on any failure):
 4. a slot is not overwritten while the consumer still reads it: a slow consumer kernel reading
    every batch sees exactly the values a synchronous run produces;
 and reports throughput: the op's write bandwidth on the benchmark specs as a fraction of the
-device's peak memory bandwidth (and of torch's fill_/normal_), pairs/s of the pipe vs the same
-work done synchronously in the loop, and a training-like consumer step overlapped with generation.
+device's peak memory bandwidth (and of torch's fill_/normal_; and the time with every anchor
+given), pairs/s of the pipe vs the same work done synchronously in the loop, and a training-like
+consumer step overlapped with generation.
 """
 
 from __future__ import annotations
@@ -64,6 +67,41 @@ def counters(rng: random.Random, batch: int) -> dict:
     return {}
 
 
+def random_anchors(rng: random.Random, spec: LatentSpec, batch: int, device: str) -> dict[str, torch.Tensor]:
+    """Given anchors for a random part of the groups (each with probability 1/2): an untied group its
+    own values, a tie one of its groups or all of them (the same values), scaled past the prior's
+    truncation."""
+    gen = torch.Generator().manual_seed(rng.randrange(2**31))
+    anchors: dict[str, torch.Tensor] = {}
+    ties: dict[str, torch.Tensor] = {}
+    for g in spec:
+        if rng.random() < 0.5:
+            continue
+        if g.tie is None:
+            anchors[g.name] = 3 * torch.randn((batch, *g.shape), generator=gen)
+        elif g.tie not in ties or rng.random() < 0.5:
+            anchors[g.name] = ties.setdefault(g.tie, 3 * torch.randn((batch, *g.shape), generator=gen)).clone()
+    return {k: v.to(device) for k, v in anchors.items()}
+
+
+def check_anchored(cases: int, device: str, against=ops.resample) -> tuple[bool, str]:
+    """The op with given anchors on ``device`` against ``against`` on the CPU (the CPU op, or on a
+    machine without a GPU the reference), bit for bit, on random specs, anchors and counters."""
+    rng = random.Random(1)
+    exact, given = True, 0
+    for _ in range(cases):
+        spec, policy = random_case(rng)
+        b, v, seed, step = rng.choice([1, 3, 64, 257]), rng.randint(1, 4), rng.randrange(2**32), rng.randrange(2**32)
+        kw = counters(rng, b)
+        anchors = random_anchors(rng, spec, b, "cpu")
+        given += len(anchors)
+        got = ops.resample(spec, policy, b, v, seed, step, device, stream=7, **kw,
+                           anchors={k: x.to(device) for k, x in anchors.items()})
+        want = against(spec, policy, b, v, seed, step, "cpu", stream=7, **kw, anchors=anchors)
+        exact &= all(torch.equal(got[k].cpu().view(torch.int32), want[k].view(torch.int32)) for k in spec.names)
+    return exact, f"{cases} random specs, {given} groups given"
+
+
 def check_ops(cases: int) -> None:
     check("CUDA kernel registered", ops.has_native("cuda"),
           "rebuild with a CUDA torch and FORCE_CUDA=1 if this fails")
@@ -80,6 +118,20 @@ def check_ops(cases: int) -> None:
         cpu = ops.resample(spec, policy, b, v, seed, step, "cpu", stream=5, **kw)
         exact &= all(torch.equal(gpu[k].cpu(), cpu[k]) for k in spec.names)
     check("resample: CUDA bits == CPU bits", exact, f"{cases} random specs, {tied} with tied groups")
+    check("resample with given anchors: CUDA bits == CPU bits", *check_anchored(cases, "cuda"))
+    spec, policy = random_case(rng)
+    anchors = {g.name: torch.randn(64, *g.shape, device="cuda") for i, g in enumerate(spec)
+               if spec.anchor_slots[i] == i}  # every anchor: each untied group's and each tie's once
+    ops.resample(spec, policy, 64, 2, 1, 0, "cuda", anchors=anchors, check_anchors=False)  # warm-up
+    try:
+        torch.cuda.set_sync_debug_mode("error")
+        ops.resample(spec, policy, 64, 2, 1, 1, "cuda", anchors=anchors, check_anchors=False)
+        ok, detail = True, f"{len(spec)} groups, {len(anchors)} anchors given"
+    except RuntimeError as e:
+        ok, detail = False, str(e).splitlines()[0]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    check("given anchors, check_anchors=False: no host sync", ok, detail)
     ref = ops.resample_reference(*random_case(rng), 9, 3, 1, 2, "cuda")
     check("reference runs on CUDA", all(t.is_cuda for t in ref.values()))
     u_kw = dict(domain=6, view=2, slot=9, sample_ids=[rng.randrange(2**32) for _ in range(33)])
@@ -114,13 +166,18 @@ def write_bandwidth(reps: int, megabytes: int) -> None:
         out = torch.empty(spec.numel * batch * 2, device="cuda")
         nbytes = out.numel() * 4
         step = iter(range(1 << 30))
+        given = {g.name: torch.randn(batch, *g.shape, device="cuda") for i, g in enumerate(spec)
+                 if spec.anchor_slots[i] == i}  # every anchor: each untied group's and each tie's once
         t_op = cuda_seconds(lambda: ops.resample(spec, policy, batch, 2, 0, next(step), "cuda", out=out), reps)
+        t_given = cuda_seconds(lambda: ops.resample(spec, policy, batch, 2, 0, next(step), "cuda", out=out,
+                                                    anchors=given, check_anchors=False), reps)
         t_fill = cuda_seconds(lambda: out.fill_(1.0), reps)
         t_normal = cuda_seconds(lambda: out.normal_(), reps)
         bw = nbytes / t_op
         print(f"  {name}, B = {batch}, {nbytes / 2**20:.0f} MiB: op {bw / 1e9:,.0f} GB/s = {bw / peak:.0%} of peak "
               f"({'meets' if bw >= 0.8 * peak else 'misses'} the 80 % goal); {t_fill / t_op:.0%} of fill_'s speed, "
-              f"{t_normal / t_op:.2f}x normal_'s")
+              f"{t_normal / t_op:.2f}x normal_'s; every anchor given: {t_given / t_op:.2f}x the op's time "
+              f"(reads the anchors, draws none)")
 
 
 def batches(pipe: ViewPairPipe, n: int) -> list[tuple[torch.Tensor, ...]]:

@@ -1,12 +1,14 @@
 """Throughput of the fused resample op against the alternatives, side by side in one run.
 
 Rows per (spec, batch): the native op (on the CPU path it picked, and on every other path this CPU
-has); torch's own sampler, ``normal_`` on a tensor of the same number of floats (untruncated, one
-thread: the floor a user gets without us); the eager PyTorch composition of the same math (torch's
-RNG, inverse-CDF truncation with torch.erfinv, one op chain per group and view); the pure-PyTorch
-bit-exact reference (Philox in int64 ops, the fallback when the extension is missing); the
-research code's way (scipy ``truncnorm.rvs`` per group on the CPU, then ``torch.from_numpy``);
-and a plain copy of a tensor of the output's size (the memory-bandwidth ceiling).
+has); the native op with every anchor given (``anchors=``, as for real images: the anchors read
+instead of drawn, the checks of their values included); torch's own sampler, ``normal_`` on a
+tensor of the same number of floats (untruncated, one thread: the floor a user gets without us);
+the eager PyTorch composition of the same math (torch's RNG, inverse-CDF truncation with
+torch.erfinv, one op chain per group and view); the pure-PyTorch bit-exact reference (Philox in
+int64 ops, the fallback when the extension is missing); the research code's way (scipy
+``truncnorm.rvs`` per group on the CPU, then ``torch.from_numpy``); and a plain copy of a tensor
+of the output's size (the memory-bandwidth ceiling).
 
 The methods are timed in interleaved rounds (each round times every method once, in a rotating
 order), so a ratio is taken between timings a few milliseconds apart; the tables give the median
@@ -149,12 +151,18 @@ def run(batches: list[int], rounds: int, min_time: float, methods: set[str] | No
             rng = np.random.default_rng(0)
             step = iter(range(1 << 30))
 
+            # Every anchor given: each untied group's and each tie's once (its first group).
+            given = {g.name: torch.randn(batch, *g.shape, generator=gen) for i, g in enumerate(spec)
+                     if spec.anchor_slots[i] == i}
+
             def op() -> object:
                 return ops.resample(spec, policy, batch, views, 0, next(step), out=out)
 
             cases: dict[str, Callable[[], object]] = {}
             if native:
                 cases[f"native op [{active}]"] = op
+                cases[f"given anchors, native op [{active}]"] = lambda: ops.resample(
+                    spec, policy, batch, views, 0, next(step), out=out, anchors=given)
             cases |= {
                 "torch normal_": lambda: fill.normal_(generator=gen),
                 "eager torch": lambda: eager(spec, policy, batch, views, gen),

@@ -8,10 +8,12 @@
 TORCH_LIBRARY(mlvgm_data, m) {
   // Anchors and num_views views of every group for one batch, into one preallocated flat output.
   // Group g occupies out[out_offset_g : out_offset_g + V*B*numel_g] laid out as [V, B, numel_g].
+  // Given anchors: anchor_index (empty, or one per group) names the tensor of `anchors` holding
+  // group g's [B, numel_g] anchor rows, -1 for an anchor drawn from the prior.
   m.def(
       "resample_(Tensor(a!) out, Tensor? sample_ids, int[] group_meta, float[] group_params, "
       "int batch_size, int num_views, bool include_anchor, int seed, int stream, int step, "
-      "int sample_offset) -> Tensor(a!)");
+      "int sample_offset, Tensor[]? anchors=None, int[] anchor_index=[]) -> Tensor(a!)");
   // Uniforms in (0, 1) from the same counter-based streams: out[b, e] for sample b.
   m.def(
       "uniform_(Tensor(a!) out, Tensor? sample_ids, int seed, int stream, int step, int domain, "

@@ -151,7 +151,7 @@ MLVGM_HD float truncated_normal(uint32_t word, float c) {
 enum RuleKind : int32_t { kKeep = 0, kPerturb = 1, kResample = 2 };
 
 // One group of the spec as the kernels see it. Built on the host from ViewPolicy + LatentSpec
-// (mlvgm_data/ops.py: _pack) and passed by value, so no device copy of metadata is needed.
+// (mlvgm_data/ops.py: _layout) and passed by value, so no device copy of metadata is needed.
 struct GroupRule {
   int32_t numel;       // elements per sample
   int32_t slot;        // anchor slot: groups tied for style mixing share one
@@ -160,8 +160,16 @@ struct GroupRule {
   int64_t out_offset;  // start of the group's [V, B, numel] block in the flat output
   float mu, sigma;     // Perturb: eps = mu + sigma * z
   float c_view;        // erf(trunc / sqrt 2) of the view rule (1: none)
-  float c_anchor;      // erf(anchor_trunc / sqrt 2) (1: none)
+  float c_anchor;      // erf(anchor_trunc / sqrt 2) (1: none); prior anchors only
+  // Given anchor (ops.resample's anchors=): the group's [B, numel] anchor rows, in the memory of
+  // the kernel's device, or null to draw the anchor from the prior. Tied groups share one.
+  const float* anchor = nullptr;
 };
+
+// A given anchor takes the place of the drawn one and nothing else changes: the views are
+// apply_rule of it with the same view-noise counters, so a Perturb view adds the very noise
+// ε = mu + sigma * z to the given anchor that it adds to a drawn one.
+MLVGM_HD bool has_given_anchor(const GroupRule& g) { return g.anchor != nullptr; }
 
 MLVGM_HD Words4 row_block(uint32_t seed, uint32_t stream, uint32_t step, uint32_t sample,
                           uint32_t block, uint32_t domain, uint32_t view, uint32_t slot) {

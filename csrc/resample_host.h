@@ -37,6 +37,35 @@ inline std::vector<GroupRule> unpack_groups(c10::IntArrayRef meta, c10::ArrayRef
   return groups;
 }
 
+// Points each group whose anchor is given at its rows: anchor_index (empty, or one per group)
+// names the tensor of `anchors` holding the group's [batch, numel] anchor rows, or is -1 for an
+// anchor drawn from the prior. A tensor must be contiguous float32 on out's device, of exactly
+// those rows, and must not overlap out (the kernels read it while they write out).
+inline void attach_anchors(std::vector<GroupRule>& groups,
+                           const c10::optional<at::TensorList>& given,
+                           c10::IntArrayRef anchor_index, const at::Tensor& out, int64_t batch) {
+  const at::TensorList anchors = given.value_or(at::TensorList());
+  TORCH_CHECK(anchor_index.empty() || anchor_index.size() == groups.size(),
+              "mlvgm_data::resample_: anchor_index must be empty or hold one int per group, got ",
+              anchor_index.size(), " for ", groups.size(), " groups");
+  const auto* o0 = static_cast<const char*>(out.data_ptr());
+  for (size_t g = 0; g < anchor_index.size(); ++g) {
+    const int64_t i = anchor_index[g];
+    if (i == -1) continue;
+    TORCH_CHECK(i >= 0 && i < static_cast<int64_t>(anchors.size()), "group ", g,
+                ": anchor_index ", i, " is outside the ", anchors.size(), " anchors");
+    const at::Tensor& a = anchors[i];
+    TORCH_CHECK(a.scalar_type() == at::kFloat && a.is_contiguous() && a.device() == out.device(),
+                "anchors[", i, "] must be a contiguous float32 tensor on out's device");
+    TORCH_CHECK(a.numel() == batch * groups[g].numel, "anchors[", i, "] has ", a.numel(),
+                " elements, group ", g, " needs batch_size x ", groups[g].numel);
+    const auto* a0 = static_cast<const char*>(a.data_ptr());
+    TORCH_CHECK(a0 + a.nbytes() <= o0 || o0 + out.nbytes() <= a0, "anchors[", i,
+                "] must not overlap out");
+    groups[g].anchor = a.data_ptr<float>();
+  }
+}
+
 // Validates the counters and the output buffer; returns the number of floats the groups cover.
 inline int64_t check_resample_args(const at::Tensor& out,
                                    const c10::optional<at::Tensor>& sample_ids,
@@ -57,8 +86,9 @@ inline int64_t check_resample_args(const at::Tensor& out,
     TORCH_CHECK(g.out_offset == total, "groups must tile the output in order");
     total += g.numel * batch * views;
     for (size_t j = 0; j < i; ++j) {
-      TORCH_CHECK(groups[j].slot != g.slot || groups[j].numel == g.numel,
-                  "groups ", j, " and ", i, " share an anchor slot but not a size");
+      TORCH_CHECK(groups[j].slot != g.slot ||
+                      (groups[j].numel == g.numel && groups[j].anchor == g.anchor),
+                  "groups ", j, " and ", i, " share an anchor slot but not a size and anchor");
     }
   }
   TORCH_CHECK(out.numel() == total, "out has ", out.numel(), " elements, the groups need ", total);

@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import torch
 
 from ._checks import U32 as _U32
 from ._checks import check_device, check_int
+from ._op_anchors import GivenAnchors, given_anchors
 from .latents import LatentSpec
 from .policy import Keep, Perturb, Resample, ViewPolicy
 
@@ -184,6 +185,8 @@ def resample(
     sample_offset: int = 0,
     sample_ids: torch.Tensor | Sequence[int] | None = None,
     out: torch.Tensor | None = None,
+    anchors: Mapping[str, torch.Tensor] | None = None,
+    check_anchors: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Anchors and views of every group for one batch, in one fused launch.
 
@@ -192,6 +195,15 @@ def resample(
     With ``policy.include_anchor``, view 0 is the anchor itself. Sample ``b`` uses counter
     sample id ``sample_offset + b`` (or ``sample_ids[b]``); the same ``(seed, step, stream)`` gives
     the same numbers on every device, and different steps or streams share no values.
+
+    ``anchors={group: Tensor[batch_size, *shape]}`` (float32, on the op's device; e.g. inverted
+    images) replaces those groups' prior draws: view 0 (with ``include_anchor``) and ``Keep`` views
+    are the given anchor, ``Perturb`` views the given anchor + the very ε (same counters) a prior
+    call adds to its drawn anchor, ``Resample`` views the same fresh draws. Other groups are drawn
+    as without ``anchors``; ``policy.anchor_trunc`` applies to drawn anchors only. A tied group's
+    given anchor is its whole tie's (name one group of it, or several with equal values). Anchors
+    are read in place (copied if they alias ``out``), not differentiated; ``check_anchors`` refuses
+    non-finite and differing tied values (a host sync on a GPU: False if the caller checked).
     """
     _check_resample(spec, policy, batch_size, num_views, seed, step, stream)
     batch_size, num_views, seed, step, stream = (int(v) for v in (batch_size, num_views, seed, step, stream))
@@ -212,16 +224,16 @@ def resample(
         if out.requires_grad:
             raise ValueError("out must not require grad (the op writes it in place)")
     ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
+    given = None if anchors is None else given_anchors(spec, anchors, batch_size, out, check_anchors)
     layout = _layout_of(spec, policy, batch_size, num_views)
     out = out if out.dim() == 1 else out.view(-1)
     views = _as_views(spec, out, layout)
     if has_native(dev):
-        torch.ops.mlvgm_data.resample_(
-            out, ids, layout.meta, layout.params, batch_size, num_views, policy.include_anchor,
-            seed, stream, step, sample_offset,
-        )
+        torch.ops.mlvgm_data.resample_(out, ids, layout.meta, layout.params, batch_size, num_views,
+                                       policy.include_anchor, seed, stream, step, sample_offset, *(given or ()))
     else:
-        _resample_reference_into(views, spec, policy, batch_size, num_views, seed, step, stream, sample_offset, ids)
+        _resample_reference_into(views, spec, policy, batch_size, num_views, seed, step, stream, sample_offset,
+                                 ids, given)
     return views
 
 
@@ -237,14 +249,17 @@ def resample_reference(
     *,
     sample_offset: int = 0,
     sample_ids: torch.Tensor | Sequence[int] | None = None,
+    anchors: Mapping[str, torch.Tensor] | None = None,
+    check_anchors: bool = True,
 ) -> dict[str, torch.Tensor]:
     """``resample`` in plain PyTorch (Philox in int64 tensor ops): the tests' ground truth."""
     _check_resample(spec, policy, batch_size, num_views, seed, step, stream)
     dev = _device(device)
     ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
     out = torch.empty(spec.numel * batch_size * num_views, dtype=torch.float32, device=dev)
+    given = None if anchors is None else given_anchors(spec, anchors, batch_size, out, check_anchors)
     views = _as_views(spec, out, _layout_of(spec, policy, batch_size, num_views))
-    _resample_reference_into(views, spec, policy, batch_size, num_views, seed, step, stream, sample_offset, ids)
+    _resample_reference_into(views, spec, policy, batch_size, num_views, seed, step, stream, sample_offset, ids, given)
     return views
 
 
@@ -410,6 +425,7 @@ def _truncated_normal(words: torch.Tensor, c: float) -> torch.Tensor:
 def _resample_reference_into(
     views: dict[str, torch.Tensor], spec: LatentSpec, policy: ViewPolicy, batch_size: int, num_views: int,
     seed: int, step: int, stream: int, sample_offset: int, sample_ids: torch.Tensor | None,
+    given: GivenAnchors | None,
 ) -> None:
     """Fills ``views`` (:func:`_as_views` of the output buffer) with the reference arithmetic."""
     dev = views[spec.groups[0].name].device
@@ -417,10 +433,9 @@ def _resample_reference_into(
     for i, g in enumerate(spec):
         rule = policy.rule(g.name)
         common = (batch_size, g.numel, seed, stream, step)
-        anchor = _truncated_normal(
-            _row_words(*common, DOMAIN_ANCHOR, 0, spec.anchor_slots[i], sample_offset, sample_ids, dev),
-            c_anchor,
-        )
+        at = -1 if given is None else given.index[i]  # its given anchor, -1: drawn
+        anchor = given.tensors[at].view(batch_size, g.numel) if at >= 0 else _truncated_normal(
+            _row_words(*common, DOMAIN_ANCHOR, 0, spec.anchor_slots[i], sample_offset, sample_ids, dev), c_anchor)
         dst = views[g.name].view(num_views, batch_size, g.numel)
         for v in range(num_views):
             if (policy.include_anchor and v == 0) or isinstance(rule, Keep):

@@ -180,19 +180,24 @@ const uint32_t* sample_ids_of(Scratch& s, const int64_t* ids, int64_t sample_off
   return s.samples.data();
 }
 
-// Groups tied to one anchor (style mixing): the anchor is drawn once per item for all of them.
+// Groups tied to one anchor (style mixing): the anchor is drawn once per item for all of them,
+// or read from the given anchors.
 struct AnchorSet {
   std::vector<const GroupRule*> groups;
   int64_t rows_per_item = 1;
   int64_t first_item = 0;
-  bool needs_anchor = false;  // some view copies or perturbs it
+  bool needs_anchor = false;     // some view copies or perturbs it
+  const float* given = nullptr;  // the set's given [B, numel] anchor rows, or null: drawn
 };
 
 at::Tensor& resample_cpu(at::Tensor& out, const c10::optional<at::Tensor>& sample_ids,
                          c10::IntArrayRef group_meta, c10::ArrayRef<double> group_params,
                          int64_t batch, int64_t views, bool include_anchor, int64_t seed,
-                         int64_t stream, int64_t step, int64_t sample_offset) {
-  const std::vector<GroupRule> groups = unpack_groups(group_meta, group_params);
+                         int64_t stream, int64_t step, int64_t sample_offset,
+                         const c10::optional<at::TensorList>& anchors,
+                         c10::IntArrayRef anchor_index) {
+  std::vector<GroupRule> groups = unpack_groups(group_meta, group_params);
+  attach_anchors(groups, anchors, anchor_index, out, batch);
   const int64_t total =
       check_resample_args(out, sample_ids, groups, batch, views, seed, stream, step, sample_offset);
   TORCH_CHECK(out.device().is_cpu(), "resample_cpu called with a non-CPU tensor");
@@ -207,6 +212,7 @@ at::Tensor& resample_cpu(at::Tensor& out, const c10::optional<at::Tensor>& sampl
     if (it == sets.end()) it = sets.insert(sets.end(), AnchorSet{});
     it->groups.push_back(&g);
     it->needs_anchor |= include_anchor || g.kind != kResample;
+    it->given = g.anchor;  // tied groups share it (checked): the set's anchor is given or drawn
   }
   int64_t items = 0;
   for (AnchorSet& s : sets) {
@@ -231,9 +237,12 @@ at::Tensor& resample_cpu(at::Tensor& out, const c10::optional<at::Tensor>& sampl
     Scratch& s = tls_scratch;
     const uint32_t* samples = sample_ids_of(s, ids, sample_offset, r0, rows);
 
-    // With include_anchor the anchors are view 0 of the set's first group; else scratch.
+    // A given anchor is read where it is. A drawn one goes to view 0 of the set's first group
+    // with include_anchor, else to scratch.
     const float* anchor = nullptr;
-    if (set.needs_anchor) {
+    if (set.given != nullptr) {
+      anchor = set.given + r0 * n;
+    } else if (set.needs_anchor) {
       float* a = dst + first.out_offset + r0 * n;
       if (!include_anchor) {
         if (s.anchor.size() < static_cast<size_t>(count)) s.anchor.resize(count);

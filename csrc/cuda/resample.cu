@@ -31,10 +31,10 @@ MLVGM_HD void row_and_block(int64_t local, uint32_t nb, int64_t& row, uint32_t& 
   }
 }
 
-// One thread per (anchor set, sample, Philox block): it draws the 4 anchor values of its block
-// once and writes them, or the view values derived from them, for every view of every group of
-// the set. Consecutive threads take consecutive blocks of a row, so each of the 4 words is a
-// coalesced store into its quarter of the row.
+// One thread per (anchor set, sample, Philox block): it draws (or reads, when given) the 4
+// anchor values of its block once and writes them, or the view values derived from them, for
+// every view of every group of the set. Consecutive threads take consecutive blocks of a row, so
+// each of the 4 words is a coalesced load or store in its quarter of the row.
 __global__ void __launch_bounds__(kThreads)
     resample_kernel(const ResampleLaunch p, const int64_t* __restrict__ sample_ids,
                     float* __restrict__ out) {
@@ -58,7 +58,14 @@ __global__ void __launch_bounds__(kThreads)
     bool needs_anchor = p.include_anchor != 0;
     for (int gi = g0; gi < g1; ++gi) needs_anchor |= p.groups[gi].kind != kResample;
     float anchor[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (needs_anchor) {
+    if (needs_anchor && has_given_anchor(first)) {  // the set's groups share it (checked on the host)
+      const float* given = first.anchor + b * n;
+#pragma unroll
+      for (int lane = 0; lane < 4; ++lane) {
+        const int32_t e = lane * static_cast<int32_t>(nb) + static_cast<int32_t>(block);
+        if (e < n) anchor[lane] = given[e];
+      }
+    } else if (needs_anchor) {
       const Words4 aw =
           row_block(p.seed, p.stream, p.step, sample, block, kDomainAnchor, 0, first.slot);
 #pragma unroll

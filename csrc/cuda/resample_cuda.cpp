@@ -13,8 +13,11 @@ namespace {
 at::Tensor& resample_cuda(at::Tensor& out, const c10::optional<at::Tensor>& sample_ids,
                           c10::IntArrayRef group_meta, c10::ArrayRef<double> group_params,
                           int64_t batch, int64_t views, bool include_anchor, int64_t seed,
-                          int64_t stream, int64_t step, int64_t sample_offset) {
-  const std::vector<GroupRule> groups = unpack_groups(group_meta, group_params);
+                          int64_t stream, int64_t step, int64_t sample_offset,
+                          const c10::optional<at::TensorList>& anchors,
+                          c10::IntArrayRef anchor_index) {
+  std::vector<GroupRule> groups = unpack_groups(group_meta, group_params);
+  attach_anchors(groups, anchors, anchor_index, out, batch);  // device pointers, by value
   check_resample_args(out, sample_ids, groups, batch, views, seed, stream, step, sample_offset);
   TORCH_CHECK(out.is_cuda(), "resample_cuda called with a non-CUDA tensor");
   TORCH_CHECK(batch < (int64_t{1} << 31), "batch_size too large");
