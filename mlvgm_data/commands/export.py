@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from .._checks import U32, check_int
-from ..export import export_shards, webdataset_module
+from ..export import export_shards
 from .common import GENERATOR_HELP, POLICY_FORMS, open_generator, parse_policy
 
 HELP = "Write generated anchors and their views (unaugmented PNGs) to WebDataset tar shards; resumable."
@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    """Before any work: the sizes, the output folder and the webdataset package."""
+    """Before any work: the sizes and the output folder."""
     check_int(args.samples, "--samples", 1)
     check_int(args.batch_size, "--batch-size", 1, U32)
     check_int(args.shard_size, "--shard-size", 1)
@@ -42,7 +42,6 @@ def check(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {args.out!r} is a file, not a folder")
-    webdataset_module()
 
 
 def run(args: argparse.Namespace) -> dict:
