@@ -11,11 +11,13 @@ import torch
 from torch.utils.data import Dataset
 
 from ._checks import U32, check_int
+from .anchors import check_real_anchors
 from .augment import ViewAugment
 from .generators.base import (
     check_eval_mode,
     check_generator,
     decode_views,
+    generator_device,
     set_eval_mode,
 )
 from .progress import SharedEpoch
@@ -46,15 +48,26 @@ class GeneratedViews(Dataset):
 
     The dataset is fixed within an epoch (a generated dataset of ``length`` items);
     ``set_epoch(e)`` draws fresh ones, and reaches persistent DataLoader workers too.
+
+    With ``anchors`` (a map-style dataset of images, or ``(image, label)``; ``length`` then defaults
+    to its length and may not exceed it), item i is real image i inverted by ``generator.invert``
+    and the policy applied around it, target = its label; ``real_view=True`` makes view 0 the real
+    image itself.
     """
 
-    def __init__(self, generator: torch.nn.Module, policy: ViewPolicy, length: int, seed: int = 0,
+    def __init__(self, generator: torch.nn.Module, policy: ViewPolicy, length: int | None, seed: int = 0,
                  transform: Callable[[torch.Tensor], Any] | ViewAugment | None = None,
                  target_transform: Callable[[int], Any] | None = None, num_views: int = 2, stream: int = 0,
-                 with_index: bool = False) -> None:
+                 with_index: bool = False, anchors: Any = None, real_view: bool = False) -> None:
         check_generator(generator, policy)
         set_eval_mode(generator, "GeneratedViews")
-        self.length = check_int(length, "length", 1, U32)
+        self.anchors, self.real_view, _, self._anchor_source = check_real_anchors(generator, policy, anchors,
+                                                                                 real_view)
+        source = self._anchor_source
+        if length is None and source is None:
+            raise ValueError("length must be a positive int (None only with anchors=)")
+        self.length = check_int(source.length if length is None else length, "length", 1,
+                                U32 if source is None else source.length + 1)
         self.num_views = check_int(num_views, "num_views", 1, 256)
         self.seed = check_int(seed, "seed", 0, U32)
         self.stream = check_int(stream, "stream", 0, U32)
@@ -102,16 +115,33 @@ class GeneratedViews(Dataset):
         ids = torch.tensor(idx, dtype=torch.int64)
         epoch = self.epoch
         # The counter's step is the epoch and its sample id the dataset index.
-        made = decode_views(self.generator, self.policy, len(idx), self.num_views, seed=self.seed, step=epoch,
-                            stream=self.stream, sample_ids=ids)
-        images = made.images
+        counters = dict(seed=self.seed, step=epoch, stream=self.stream, sample_ids=ids)
+        if self._anchor_source is None:
+            made = decode_views(self.generator, self.policy, len(idx), self.num_views, **counters)
+            images, targets = made.images, (made.classes.tolist() if made.classes is not None else [-1] * len(idx))
+        else:
+            images, targets = self._real(ids, counters)
         if isinstance(self.transform, ViewAugment):
             with torch.no_grad():
                 images = self.transform(images, self.seed, epoch, self.stream, sample_ids=ids)
-        targets = made.classes.tolist() if made.classes is not None else [-1] * len(idx)
         per_view = None if isinstance(self.transform, ViewAugment) else self.transform
         items = _items(images, targets, per_view, self.target_transform)
         return [(i, *item) for i, item in zip(idx, items)] if self.with_index else items
+
+    def _real(self, ids: torch.Tensor, counters: dict) -> tuple[torch.Tensor, list[int]]:
+        """The views of real images ``ids`` (inverted anchors) and their labels."""
+        real, labels = self._anchor_source.read(ids)
+        device = generator_device(self.generator)
+        real = real.to(device)
+        with torch.no_grad():
+            latents = (self.generator.invert(real, labels.to(device)) if getattr(self.generator, "num_classes", None)
+                       else self.generator.invert(real))
+        made = decode_views(self.generator, self.policy, len(ids), self.num_views, anchors=dict(latents),
+                            anchor_classes=labels, **counters)
+        images = made.images
+        if self.real_view:
+            images[0] = real  # the real image itself is view 0 of every item
+        return images, labels.tolist()
 
 
 def _items(images: torch.Tensor, targets: list[Any], transform: Callable | None,

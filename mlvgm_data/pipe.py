@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ._checks import U32, check_int
+from .anchors import check_prior_fraction, check_real_anchors
 from .generators.base import (
     check_eval_mode,
     check_generator,
@@ -43,7 +44,7 @@ from .producers import CudaProducer, SyncProducer, ThreadProducer
 from .pipe_state import PipeConfig, PipeState, RankResolver
 from .policy import ViewPolicy
 from .progress import Plan, SharedProgress
-from .step import Augment, StepWork, ViewBatch
+from .step import Augment, RealAnchors, StepWork, ViewBatch
 
 
 def resolve_augment(augment: Augment | str | None, generator: torch.nn.Module, batch_size: int,
@@ -169,7 +170,8 @@ class ViewPairPipe(IterableDataset):
                  device: torch.device | str | None = None, augment: Augment | str | None = None, num_views: int = 2,
                  prefetch: int = 2, rank: int | None = None, world_size: int | None = None, steps: int | None = None,
                  return_latents: bool = False, autocast: torch.dtype | None = None, stream: int = 0,
-                 compile: bool = False) -> None:
+                 compile: bool = False, anchors: Any = None, real_view: bool = False,
+                 prior_fraction: float = 0.0) -> None:
         super().__init__()
         check_generator(generator, policy)
         set_eval_mode(generator, "ViewPairPipe")
@@ -197,6 +199,9 @@ class ViewPairPipe(IterableDataset):
         if not isinstance(compile, bool):
             raise TypeError(f"compile must be True or False, got {compile!r}")
         self.compile = compile
+        self.anchors, self.real_view, self.prior_fraction, self._anchor_source = check_real_anchors(
+            generator, policy, anchors, real_view, prior_fraction)
+        self._prior_per_rank = check_prior_fraction(self.prior_fraction, self.batch_size)[1]
         self._compiled: CompiledDecode | None = None  # built lazily in the process that iterates
         self._progress = SharedProgress()
         self._restored: PipeState | None = None  # a loaded state, applied when this process iterates
@@ -227,13 +232,20 @@ class ViewPairPipe(IterableDataset):
 
     def work(self) -> StepWork:
         """The per-step computation of this rank (also what the benchmarks time without a producer)."""
-        rank = self._ranks.resolve().rank
+        rank, world = self._ranks.resolve()
         if self.compile and self._compiled is None:
             self._compiled = CompiledDecode(self.generator)
+        real = None
+        if self._anchor_source is not None:
+            per_rank = self.batch_size - self._prior_per_rank
+            self._anchor_source.check_batch(per_rank * world)
+            real = RealAnchors(source=self._anchor_source, inverter=self.generator, per_rank=per_rank, rank=rank,
+                               world_size=world, seed=self.seed, philox_stream=self.stream, real_view=self.real_view)
         return StepWork(generator=self._compiled if self.compile else self.generator, policy=self.policy,
                         batch_size=self.batch_size, num_views=self.num_views, seed=self.seed,
                         sample_offset=rank * self.batch_size, augment=self.augment, device=self.device,
-                        return_latents=self.return_latents, autocast=self.autocast, philox_stream=self.stream)
+                        return_latents=self.return_latents, autocast=self.autocast, philox_stream=self.stream,
+                        real=real)
 
     def _producer(self, work: StepWork, steps: Iterator[int]) -> SyncProducer | ThreadProducer | CudaProducer:
         if self.device.type == "cuda":
@@ -302,8 +314,11 @@ class ViewPairPipe(IterableDataset):
     def _config(self) -> PipeConfig:
         if self._fingerprint is None:
             self._fingerprint = fingerprint(self.generator)
+        anchors = None if self._anchor_source is None else {**self._anchor_source.describe(),
+                                                             "real_view": self.real_view,
+                                                             "prior_fraction": self.prior_fraction}
         return PipeConfig(seed=self.seed, stream=self.stream, batch_size=self.batch_size, num_views=self.num_views,
-                          steps=self.steps, policy=self.policy.to_dict(), generator=self._fingerprint)
+                          steps=self.steps, policy=self.policy.to_dict(), generator=self._fingerprint, anchors=anchors)
 
     def _position(self, rank: int) -> Plan:
         """Where this process stands: its own shard in a DataLoader worker, else the newest plan."""

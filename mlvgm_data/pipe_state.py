@@ -92,6 +92,7 @@ class PipeConfig:
     steps: int | None
     policy: dict
     generator: str  # the generator's fingerprint
+    anchors: dict | None = None  # real anchors: the dataset's length and fingerprint, real_view, prior_fraction
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,7 +101,8 @@ class PipeConfig:
         """Refuses ``saved`` (a state's fields) unless it has this config, naming the first field."""
         for key, mine in self.to_dict().items():
             if saved[key] != mine:
-                what = "another generator (or other weights)" if key == "generator" else f"{key}={saved[key]!r}"
+                what = {"generator": "another generator (or other weights)",
+                        "anchors": f"other real anchors ({saved[key]!r})"}.get(key, f"{key}={saved[key]!r}")
                 raise ValueError(f"the state was saved with {what}, but this pipe has {key}={mine!r}: "
                                  "resuming would not continue the same stream")
 
@@ -131,6 +133,7 @@ class PipeState:
         if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
             got = state.get("format") if isinstance(state, Mapping) else type(state).__name__
             raise ValueError(f"not a ViewPairPipe state: format {got!r}, expected {STATE_FORMAT!r}")
+        state = {"anchors": None, **state}  # states saved before real anchors existed have none
         for key in _CONFIG_KEYS + _RANK_KEYS + _POSITION_KEYS:
             if key not in state:
                 raise ValueError(f"the pipe state has no {key!r} field")

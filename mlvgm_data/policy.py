@@ -115,6 +115,11 @@ class ViewPolicy:
                 f"ViewPolicy.rules name unknown groups {unknown}; the spec has {list(spec.names)}"
             )
 
+    def keeps_everything(self) -> bool:
+        """Whether no rule changes its group (every view's noise is the anchor's)."""
+        return all(isinstance(r, Keep) or (isinstance(r, Perturb) and r.sigma == 0 and r.mu == 0)
+                   for r in self.rules.values())
+
     @classmethod
     def uniform(cls, spec: LatentSpec, rule: Rule, **kwargs) -> "ViewPolicy":
         """The same rule for every group (e.g. the papers' σ = 0.2 everywhere baseline)."""

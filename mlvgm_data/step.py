@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from .anchors import AnchorSource, positions, stream_indices
 from .generators.base import decode_views
 from .latents import LatentSpec
 from .policy import ViewPolicy
@@ -60,6 +61,35 @@ class ViewBatch(tuple):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RealAnchors:
+    """The real anchors of one rank's steps: ``per_rank`` images per step from the anchor stream
+    (:mod:`.anchors`), inverted by ``inverter.invert``; with ``real_view`` view 0 of those samples
+    is the real image instead of its reconstruction."""
+
+    source: AnchorSource
+    inverter: torch.nn.Module
+    per_rank: int
+    rank: int
+    world_size: int
+    seed: int
+    philox_stream: int
+    real_view: bool = False
+
+    def indices(self, step: int) -> torch.Tensor:
+        first, count = positions(step, self.rank, self.world_size, self.per_rank)
+        return stream_indices(first, count, self.source.length, self.seed, self.philox_stream)
+
+    def invert(self, step: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """``(images, labels, latents)`` of the step's real anchors, on ``device``."""
+        images, labels = self.source.read(self.indices(step))
+        images, labels = images.to(device), labels.to(device)
+        conditional = bool(getattr(self.inverter, "num_classes", None))
+        with torch.no_grad():
+            latents = self.inverter.invert(images, labels) if conditional else self.inverter.invert(images)
+        return images, labels, dict(latents)
+
+
+@dataclass(frozen=True, kw_only=True)
 class StepWork:
     """What one step computes, as a pure function of the step number: the views of
     ``batch_size`` anchors (sample ids ``sample_offset …``), their augmentation, the targets."""
@@ -75,19 +105,32 @@ class StepWork:
     return_latents: bool = False
     autocast: torch.dtype | None = None
     philox_stream: int = 0
+    real: RealAnchors | None = None
 
     @property
     def spec(self) -> LatentSpec:
         return self.generator.latent_spec
 
     def __call__(self, step: int, latent_out: torch.Tensor | None = None) -> ViewBatch:
-        made = decode_views(self.generator, self.policy, self.batch_size, self.num_views, seed=self.seed, step=step,
-                            device=self.device, stream=self.philox_stream, sample_offset=self.sample_offset,
-                            latent_out=latent_out, autocast=self.autocast)
+        counters = dict(seed=self.seed, step=step, device=self.device, stream=self.philox_stream,
+                        sample_offset=self.sample_offset, autocast=self.autocast)
+        target = torch.full((self.batch_size,), -1, dtype=torch.int64, device=self.device)
+        if self.real is None:
+            made = decode_views(self.generator, self.policy, self.batch_size, self.num_views, latent_out=latent_out,
+                                **counters)
+            images = made.images
+        else:
+            real, labels, latents = self.real.invert(step, self.device)
+            n = real.shape[0]
+            made = decode_views(self.generator, self.policy, self.batch_size, self.num_views, anchors=latents,
+                                anchor_classes=labels, **counters)
+            images = made.images
+            target[:n] = labels
+            if self.real.real_view:
+                images[0, :n] = real  # the real image itself is view 0 of its sample
+        if made.classes is not None:
+            target = made.classes if self.real is None else torch.cat([target[:n], made.classes[n:]])
         with torch.no_grad():
-            out = (self.augment(made.images, self.seed, step, self.philox_stream, self.sample_offset)
-                   if self.augment is not None else made.images)
-        classes = made.classes
-        target = classes if classes is not None else torch.full((self.batch_size,), -1, dtype=torch.int64,
-                                                                device=self.device)
+            out = (self.augment(images, self.seed, step, self.philox_stream, self.sample_offset)
+                   if self.augment is not None else images)
         return ViewBatch(tuple(out.unbind(0)), target, made.latents if self.return_latents else None)

@@ -267,3 +267,35 @@ def assert_bits(buf: torch.Tensor, want: torch.Tensor, what: str) -> None:
     wrong = (got != want.reshape(-1).view(torch.int32)).nonzero().flatten()
     assert wrong.numel() == 0, (f"{what}: {wrong.numel()} of {got.numel()} floats differ, first at {int(wrong[0])}"
                                 f" ({'never written' if int(got[wrong[0]]) == SENTINEL else 'wrong value'})")
+
+
+class InvertibleGenerator(MLVGM):
+    """``image = sigmoid(coarse + fine)`` (a 3-vector broadcast over a 3×4×4 map) with its exact
+    inverse ``invert`` (logit, then the spatial mean as ``coarse``): real anchors whose
+    reconstruction is the image itself, to float precision. ``num_classes`` adds a class offset."""
+
+    def __init__(self, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.latent_spec = LatentSpec([LatentGroup("coarse", (3,)), LatentGroup("fine", (3, 4, 4))])
+        self.image_shape = (3, 4, 4)
+        self.num_classes = num_classes
+        self.eval()
+
+    def _offset(self, classes):
+        return 0.0 if classes is None else 0.1 * classes.to(torch.float32)[:, None, None, None]
+
+    def _decode(self, latents, classes):
+        return torch.sigmoid(latents["coarse"][:, :, None, None] + latents["fine"] + self._offset(classes))
+
+    def invert(self, images, classes=None):
+        y = torch.logit(images.clamp(1e-6, 1 - 1e-6)) - self._offset(classes)
+        coarse = y.mean((2, 3))
+        return {"coarse": coarse, "fine": y - coarse[:, :, None, None]}
+
+
+def labelled_images(n: int, seed: int = 0, shape: tuple[int, ...] = (3, 4, 4)):
+    """A TensorDataset of ``n`` distinct images in (0.05, 0.95) whose label is their index."""
+    from torch.utils.data import TensorDataset
+
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(0.05 + 0.9 * torch.rand(n, *shape, generator=g), torch.arange(n))

@@ -204,6 +204,7 @@ def decode_views(
     device: torch.device | str | None = None, stream: int = 0, sample_offset: int = 0,
     sample_ids: torch.Tensor | Sequence[int] | None = None, latent_out: torch.Tensor | None = None,
     autocast: torch.dtype | None = None, views: Sequence[int] | None = None, spec: LatentSpec | None = None,
+    anchors: Mapping[str, torch.Tensor] | None = None, anchor_classes: torch.Tensor | None = None,
 ) -> Views:
     """Draws the latents of ``batch_size`` anchors and their views (:func:`ops.resample`), one class
     per anchor for a class-conditional generator (:func:`draw_classes`), and decodes all
@@ -215,15 +216,24 @@ def decode_views(
     generator under :func:`torch.autocast`; ``views`` decodes only those views (``images`` then
     holds them in that order; ``latents`` always has all ``num_views``); ``spec`` draws the
     latents under another layout of the generator's groups (e.g. with ties undone).
+
+    ``anchors`` (``{group: [n, *shape]}``, n ≤ ``batch_size``, e.g. inverted real images) are the
+    anchors of the first n samples (the op's given anchors); the others are drawn from the prior.
+    ``anchor_classes`` (``[n]``) are their classes for a class-conditional generator.
     """
     dev = generator_device(generator) if device is None else torch.device(device)
-    latents = ops.resample(generator.latent_spec if spec is None else spec, policy, batch_size, num_views, seed, step, dev, stream,
-                           sample_offset=sample_offset, sample_ids=sample_ids, out=latent_out)
-    classes = draw_classes(generator, batch_size, seed, step, dev, stream, sample_offset=sample_offset,
-                           sample_ids=sample_ids)
+    spec = generator.latent_spec if spec is None else spec
     chosen = list(range(num_views)) if views is None else list(views)
     if any(not 0 <= v < num_views for v in chosen) or not chosen:
         raise ValueError(f"views must be a non-empty list of view indices in [0, {num_views}), got {views!r}")
+    counters = dict(seed=seed, step=step, device=dev, stream=stream)
+    if anchors is None:
+        latents = ops.resample(spec, policy, batch_size, num_views, seed, step, dev, stream,
+                               sample_offset=sample_offset, sample_ids=sample_ids, out=latent_out)
+        classes = draw_classes(generator, batch_size, sample_offset=sample_offset, sample_ids=sample_ids, **counters)
+    else:
+        latents, classes = _given_and_drawn(generator, spec, policy, batch_size, num_views, anchors, anchor_classes,
+                                            counters, sample_offset, sample_ids)
     picked = latents if views is None else {name: z[chosen] for name, z in latents.items()}
     flat = {name: z.reshape(len(chosen) * batch_size, *z.shape[2:]) for name, z in picked.items()}
     cast = torch.autocast(dev.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
@@ -233,6 +243,34 @@ def decode_views(
         images = checked_decode(generator, flat, None if classes is None else classes.repeat(len(chosen)))
     images = images.float().reshape(len(chosen), batch_size, *images.shape[1:])
     return Views(images, classes, latents)
+
+
+def _given_and_drawn(generator: MLVGMProtocol, spec: LatentSpec, policy: ViewPolicy, batch_size: int, num_views: int,
+                     anchors: Mapping[str, torch.Tensor], anchor_classes: torch.Tensor | None, counters: dict,
+                     sample_offset: int, sample_ids: torch.Tensor | Sequence[int] | None,
+                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """The latents (and classes) of a batch whose first n anchors are given: one op call around
+    the given anchors, one for the prior anchors of the rest, with the samples' own counter ids."""
+    n = next(iter(anchors.values())).shape[0] if anchors else 0
+    if not 0 < n <= batch_size:
+        raise ValueError(f"anchors must give 1 to batch_size={batch_size} anchors per group, got {n}")
+    ids = (torch.arange(sample_offset, sample_offset + batch_size, dtype=torch.int64) if sample_ids is None
+           else torch.as_tensor(sample_ids, dtype=torch.int64))
+    latents = ops.resample(spec, policy, n, num_views, sample_ids=ids[:n], anchors=anchors, **counters)
+    if getattr(generator, "num_classes", None):
+        if anchor_classes is None:
+            raise ValueError("a class-conditional generator needs anchor_classes for the given anchors")
+        check_classes(generator, anchor_classes, n)
+        if bool(((anchor_classes < 0) | (anchor_classes >= generator.num_classes)).any()):
+            raise ValueError(f"anchor_classes must lie in [0, {generator.num_classes})")
+    classes = anchor_classes.to(counters["device"]) if getattr(generator, "num_classes", None) else None
+    if n < batch_size:
+        drawn = ops.resample(spec, policy, batch_size - n, num_views, sample_ids=ids[n:], **counters)
+        latents = {g: torch.cat([latents[g], drawn[g]], dim=1) for g in latents}
+        drawn_classes = draw_classes(generator, batch_size - n, sample_ids=ids[n:], **counters)
+        if classes is not None:
+            classes = torch.cat([classes, drawn_classes])
+    return latents, classes
 
 
 @torch.no_grad()

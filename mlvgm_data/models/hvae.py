@@ -478,6 +478,21 @@ class HierarchicalVAE(MLVGM):
         check_classes(self, classes, x.shape[0])
         return self._posterior_pass(x, sample=False, classes=classes)[1]
 
+    def invert(self, images: torch.Tensor, classes: torch.Tensor | None = None, *, sample: bool = False,
+               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The noise ``decode`` takes to remake ``images``: each group's posterior ε (its mean, or a
+        draw with ``sample=True`` from ``generator``) over the sampling temperature, since ``decode``
+        scales ε by it — so ``decode(invert(x))`` is :meth:`reconstruct` ``(x)``."""
+        posterior = self.encode(images, classes)
+        out = {}
+        for name, (mu, logvar) in posterior.items():
+            eps = mu
+            if sample:
+                noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+                eps = mu + (0.5 * logvar).exp() * noise
+            out[name] = eps / self.temperature
+        return out
+
     def reconstruct(self, x: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         """Decodes the posterior means (temperature 1): the model's reconstruction of ``x``."""
         x = self._check_images(x)
