@@ -9,7 +9,7 @@ into a fresh folder, or as many batches from an open pipe (thread producer, pref
 interleaved rounds (``bench.measure_interleaved``); each ratio is the median over rounds with the
 round-by-round min–max.
 
-    python benchmarks/export.py [--generator builtin:shapes] [--threads 2] [--png-level 1] [--json out.json]
+    python benchmarks/export.py [--generator builtin:shapes] [--threads 2] [--png-level 0,1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def main() -> None:
                    help="batches per timed call (one shard of the export); long enough that the export's fixed "
                         "costs (fingerprint, manifest, the producer filling and draining) weigh as in a real run")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    p.add_argument("--png-level", default="1", help="deflate levels of the export to time, e.g. 1,6")
+    p.add_argument("--png-level", default="0,1", help="deflate levels of the export to time (0: the default)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=7, help="timed rounds, each timing every row once")
     p.add_argument("--json", default=None)

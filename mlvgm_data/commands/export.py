@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", default="recommended", help=f"{POLICY_FORMS} (default: recommended)")
     p.add_argument("--shard-size", type=int, default=10240, help="samples per shard (default 10240)")
     p.add_argument("--num-views", type=int, default=2, help="views per anchor (default 2)")
-    p.add_argument("--png-level", type=int, default=1, help="deflate level of the PNGs, 0-9 (default 1)")
+    p.add_argument("--png-level", type=int, default=0,
+                   help="deflate level of the PNGs, 0-9 (default 0: stored, fastest; 1 halves the files, slower)")
     p.add_argument("--device", default=None)
 
 
