@@ -173,7 +173,7 @@ def check_real_anchors(generator: Any, policy: ViewPolicy, anchors: Any, real_vi
         if real_view or fraction:
             raise ValueError("real_view and prior_fraction need real anchors: pass anchors=dataset")
         return None, False, 0.0, None
-    if not callable(getattr(generator, "invert", None)):
+    if not callable(getattr(generator, "invert", None)) or not getattr(generator, "invertible", True):
         raise ValueError(f"{type(generator).__name__} has no invert(images): real anchors need a generator that maps "
                          "images to its latents (a built-in HVAE or ML-VAE, or an adapter given encoder=)")
     if real_view and (not policy.include_anchor or policy.keeps_everything()):

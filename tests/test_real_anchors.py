@@ -231,3 +231,48 @@ def test_a_non_finite_image_fails_the_step_that_reads_it() -> None:
     with pytest.raises(ValueError, match=r"anchors\[9\] holds NaN"):
         for _ in pipe(_bad_images(float("nan")), steps=4):
             pass
+
+
+# --- adapters invert through a user's encoder ----------------------------------------------------
+
+def test_adapters_invert_through_the_users_encoder() -> None:
+    from torch import nn
+
+    from mlvgm_data.generators import BigGANAdapter, CallableGenerator, HierarchicalAdapter
+    from mlvgm_data.latents import LatentGroup, LatentSpec
+
+    class Gen(nn.Module):  # z [N, 12] -> tanh images [N, 3, 2, 2], BigBiGAN-style range
+        z_dim = 12
+
+        def forward(self, z, truncation):  # pytorch-pretrained-BigGAN's truncation argument
+            return torch.tanh(z.view(-1, 3, 2, 2))
+
+    def atanh_encoder(x):  # exact inverse in the model's [-1, 1] range
+        return torch.atanh(x.clamp(-0.999999, 0.999999)).flatten(1)
+
+    gan = BigGANAdapter(Gen(), chunks=3, truncation=0.5, image_shape=(3, 2, 2), encoder=atanh_encoder)
+    x = 0.1 + 0.8 * torch.rand(4, 3, 2, 2)
+    z = gan.invert(x)
+    assert set(z) == {"c0", "c1", "c2"} and torch.allclose(gan.decode(z), x, atol=1e-5)
+    assert torch.allclose(gan.latent_spec.join(z), torch.atanh(x * 2 - 1).flatten(1) / 0.5, atol=1e-4)
+
+    def sampler(eps, t):
+        return torch.sigmoid(t * torch.cat([e.flatten(1) for e in eps], 1)).view(-1, 1, 2, 2)
+
+    hier = HierarchicalAdapter(sampler, shapes=[(2,), (2,)], temperature=0.8, image_shape=(1, 2, 2),
+                               encoder=lambda y: list(torch.logit(y).flatten(1).split(2, 1)))
+    y = 0.1 + 0.8 * torch.rand(4, 1, 2, 2)
+    assert torch.allclose(hier.decode(hier.invert(y)), y, atol=1e-5)  # ε over the temperature
+
+    spec = LatentSpec([LatentGroup("a", (3,))])
+    plain = CallableGenerator(lambda l: torch.sigmoid(l["a"])[:, :, None, None], spec, image_shape=(3, 1, 1))
+    assert not plain.invertible
+    with pytest.raises(ValueError, match="without encoder="):
+        plain.invert(torch.rand(2, 3, 1, 1))
+    with pytest.raises(ValueError, match="CallableGenerator has no invert"):
+        ViewPairPipe(plain, ViewPolicy({}), 2, anchors=labelled_images(4, shape=(3, 1, 1)))
+    bad = CallableGenerator(lambda l: l["a"][:, :, None, None], spec, encoder=lambda v: v.flatten(1))
+    with pytest.raises(ValueError, match="encoder must return a dict"):
+        bad.invert(torch.rand(2, 3, 1, 1))
+    with pytest.raises(ValueError, match="encoder must be callable"):
+        CallableGenerator(lambda l: l["a"], spec, encoder=3)

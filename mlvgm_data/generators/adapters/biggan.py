@@ -87,7 +87,9 @@ class BigGANAdapter(WrapsCallable):
     (names default ``c0, c1, …``). ``z_dim``, ``num_classes`` and ``image_shape`` default to what
     the generator says (attributes ``z_dim``/``dim_z``, ``config.*``, ``resolution``); a value
     that contradicts it is refused. ``truncation`` must lie in (0, 1]. ``output_range`` is mapped
-    to [0, 1] and clamped.
+    to [0, 1] and clamped. ``encoder`` (e.g. BigBiGAN's encoder ``E(x) -> z``, images in
+    ``output_range``) makes :meth:`invert` give real anchors: its z (the whole ``[N, z_dim]``, in
+    the generator's input space) is divided by ``truncation`` when set and split into the chunks.
     """
 
     def __init__(
@@ -100,9 +102,11 @@ class BigGANAdapter(WrapsCallable):
         truncation: float | None = None,
         output_range: Sequence[float] | None = (-1.0, 1.0),
         image_shape: Sequence[int] | None = None,
+        encoder: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self._hold(generator, "generator")
+        self._hold_encoder(encoder)
         model = getattr(self, "model", generator)
         own_z, z_source = model_int(model, ["z_dim", "dim_z", "config.z_dim", "big_gan.dim_z"])
         z_dim = agree("z_dim", None if z_dim is None else check_int(z_dim, "z_dim", 1), own_z, z_source)
@@ -130,6 +134,15 @@ class BigGANAdapter(WrapsCallable):
         passed = ["z"] + (["classes"] if self.num_classes else []) + (["truncation"] if self.truncation is not None else [])
         self._check_call(passed, "set num_classes= for a class input and truncation= for a truncation argument "
                                  "(pytorch-pretrained-BigGAN takes (z, class_label, truncation))")
+
+    def _noise_of(self, out: Any) -> dict[str, torch.Tensor]:
+        if isinstance(out, Mapping):
+            return dict(out)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != self.latent_spec.numel:
+            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"the encoder must return z [N, {self.latent_spec.numel}], got {got}")
+        z = out.float() / self.truncation if self.truncation is not None else out.float()
+        return self.latent_spec.split(z)
 
     def _decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None) -> torch.Tensor:
         z = self.latent_spec.join(latents)

@@ -14,6 +14,8 @@ from .common import WrapsCallable, check_image_shape, check_range, to_unit_range
 class CallableGenerator(WrapsCallable):
     """Any callable ``fn(latents) -> images`` (``fn(latents, classes)`` when ``num_classes`` is
     set) with the :class:`LatentSpec` it takes. ``output_range`` is mapped to [0, 1] and clamped.
+    ``encoder(images) -> {group: [N, *shape]}`` (images in ``output_range``) makes :meth:`invert`
+    give real anchors.
     """
 
     def __init__(
@@ -23,9 +25,11 @@ class CallableGenerator(WrapsCallable):
         num_classes: int | None = None,
         image_shape: Sequence[int] | None = None,
         output_range: Sequence[float] | None = None,
+        encoder: Callable[..., Mapping[str, torch.Tensor]] | None = None,
     ) -> None:
         super().__init__()
         self._hold(fn, "fn")
+        self._hold_encoder(encoder)
         if not isinstance(spec, LatentSpec):
             raise ValueError(f"spec must be a LatentSpec, got {type(spec).__name__}")
         self.latent_spec = spec

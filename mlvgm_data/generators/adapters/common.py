@@ -67,18 +67,64 @@ def follow_mode(adapter: nn.Module, wrapped: nn.Module | None) -> None:
     A module starts in train mode: without this, an adapter around a model in eval mode would
     look like a generator left in train mode (and be warned about)."""
     inner = set(wrapped.modules()) if wrapped is not None else set()
+    encoder = getattr(adapter, "encoder", None)
+    if isinstance(encoder, nn.Module):  # a user's encoder keeps its own mode too
+        inner |= set(encoder.modules())
     mode = wrapped.training if wrapped is not None else False
     for m in adapter.modules():
         if m not in inner:
             m.training = mode
 
 
+def from_unit_range(images: torch.Tensor, output_range: tuple[float, float] | None) -> torch.Tensor:
+    """Maps [0, 1] images to ``output_range`` (the inverse of :func:`to_unit_range`, unclamped)."""
+    if output_range is None or output_range == (0.0, 1.0):
+        return images
+    lo, hi = output_range
+    return images * (hi - lo) + lo
+
+
 class Adapter(MLVGM):
-    """What every adapter shares: ``decode`` given one tensor instead of the dict says so."""
+    """What every adapter shares: ``decode`` given one tensor instead of the dict says so, and
+    ``invert`` through a user's encoder (``encoder=``, a callable or module; a module is
+    registered, so its weights are part of the generator's state and fingerprint).
+
+    ``invert(images)`` passes ``images`` mapped from [0, 1] to the model's ``output_range`` to the
+    encoder (``encoder(x, classes)`` for a class-conditional model) and turns its output into the
+    noise ``decode`` takes (:meth:`_noise_of`, per adapter)."""
+
+    output_range: tuple[float, float] | None = None
 
     def decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None = None) -> torch.Tensor:
         check_mapping(self, latents)
         return super().decode(latents, classes)
+
+    def _hold_encoder(self, encoder: Callable[..., Any] | None) -> None:
+        if encoder is not None and not callable(encoder):
+            raise ValueError(f"encoder must be callable (images -> latents) or None, got {type(encoder).__name__}")
+        self._encoder_fn = None if isinstance(encoder, nn.Module) else encoder
+        if isinstance(encoder, nn.Module):
+            self.encoder = encoder  # a submodule: .to(), .eval() and the state dict reach it
+        self.invertible = encoder is not None
+
+    def invert(self, images: torch.Tensor, classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The noise ``decode`` takes to remake ``images`` ([N, C, H, W] in [0, 1]), from the encoder."""
+        if not self.invertible:
+            raise ValueError(f"{type(self).__name__} was built without encoder=: it cannot invert images")
+        encoder = self._encoder_fn if self._encoder_fn is not None else self.encoder
+        x = from_unit_range(images, self.output_range)
+        out = encoder(x, classes) if self.num_classes else encoder(x)
+        latents = self._noise_of(out)
+        lead = self.latent_spec.check(latents)
+        if tuple(lead) != (images.shape[0],):
+            raise ValueError(f"the encoder gave latents for {list(lead)} samples, expected [{images.shape[0]}]")
+        return latents
+
+    def _noise_of(self, out: Any) -> dict[str, torch.Tensor]:
+        """The encoder's output as ``{group: [N, *shape]}``: a dict as it is."""
+        if not isinstance(out, Mapping):
+            raise ValueError(f"the encoder must return a dict {{group: tensor}}, got {type(out).__name__}")
+        return dict(out)
 
 
 def check_mapping(generator: MLVGM, latents: object) -> None:

@@ -4,7 +4,7 @@ NVAE and VDVAE that re-run their published sampling loops with given ε."""
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -28,6 +28,11 @@ class HierarchicalAdapter(WrapsCallable):
     :class:`NVAESampler` and :class:`VDVAESampler` are such samplers for NVAE and VDVAE; they say
     their ``latent_shapes`` and ``image_shape``, which ``shapes`` and ``image_shape`` then default
     to. ``names`` default ``z0, z1, …``; ``output_range`` defaults to [0, 1].
+
+    ``encoder(x) -> [ε_0, ε_1, …]`` (images in ``output_range``; e.g. the model's own encoder
+    giving each group's posterior mean standardised by its conditional prior, ε_k = (μ_q − μ_p)/σ_p
+    along the top-down path) makes :meth:`invert` give real anchors: ε_k / ``temperature``, since
+    ``decode`` scales ε by the temperature.
     """
 
     def __init__(
@@ -38,9 +43,11 @@ class HierarchicalAdapter(WrapsCallable):
         names: Sequence[str] | None = None,
         output_range: Sequence[float] | None = None,
         image_shape: Sequence[int] | None = None,
+        encoder: Callable[[torch.Tensor], Sequence[torch.Tensor]] | None = None,
     ) -> None:
         super().__init__()
         self._hold(sampler, "sampler")
+        self._hold_encoder(encoder)
         own_shapes = getattr(sampler, "latent_shapes", None)
         shapes = [tuple(s) for s in (own_shapes if shapes is None else shapes) or []]
         if own_shapes is not None and shapes != [tuple(s) for s in own_shapes]:
@@ -58,6 +65,14 @@ class HierarchicalAdapter(WrapsCallable):
         self.output_range = check_range(output_range)
         self.image_shape = agree("image_shape", check_image_shape(image_shape),
                                   check_image_shape(getattr(sampler, "image_shape", None)), "sampler's image_shape")
+
+    def _noise_of(self, out: Any) -> dict[str, torch.Tensor]:
+        names = list(self.latent_spec.names)
+        if isinstance(out, Mapping):
+            out = [out[n] if n in out else None for n in names]
+        if not isinstance(out, Sequence) or len(out) != len(names) or any(e is None for e in out):
+            raise ValueError(f"the encoder must return one ε per group ({len(names)}: {names}), got {type(out).__name__}")
+        return {n: e.float() / self.temperature for n, e in zip(names, out)}
 
     def _decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None) -> torch.Tensor:
         eps = [latents[n] for n in self.latent_spec.names]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -70,7 +70,9 @@ class StyleGANAdapter(Adapter):
     class-conditional generator (``c_dim > 0``) needs ``classes`` at decode. ``image_shape``
     ``(C, H, W)`` comes from the generator (NVlabs ``img_channels``/``img_resolution``,
     rosinality ``size``); give it for a generator that has neither (the pipe's augmentation
-    presets need it).
+    presets need it). ``encoder`` (images in ``output_range`` → z ``[N, z_dim]``, one z for the
+    tied groups, or a dict per group) makes :meth:`invert` give real anchors; the groups live in
+    z space, so a W/W+ inversion encoder (pSp, e4e) does not fit them.
     """
 
     def __init__(
@@ -86,8 +88,10 @@ class StyleGANAdapter(Adapter):
         api: str = "nvlabs",
         synthesis_kwargs: Mapping[str, Any] | None = None,
         image_shape: Sequence[int] | None = None,
+        encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
+        self._hold_encoder(encoder)
         if api not in ("nvlabs", "rosinality"):
             raise ValueError(f"api must be 'nvlabs' or 'rosinality', got {api!r}")
         if not isinstance(generator, nn.Module):
@@ -165,6 +169,15 @@ class StyleGANAdapter(Adapter):
             w_avg = w_avg.to(ws.dtype)
             ws = torch.cat([w_avg + self.truncation_psi * (ws[:, :cut] - w_avg), ws[:, cut:]], dim=1)
         return ws
+
+    def _noise_of(self, out: Any) -> dict[str, torch.Tensor]:
+        # A z-space encoder: one z [N, z_dim] for every (tied) group, or a dict of them.
+        if isinstance(out, Mapping):
+            return dict(out)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"the encoder must return z [N, z_dim] (z space, not W or W+), got {got}")
+        return {name: out.float() for name in self.latent_spec.names}
 
     def _decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None) -> torch.Tensor:
         n = next(iter(latents.values())).shape[0]
