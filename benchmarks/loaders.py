@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from mlvgm_data.cli import main
+from mlvgm_data.apps.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", *sys.argv[1:]]))

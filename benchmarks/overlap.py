@@ -17,7 +17,7 @@ import itertools
 
 import torch
 
-from mlvgm_data.bench import (machine_info, rate_dict, round_ratios, training_bench_setup, training_markdown,
+from mlvgm_data.apps.bench import (machine_info, rate_dict, round_ratios, training_bench_setup, training_markdown,
                               training_rates, write_training_bench_json)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from mlvgm_data.bench import (compiled_vs_eager, machine_info, pipe_vs_bare, rate_dict, round_ratios, training_bench_setup,
+from mlvgm_data.apps.bench import (compiled_vs_eager, machine_info, pipe_vs_bare, rate_dict, round_ratios, training_bench_setup,
                               training_markdown,
                               training_rates, write_training_bench_json)
 

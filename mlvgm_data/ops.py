@@ -17,19 +17,25 @@ import torch
 
 from ._checks import U32 as _U32
 from ._checks import check_device, check_int
-from ._op_anchors import GivenAnchors, given_anchors
+from ._op_anchors import given_anchors
 from .latents import LatentSpec
+from .philox import (
+    DOMAIN_ANCHOR,
+    DOMAIN_AUGMENT,
+    DOMAIN_CLASS,
+    DOMAIN_DATA,
+    DOMAIN_VIEW,
+    erf_c,
+    resample_reference_into,
+    row_words,
+    unit_uniform,
+)
 from .policy import Keep, Perturb, Resample, ViewPolicy
 
-DOMAIN_ANCHOR = 0
-DOMAIN_VIEW = 1
-DOMAIN_AUGMENT = 2
-DOMAIN_DATA = 3
-DOMAIN_CLASS = 4
-"""Counter domains: anchors, view noise, augmentation parameters, procedural data (Shapes),
-class labels of class-conditional generators; 5–15 are free for users."""
+__all__ = ["DOMAIN_ANCHOR", "DOMAIN_AUGMENT", "DOMAIN_CLASS", "DOMAIN_DATA", "DOMAIN_VIEW", "has_native", "resample",
+           "resample_reference", "uniform", "uniform_reference"]
 
-_MASK = 0xFFFFFFFF
+
 _KIND = {Keep: 0, Perturb: 1, Resample: 2}
 
 
@@ -91,6 +97,24 @@ def _sample_ids(
     return ids.to(device).contiguous()
 
 
+def _output_buffer(out: torch.Tensor | None, device: torch.device | str | None, total: int) -> torch.Tensor:
+    """``out`` checked (a contiguous float32 buffer of ``total`` values on ``device``), or a new one."""
+    if out is None:
+        return torch.empty(total, dtype=torch.float32, device=_device(device))
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"out must be a tensor, got {type(out).__name__}")
+    dev = out.device
+    _not_meta(dev, "out")
+    want = None if device is None else _device(device)
+    if want is not None and (want.type != dev.type or want.index not in (None, dev.index)):
+        raise ValueError(f"out is on {dev} but device={str(device)!r}")
+    if out.dtype != torch.float32 or not out.is_contiguous() or out.numel() != total:
+        raise ValueError(f"out must be a contiguous float32 tensor of {total} elements")
+    if out.requires_grad:
+        raise ValueError("out must not require grad (the op writes it in place)")
+    return out
+
+
 def _device(device: torch.device | str | None) -> torch.device:
     dev = torch.device("cpu") if device is None else check_device(device)
     _not_meta(dev, "device")
@@ -101,11 +125,6 @@ def _not_meta(dev: torch.device, name: str) -> None:
     if dev.type == "meta":
         raise ValueError(f"{name} is on the meta device, which holds no values: the op writes numbers (use 'cpu' "
                          "or 'cuda')")
-
-
-def _erf_c(trunc: float | None) -> float:
-    """Truncation at ±t by inverse CDF scales the uniform by c = erf(t / √2)."""
-    return 1.0 if trunc is None else math.erf(trunc / math.sqrt(2.0))
 
 
 class _Layout(NamedTuple):
@@ -128,14 +147,14 @@ def _layout(spec: LatentSpec, rules: tuple[tuple[str, Keep | Perturb | Resample]
     starts = tuple(num_views * batch_size * off for off in spec.offsets)
     meta: list[int] = []
     params: list[float] = []
-    c_anchor = _erf_c(anchor_trunc)
+    c_anchor = erf_c(anchor_trunc)
     for i, g in enumerate(spec):
         rule = by_name.get(g.name, Keep())
         mu = rule.mu if isinstance(rule, Perturb) else 0.0
         sigma = rule.sigma if isinstance(rule, Perturb) else 0.0
         trunc = None if isinstance(rule, Keep) else rule.trunc
         meta += [g.numel, spec.anchor_slots[i], i, _KIND[type(rule)], starts[i]]
-        params += [mu, sigma, _erf_c(trunc), c_anchor]
+        params += [mu, sigma, erf_c(trunc), c_anchor]
     shapes = tuple((num_views, batch_size, *g.shape) for g in spec)
     strides = tuple(tuple(math.prod(shape[d + 1:]) for d in range(len(shape))) for shape in shapes)
     return _Layout(tuple(meta), tuple(params), starts, shapes, strides)
@@ -207,22 +226,8 @@ def resample(
     """
     _check_resample(spec, policy, batch_size, num_views, seed, step, stream)
     batch_size, num_views, seed, step, stream = (int(v) for v in (batch_size, num_views, seed, step, stream))
-    total = spec.numel * batch_size * num_views
-    if out is None:
-        dev = _device(device)
-        out = torch.empty(total, dtype=torch.float32, device=dev)
-    else:
-        if not isinstance(out, torch.Tensor):
-            raise ValueError(f"out must be a tensor, got {type(out).__name__}")
-        dev = out.device
-        _not_meta(dev, "out")
-        want = None if device is None else _device(device)
-        if want is not None and (want.type != dev.type or want.index not in (None, dev.index)):
-            raise ValueError(f"out is on {dev} but device={str(device)!r}")
-        if out.dtype != torch.float32 or not out.is_contiguous() or out.numel() != total:
-            raise ValueError(f"out must be a contiguous float32 tensor of {total} elements")
-        if out.requires_grad:
-            raise ValueError("out must not require grad (the op writes it in place)")
+    out = _output_buffer(out, device, spec.numel * batch_size * num_views)
+    dev = out.device
     ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
     given = None if anchors is None else given_anchors(spec, anchors, batch_size, out, check_anchors)
     layout = _layout_of(spec, policy, batch_size, num_views)
@@ -232,7 +237,7 @@ def resample(
         torch.ops.mlvgm_data.resample_(out, ids, layout.meta, layout.params, batch_size, num_views,
                                        policy.include_anchor, seed, stream, step, sample_offset, *(given or ()))
     else:
-        _resample_reference_into(views, spec, policy, batch_size, num_views, seed, step, stream, sample_offset,
+        resample_reference_into(views, spec, policy, batch_size, num_views, seed, step, stream, sample_offset,
                                  ids, given)
     return views
 
@@ -259,7 +264,7 @@ def resample_reference(
     out = torch.empty(spec.numel * batch_size * num_views, dtype=torch.float32, device=dev)
     given = None if anchors is None else given_anchors(spec, anchors, batch_size, out, check_anchors)
     views = _as_views(spec, out, _layout_of(spec, policy, batch_size, num_views))
-    _resample_reference_into(views, spec, policy, batch_size, num_views, seed, step, stream, sample_offset, ids, given)
+    resample_reference_into(views, spec, policy, batch_size, num_views, seed, step, stream, sample_offset, ids, given)
     return views
 
 
@@ -294,7 +299,7 @@ def uniform(
         return out
     if has_native(dev):
         return torch.ops.mlvgm_data.uniform_(out, ids, seed, stream, step, domain, view, slot, sample_offset)
-    return _unit_uniform(_row_words(batch_size, n, seed, stream, step, domain, view, slot, sample_offset, ids, dev))
+    return unit_uniform(row_words(batch_size, n, seed, stream, step, domain, view, slot, sample_offset, ids, dev))
 
 
 def uniform_reference(
@@ -314,137 +319,4 @@ def uniform_reference(
     """``uniform`` in plain PyTorch."""
     dev = _device(device)
     ids = _sample_ids(sample_ids, batch_size, sample_offset, dev)
-    return _unit_uniform(_row_words(batch_size, n, seed, stream, step, domain, view, slot, sample_offset, ids, dev))
-
-
-# --- the reference arithmetic (mirrors csrc/philox.h and csrc/resample.h) ---------------------
-
-_M0, _M1, _W0, _W1 = 0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85
-
-
-def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """High and low 32-bit words of the 64-bit product a·b, in int64 without overflow."""
-    p1 = a * (b & 0xFFFF)  # < 2**48
-    p2 = a * (b >> 16)  # < 2**48
-    s = p1 + ((p2 & 0xFFFF) << 16)
-    return (p2 >> 16) + (s >> 32), s & _MASK
-
-
-def philox4x32_10(
-    counter: Sequence[torch.Tensor | int], key: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Philox4x32-10 on int64 tensors holding uint32 words (broadcasting)."""
-    c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64) for c in counter)
-    k0, k1 = key
-    for _ in range(10):
-        hi0, lo0 = _mulhilo(_M0, c0)
-        hi1, lo1 = _mulhilo(_M1, c2)
-        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
-        k0 = (k0 + _W0) & _MASK
-        k1 = (k1 + _W1) & _MASK
-    return c0, c1, c2, c3
-
-
-def _row_words(
-    batch_size: int, n: int, seed: int, stream: int, step: int, domain: int, view: int, slot: int,
-    sample_offset: int, sample_ids: torch.Tensor | None, device: torch.device,
-) -> torch.Tensor:
-    """``[B, n]`` Philox words: element e of a row is word e // nb of block e % nb."""
-    nb = (n + 3) // 4
-    blocks = torch.arange(nb, dtype=torch.int64, device=device)
-    if sample_ids is None:
-        samples = torch.arange(sample_offset, sample_offset + batch_size, dtype=torch.int64, device=device)
-    else:
-        samples = sample_ids.to(device=device, dtype=torch.int64)
-    w3 = (domain << 28) | ((view & 0xFF) << 20) | (slot & 0xFFFFF)
-    words = philox4x32_10((blocks[None, :], samples[:, None], step, w3), (seed, stream))
-    return torch.stack(words, dim=1).reshape(batch_size, 4 * nb)[:, :n]
-
-
-def _f32(x: float) -> torch.Tensor:
-    return torch.tensor(x, dtype=torch.float32)
-
-
-_TWO_M24 = _f32(5.9604644775390625e-08)
-
-
-def _unit_uniform(words: torch.Tensor) -> torch.Tensor:
-    return (2 * (words >> 9) + 1).to(torch.float32) * _TWO_M24.to(words.device)
-
-
-def _signed_uniform(words: torch.Tensor) -> torch.Tensor:
-    return (2 * (words >> 8) + 1 - (1 << 24)).to(torch.float32) * _TWO_M24.to(words.device)
-
-
-_LOG_POLY = [7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
-             1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1]
-_ERFINV_CENTRAL = [2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087,
-                   -0.00125372503, -0.00417768164, 0.246640727, 1.50140941]
-_ERFINV_TAIL = [-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773,
-                -0.0076224613, 0.00943887047, 1.00167406, 2.83297682]
-
-
-def _log_positive(x: torch.Tensor) -> torch.Tensor:
-    f = lambda v: _f32(v).to(x.device)  # noqa: E731
-    bits = x.view(torch.int32)
-    e = (((bits >> 23) & 0xFF) - 126).to(torch.float32)
-    m = ((bits & 0x007FFFFF) | 0x3F000000).view(torch.float32)
-    low = m < f(0.707106781186547524)
-    e = torch.where(low, e - f(1.0), e)
-    m = torch.where(low, (m + m) - f(1.0), m - f(1.0))
-    z = m * m
-    y = f(_LOG_POLY[0])
-    for c in _LOG_POLY[1:]:
-        y = y * m + f(c)
-    y = (y * m) * z
-    y = y + f(-2.12194440e-4) * e
-    y = y + f(-0.5) * z
-    return (m + y) + f(0.693359375) * e
-
-
-def _erfinv(x: torch.Tensor) -> torch.Tensor:
-    f = lambda v: _f32(v).to(x.device)  # noqa: E731
-    w = -_log_positive((f(1.0) - x) * (f(1.0) + x))
-    a = w - f(2.5)
-    p = f(_ERFINV_CENTRAL[0])
-    for c in _ERFINV_CENTRAL[1:]:
-        p = f(c) + p * a
-    # torch.sqrt of float32 on the CPU is not always correctly rounded; via float64 it is.
-    b = torch.sqrt(w.double()).float() - f(3.0)
-    q = f(_ERFINV_TAIL[0])
-    for c in _ERFINV_TAIL[1:]:
-        q = f(c) + q * b
-    return torch.where(w < f(5.0), p, q) * x
-
-
-def _truncated_normal(words: torch.Tensor, c: float) -> torch.Tensor:
-    v = _signed_uniform(words)
-    return _f32(1.41421356237309505).to(v.device) * _erfinv(_f32(c).to(v.device) * v)
-
-
-def _resample_reference_into(
-    views: dict[str, torch.Tensor], spec: LatentSpec, policy: ViewPolicy, batch_size: int, num_views: int,
-    seed: int, step: int, stream: int, sample_offset: int, sample_ids: torch.Tensor | None,
-    given: GivenAnchors | None,
-) -> None:
-    """Fills ``views`` (:func:`_as_views` of the output buffer) with the reference arithmetic."""
-    dev = views[spec.groups[0].name].device
-    c_anchor = _erf_c(policy.anchor_trunc)
-    for i, g in enumerate(spec):
-        rule = policy.rule(g.name)
-        common = (batch_size, g.numel, seed, stream, step)
-        at = -1 if given is None else given.index[i]  # its given anchor, -1: drawn
-        anchor = given.tensors[at].view(batch_size, g.numel) if at >= 0 else _truncated_normal(
-            _row_words(*common, DOMAIN_ANCHOR, 0, spec.anchor_slots[i], sample_offset, sample_ids, dev), c_anchor)
-        dst = views[g.name].view(num_views, batch_size, g.numel)
-        for v in range(num_views):
-            if (policy.include_anchor and v == 0) or isinstance(rule, Keep):
-                dst[v] = anchor
-                continue
-            z = _truncated_normal(
-                _row_words(*common, DOMAIN_VIEW, v, i, sample_offset, sample_ids, dev), _erf_c(rule.trunc)
-            )
-            if isinstance(rule, Resample):
-                dst[v] = z
-            else:
-                dst[v] = anchor + (_f32(rule.mu).to(dev) + _f32(rule.sigma).to(dev) * z)
+    return unit_uniform(row_words(batch_size, n, seed, stream, step, domain, view, slot, sample_offset, ids, dev))

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from mlvgm_data import Keep, LatentGroup, LatentSpec, Perturb, ViewPolicy, bench
+from mlvgm_data import Keep, LatentGroup, LatentSpec, Perturb, ViewPolicy
+from mlvgm_data.apps import bench
 from mlvgm_data.augment import simclr
-from mlvgm_data.commands import bench as bench_cmd
+from mlvgm_data.apps.commands import bench as bench_cmd
 
 from helpers import TinyGenerator, tiny_generator, write_split
 
@@ -238,7 +239,7 @@ def test_small_resnet_simclr_step_learns():
 
 
 def test_training_bench_setup_fills_quick_defaults_and_extra_options(monkeypatch):
-    from mlvgm_data.bench import training_bench_setup
+    from mlvgm_data.apps.bench import training_bench_setup
 
     monkeypatch.setattr("sys.argv", ["x", "--generator", "untrained", "--quick", "--research", "--repeats", "7"])
     args, gen, policy, note = training_bench_setup(
@@ -253,7 +254,7 @@ def test_training_bench_setup_fills_quick_defaults_and_extra_options(monkeypatch
 def test_write_training_bench_json(tmp_path):
     from types import SimpleNamespace
 
-    from mlvgm_data.bench import FEED_NAMES, write_training_bench_json
+    from mlvgm_data.apps.bench import FEED_NAMES, write_training_bench_json
 
     path = tmp_path / "out.json"
     args = SimpleNamespace(json=str(path), generator="untrained", batch_size=8, channels_last=False)
@@ -283,7 +284,7 @@ def test_fashion_bench_rows_on_tiny_files(tmp_path, monkeypatch):
 def test_torchvision_root_holds_all_four_unpacked_files(tmp_path, monkeypatch):
     # torchvision's FashionMNIST looks for the four unpacked IDX files in ROOT/FashionMNIST/raw,
     # whichever split it loads; with only the train pair it says "Dataset not found".
-    from mlvgm_data.bench import fashion as bench_fashion
+    from mlvgm_data.apps.bench import fashion as bench_fashion
     from mlvgm_data.data import find_fashion_mnist
 
     write_split(tmp_path / "fm", n=6, train=True)

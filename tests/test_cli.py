@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlvgm_data.cli import COMMANDS, main
+from mlvgm_data.apps.cli import COMMANDS, main
 from mlvgm_data.generators import save_generator
 from mlvgm_data.models.hvae import build, make_config
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from helpers import write_split
-from mlvgm_data.cli import main
+from mlvgm_data.apps.cli import main
 from mlvgm_data.data import fashion_mnist as fm
-from mlvgm_data.models import fashion_classifier as fc
+from mlvgm_data.apps.classifiers import fashion as fq
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--channels", "8,8,8", "--blocks", "1,0,0", "--enc-channels", "4,4,8,8", "--groups", "z1:4:1,z2:2:4",
@@ -38,14 +38,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(fm.ENV_VAR, str(data))
         mp.setattr(fm, "DEBIAN_PATH", data / "no-debian")
-        fc._real_features.cache_clear()
+        fq._real_features.cache_clear()
         for seed in (0, 1):
             run = tmp_path_factory.mktemp(f"seed{seed}") / "run"
             assert main(["train", "--model", "hvae", *TINY, "--seed", str(seed), "--out", str(run)]) == 0
             assert main(["mi", str(run), "--samples", "128", "--steps", "3", "--no-progress", "--encoder-data",
                          "fashion-mnist", "--encoder-samples", "12", "--json", str(run / "mi.json")]) == 0
             out.append(run)
-        fc._real_features.cache_clear()
+        fq._real_features.cache_clear()
     return out
 
 

@@ -32,7 +32,7 @@ from torchdata.nodes import Loader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from mlvgm_data import GeneratedViews, Perturb, ViewPairPipe, ViewPolicy, ops
-from mlvgm_data.cli import main
+from mlvgm_data.apps.cli import main
 from mlvgm_data.generators import builtin_names, load_generator
 from mlvgm_data.mi import analyze
 from mlvgm_data.nodes import ViewPairNode

@@ -22,7 +22,7 @@ from PIL import Image
 import mlvgm_data.export as export_module
 from mlvgm_data import ViewPairPipe, load_generator
 from mlvgm_data.augment import preset
-from mlvgm_data.cli import main
+from mlvgm_data.apps.cli import main
 from mlvgm_data.export import MANIFEST, encode_png, export_shards, read_sample, resolve_rank, shard_urls
 from mlvgm_data.generators import recommended_policy
 from mlvgm_data.generators.fingerprint import fingerprint
@@ -152,7 +152,7 @@ def killer(*args, **kwargs):
     return real(*args, **kwargs)
 e._write_chunk = killer
 from mlvgm_data.augment import preset
-from mlvgm_data.cli import main
+from mlvgm_data.apps.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -185,7 +185,7 @@ def test_two_ranks_split_the_shards_and_equal_one_rank(shapes, reference: Path, 
 def test_torchrun_ranks_write_their_own_shards(reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "mlvgm_data.cli", "export", "builtin:shapes", "--samples", "10", "--out", str(out), "--seed", "5",
+           "mlvgm_data.apps.cli", "export", "builtin:shapes", "--samples", "10", "--out", str(out), "--seed", "5",
            "--batch-size", "3", "--shard-size", "4", "--json", "-"]
     run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})

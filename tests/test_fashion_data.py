@@ -13,7 +13,7 @@ import torch
 from helpers import idx_bytes, write_split
 from mlvgm_data.data import FashionMNIST, fashion_mnist_tensors, find_fashion_mnist, read_idx
 from mlvgm_data.data import fashion_mnist as fm
-from mlvgm_data.models import common
+from mlvgm_data.apps.train import common
 
 REAL = all((fm.DEBIAN_PATH / f"{s}.gz").exists() for pair in fm.FILES.values() for s in pair)
 real_data = pytest.mark.skipif(not REAL, reason=f"Fashion-MNIST not installed in {fm.DEBIAN_PATH} "

@@ -13,9 +13,12 @@ from helpers import write_split
 from mlvgm_data.data import fashion_mnist as fm
 from mlvgm_data.generators import MLVGM, load_generator
 from mlvgm_data.latents import LatentGroup, LatentSpec
-from mlvgm_data.models import common, hvae_train
+from mlvgm_data.apps.classifiers import fashion as fq
+from mlvgm_data.apps.train import common
+from mlvgm_data.apps.train import hvae as hvae_train
 from mlvgm_data.models import fashion_classifier as fc
-from mlvgm_data.models.common import save_width_model
+from mlvgm_data.apps.train.common import save_width_model
+from mlvgm_data.models.assets import load_width_model
 from mlvgm_data.models.hvae import HierarchicalVAE, make_config
 
 TINY = {"channels": [16, 8, 8], "blocks": [1, 1, 0], "enc_channels": [4, 8, 8, 16],
@@ -31,9 +34,9 @@ def fashion_files(tmp_path, monkeypatch):
     write_split(tmp_path / "data", n=5, train=False, seed=2)
     monkeypatch.setenv(fm.ENV_VAR, str(tmp_path / "data"))
     monkeypatch.setattr(fm, "DEBIAN_PATH", tmp_path / "no-debian")
-    fc._real_features.cache_clear()
+    fq._real_features.cache_clear()
     yield tmp_path / "data"
-    fc._real_features.cache_clear()
+    fq._real_features.cache_clear()
 
 
 def test_grey_hvae_decodes_encodes_and_trains():
@@ -98,7 +101,7 @@ def test_posterior_probe_on_the_means_of_every_group(fashion_files, tmp_path):
 
 
 def test_train_command_accepts_data_fashion_mnist(fashion_files, tmp_path, capsys):
-    from mlvgm_data.cli import main
+    from mlvgm_data.apps.cli import main
 
     argv = ["train", "--model", "hvae", "--data", "fashion-mnist", "--steps", "1", "--out", str(tmp_path / "run")]
     for k, v in TINY_TRAIN.items():
@@ -134,12 +137,12 @@ def test_frechet_distance_matches_the_closed_form():
     b = torch.randn(300, 5, generator=g, dtype=torch.float64) * 2 + 1
     ca, cb = np.cov(a.numpy().T), np.cov(b.numpy().T)
     expected = float(((a.mean(0) - b.mean(0)) ** 2).sum()) + np.trace(ca + cb - 2 * linalg.sqrtm(ca @ cb).real)
-    assert fc.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
-    assert fc.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    assert fq.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert fq.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
     with pytest.raises(ValueError, match="two \\[N, D\\] feature sets"):
-        fc.frechet_distance(a, b[:, :4])
+        fq.frechet_distance(a, b[:, :4])
     with pytest.raises(ValueError, match="N >= 2"):
-        fc.frechet_distance(a[:1], b)
+        fq.frechet_distance(a[:1], b)
 
 
 def test_classifier_crops_the_padding_and_checks_shapes():
@@ -156,7 +159,7 @@ def test_classifier_crops_the_padding_and_checks_shapes():
 
 
 def test_training_scoring_and_the_score_command(fashion_files, tmp_path, monkeypatch):
-    model, meta = fc.train_classifier(epochs=1, batch_size=4, width=4)
+    model, meta = fq.train_classifier(epochs=1, batch_size=4, width=4)
     assert meta["test_images"] == 5 and 0.0 <= meta["test_accuracy"] <= 1.0 and meta["steps"] == 3
     stem = tmp_path / "clf"
     save_width_model(model, stem, meta)
@@ -165,20 +168,20 @@ def test_training_scoring_and_the_score_command(fashion_files, tmp_path, monkeyp
     assert torch.equal(fc.classify(x, loaded)[0], fc.classify(x, model)[0])
     monkeypatch.setattr(fc, "_shipped", lambda: loaded)
     real = fm.FashionMNIST(train=False, pad_to=32).batch(range(5))[0]
-    quality = fc.sample_quality(Replay(real), n=40, seed=0)
+    quality = fq.sample_quality(Replay(real), n=40, seed=0)
     assert quality["n"] == 40 and sum(quality["class_counts"].values()) == 40
     assert set(quality["class_fractions"]) == set(fm.CLASS_NAMES) and 0 < quality["mean_confidence"] <= 1
-    assert quality["frechet_distance"] >= 0 and fc.quality_floor(4) >= 0
-    assert quality == fc.sample_quality(Replay(real), n=40, seed=0)  # deterministic given the seed
-    assert "frechet_distance" not in fc.sample_quality(Replay(real), n=3, frechet=False)
+    assert quality["frechet_distance"] >= 0 and fq.quality_floor(4) >= 0
+    assert quality == fq.sample_quality(Replay(real), n=40, seed=0)  # deterministic given the seed
+    assert "frechet_distance" not in fq.sample_quality(Replay(real), n=3, frechet=False)
     with pytest.raises(ValueError, match="n must be an int >= 1"):
-        fc.sample_quality(Replay(real), n=0)
+        fq.sample_quality(Replay(real), n=0)
 
     import mlvgm_data.generators as generators
 
     monkeypatch.setattr(generators, "load_generator", lambda name: Replay(real))
     out = tmp_path / "q.json"
-    result = fc.main(["score", "fake", "--n", "20", "--json", str(out)])
+    result = fq.main(["score", "fake", "--n", "20", "--json", str(out)])
     assert json.loads(out.read_text())["n"] == 20 and result["frechet_vs_floor"] >= 0
 
 
@@ -190,12 +193,12 @@ def test_classifier_file_errors(tmp_path):
         fc.load_classifier(tmp_path / "c")
     assert not fc.classifier_available(tmp_path / "none") and fc.classifier_available(tmp_path / "c")
     save_width_model(fc.FashionClassifier(8), tmp_path / "ok", {"width": 8})
-    loaded = common.load_width_model(fc.FashionClassifier, tmp_path / "ok")  # the helper both classifiers use
+    loaded = load_width_model(fc.FashionClassifier, tmp_path / "ok")  # the helper both classifiers use
     assert isinstance(loaded, fc.FashionClassifier) and not loaded.training
 
 
 def test_mi_encoder_data_fashion_mnist_reads_the_test_split(fashion_files, tmp_path, capsys, one_thread):
-    from mlvgm_data.cli import main
+    from mlvgm_data.apps.cli import main
     from mlvgm_data.generators import save_generator
 
     torch.manual_seed(0)
@@ -225,7 +228,7 @@ def test_the_shipped_fashion_generator_is_unconditional_grey_and_draws_every_cla
     gen = load_generator("builtin:fashion")
     assert gen.num_classes is None and gen.image_shape == (1, 32, 32) and len(gen.latent_spec) >= 3
     assert gen.config["image_channels"] == 1 and gen.config["num_classes"] == 0  # no labels anywhere
-    quality = fc.score_images(prior_samples(gen, 300, seed=0))
+    quality = fq.score_images(prior_samples(gen, 300, seed=0))
     assert quality["mean_confidence"] > 0.75
     assert 0.03 < quality["min_fraction"] and quality["max_fraction"] < 0.25
     policy = recommended_policy("builtin:fashion")

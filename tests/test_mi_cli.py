@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mlvgm_data import LatentGroup, LatentSpec, ViewPolicy
-from mlvgm_data.cli import build_parser, main
+from mlvgm_data.apps.cli import build_parser, main
 from mlvgm_data.generators import MLVGM, recommended_policy
 from mlvgm_data.generators.registry import register_family, save_generator
 

@@ -133,7 +133,7 @@ def test_a_factory_without_a_stored_policy_says_how_to_measure_one(tmp_path, mon
 
 
 def test_save_policy_refuses_to_shadow_a_larger_budget_unless_forced(tmp_path, monkeypatch, capsys) -> None:
-    from mlvgm_data.cli import main
+    from mlvgm_data.apps.cli import main
     from mlvgm_data.generators.registry import user_policy_path
 
     monkeypatch.setenv("MLVGM_CONFIG", str(tmp_path))

@@ -8,15 +8,9 @@ import torch
 from mlvgm_data import Resample, ViewPolicy, ops
 from mlvgm_data.data import FACTOR_NAMES
 from mlvgm_data.generators import MLVGMProtocol, load_generator, save_generator
-from mlvgm_data.models import common
-from mlvgm_data.models.mlvae import (
-    MLVAE,
-    FolderGroups,
-    ShapesGroups,
-    check_config,
-    kl_standard_normal,
-    product_of_gaussians,
-)
+from mlvgm_data.apps.train import common
+from mlvgm_data.apps.train.mlvae import FolderGroups, ShapesGroups
+from mlvgm_data.models.mlvae import MLVAE, check_config, kl_standard_normal, product_of_gaussians
 
 TINY = {"resolution": 16, "content_dim": 4, "style_dim": 3, "width": 8}
 

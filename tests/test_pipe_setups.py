@@ -149,7 +149,7 @@ def test_solo_learn_format_natively() -> None:
 # --- generators ------------------------------------------------------------------------------------
 
 def test_one_argument_decode_generators_work_everywhere(tmp_path) -> None:
-    from mlvgm_data.bench import bare_loop
+    from mlvgm_data.apps.bench import bare_loop
     from mlvgm_data.mi import analyze
     from mlvgm_data.apps.viz import save_view_grid
 

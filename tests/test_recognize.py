@@ -9,10 +9,11 @@ from mlvgm_data.data import SHAPE_NAMES, Shapes
 from mlvgm_data.data.shapes import render_factors
 from mlvgm_data.generators import MLVGM
 from mlvgm_data.latents import LatentGroup, LatentSpec
-from mlvgm_data.models import recognize
-from mlvgm_data.models.common import save_width_model
+from mlvgm_data.apps.classifiers import shapes as recognize
+from mlvgm_data.models import shapes_classifier
+from mlvgm_data.apps.train.common import save_width_model
 
-needs_classifier = pytest.mark.skipif(not recognize.classifier_available(), reason="classifier asset not built")
+needs_classifier = pytest.mark.skipif(not shapes_classifier.classifier_available(), reason="classifier asset not built")
 
 
 class RealShapes(MLVGM):
@@ -47,9 +48,9 @@ class Grey(MLVGM):
 @needs_classifier
 def test_shipped_classifier_is_accurate_on_held_out_shapes():
     x, y, _ = Shapes(600, seed=12345).render(range(600))
-    probs = recognize.classify(x)
+    probs = shapes_classifier.classify(x)
     assert float((probs.argmax(1) == y).float().mean()) >= 0.97
-    meta = __import__("json").loads(recognize.CLASSIFIER_STEM.with_suffix(".json").read_text())
+    meta = __import__("json").loads(shapes_classifier.CLASSIFIER_STEM.with_suffix(".json").read_text())
     assert meta["held_out_accuracy"] >= 0.98
 
 
@@ -86,13 +87,13 @@ def test_classifier_training_runs_and_round_trips(tmp_path):
     model, meta = recognize.train_classifier(steps=3, batch_size=8, width=4, eval_images=50)
     assert 0.0 <= meta["held_out_accuracy"] <= 1.0 and meta["steps"] == 3
     save_width_model(model, tmp_path / "clf", meta)
-    loaded = recognize.load_classifier(tmp_path / "clf")
+    loaded = shapes_classifier.load_classifier(tmp_path / "clf")
     x = Shapes(8).render(range(8))[0]
-    assert torch.allclose(recognize.classify(x, loaded), recognize.classify(x, model))
+    assert torch.allclose(shapes_classifier.classify(x, loaded), shapes_classifier.classify(x, model))
 
 
 def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="n must be"):
         recognize.recognizability(Grey(), n=0)
     with pytest.raises(FileNotFoundError):
-        recognize.load_classifier(tmp_path / "missing")
+        shapes_classifier.load_classifier(tmp_path / "missing")

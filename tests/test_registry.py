@@ -121,7 +121,7 @@ def test_builtin_shapes_loads_decodes_and_has_a_policy():
 
 
 def test_builtin_shapes_prior_samples_are_recognisable():
-    from mlvgm_data.models import recognize
+    from mlvgm_data.apps.classifiers import shapes as recognize
 
     # Guards the shipped asset against a regression: these 300 seeded samples score 0.918 with
     # classes 12.7–20.7 % (the README's 0.906 is on 2,000); the margin allows other CPUs' rounding.
@@ -131,7 +131,7 @@ def test_builtin_shapes_prior_samples_are_recognisable():
 
 
 def test_builtin_shapes_stylegan_draws_every_class():
-    from mlvgm_data.models import recognize
+    from mlvgm_data.apps.classifiers import shapes as recognize
 
     from mlvgm_data import recommended_policy
 

@@ -8,16 +8,9 @@ import pytest
 import torch
 
 from mlvgm_data.generators import MLVGMProtocol, StyleGANAdapter, load_generator, save_generator
-from mlvgm_data.models import common
-from mlvgm_data.models.stylegan import (
-    Discriminator,
-    StyleGANGenerator,
-    check_config,
-    classwise_std,
-    discriminator_step,
-    generator_step,
-    update_ema,
-)
+from mlvgm_data.apps.train import common
+from mlvgm_data.apps.train.stylegan import Discriminator, classwise_std, discriminator_step, generator_step, update_ema
+from mlvgm_data.models.stylegan import StyleGANGenerator, check_config
 
 TINY = {"resolution": 16, "z_dim": 8, "w_dim": 8, "mapping_layers": 2, "channel_base": 64, "channel_max": 16}
 

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from mlvgm_data.commands import train as train_cmd
+from mlvgm_data.apps.commands import train as train_cmd
 from mlvgm_data.generators import load_generator
-from mlvgm_data.models import common
+from mlvgm_data.apps.train import common
 
 TINY = ["--channels", "8,8,8", "--blocks", "1,0,0", "--enc-channels", "4,4,8,8",
         "--groups", "z1:4:1,z2:2:4", "--kl-weights", "1,1", "--batch-size", "4", "--eval-images", "8",
@@ -138,7 +138,7 @@ def test_bad_input(tmp_path):
 
 
 def test_hvae_kl_weights_default_to_one_for_the_top_group_and_five_below():
-    from mlvgm_data.models.hvae_train import kl_weights
+    from mlvgm_data.apps.train.hvae import kl_weights
 
     assert kl_weights(None, 3) == [1.0, 5.0, 5.0]
     assert kl_weights(None, 2) == [1.0, 5.0]

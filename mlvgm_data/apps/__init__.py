@@ -1,6 +1,7 @@
 """The applications built on the library: the command line (``cli``, ``commands``), the
 trainers of the shipped models (``train``), the demo, the loader benchmark (``bench``), the SSL
-methods and evaluation probes (``ssl``, ``scores``) and the image grids (``viz``).
+methods and evaluation probes (``ssl``), the shipped classifiers' training and the scores they
+give (``classifiers``) and the image grids (``viz``).
 
 They live apart from the core (everything else in ``mlvgm_data``) as torchvision keeps its
 training scripts in ``references/`` and lightly its benchmarks outside its package: the core

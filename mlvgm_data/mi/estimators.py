@@ -272,18 +272,19 @@ def ba_multi(
     deadline = None if budget is None else start + budget
     done, truncated = train_critic(model, loss_on, split, steps, batch_size, lr, gen, deadline, progress, desc)
     with torch.no_grad():
-        test = {k: [] for k in ty}
-        for i in range(0, split.test.numel(), 1024):
-            for k, s in scores(split.test[i:i + 1024]).items():
-                test[k].append(s)
-    seconds = time.monotonic() - start
-    out = {}
-    for k in ty:
-        terms = torch.cat(test[k]).double().cpu() - log_jac[k] - refs[k].log_prob(targets[k][split.test].double())
-        low, high = bootstrap_interval(terms, gen)
-        out[k] = MIEstimate(float(terms.mean()), low, high, "ba", n, split.test.numel(), None, refs[k].entropy,
-                            refs[k].source, done, truncated, seconds)
-    return out
+        chunks = [scores(split.test[i:i + 1024]) for i in range(0, split.test.numel(), 1024)]
+    info = dict(n=n, done=done, truncated=truncated, seconds=time.monotonic() - start)
+    return {k: _ba_estimate(torch.cat([c[k] for c in chunks]), targets[k][split.test], log_jac[k], refs[k], gen, **info)
+            for k in ty}
+
+
+def _ba_estimate(scores: torch.Tensor, y_test: torch.Tensor, log_jac: float, ref: object, gen: torch.Generator, *,
+                 n: int, done: int, truncated: bool, seconds: float) -> MIEstimate:
+    """The bound from one head's held-out log-likelihoods: H(y) + E log q(y|x), with its interval."""
+    terms = scores.double().cpu() - log_jac - ref.log_prob(y_test.double())
+    low, high = bootstrap_interval(terms, gen)
+    return MIEstimate(float(terms.mean()), low, high, "ba", n, y_test.shape[0], None, ref.entropy, ref.source, done,
+                      truncated, seconds)
 
 
 def _standardized_targets(targets: Mapping[str, torch.Tensor], train: torch.Tensor, dev: torch.device

@@ -29,7 +29,7 @@ The likelihood is a Gaussian with fixed standard deviation ``sigma`` around the 
 image; ELBO figures are in nats per image.
 
 Why one file (over 450 lines): its blocks, latent skips, encoder and heads exist only for
-:class:`HierarchicalVAE` and share its config checks; the trainer is in ``hvae_train.py``.
+:class:`HierarchicalVAE` and share its config checks; the trainer is in :mod:`mlvgm_data.apps.train.hvae`.
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..augment import ViewAugment, fashion, simclr
-from ..pipe import ViewPairPipe
-from .._io import write_text
-from ..policy import ViewPolicy
-from ..apps.ssl import SmallResNet
+from ...augment import ViewAugment, fashion, simclr
+from ...pipe import ViewPairPipe
+from ..._io import write_text
+from ...policy import ViewPolicy
+from ..ssl import SmallResNet
 from .research import ResearchStep, bare_loop
 from .subjects import bench_generator
 from .timing import Opener, Rate, machine_info, measure_interleaved
@@ -24,7 +24,7 @@ class SimCLRStep:
     """One SimCLR training step (small ResNet + projection head, NT-Xent, SGD) on a view pair."""
 
     def __init__(self, width: int = 16, lr: float = 0.05, seed: int = 0, in_channels: int = 3) -> None:
-        from ..apps.ssl import SimCLR
+        from ..ssl import SimCLR
 
         torch.manual_seed(seed)
         self.model = SimCLR(SmallResNet(width, in_channels))

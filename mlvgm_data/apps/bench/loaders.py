@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from ..augment import ViewAugment, default_blur_kernel, simclr
+from ...augment import ViewAugment, default_blur_kernel, simclr
 
 
 TORCHVISION_INSTALL = ("torchvision is not installed: pip install the torchvision that matches your torch "
@@ -24,7 +24,7 @@ TORCHVISION_INSTALL = ("torchvision is not installed: pip install the torchvisio
 def shapes_folder(root: str | Path, length: int, resolution: int) -> Path:
     """The Shapes JPEG export (``length`` images at ``resolution``²) under ``root``, written once
     and reused (a marker file records what is there)."""
-    from ..data.shapes import export_jpeg
+    from ...data.shapes import export_jpeg
 
     folder = Path(root) / f"shapes{resolution}_{length}"
     marker = folder / ".complete"
@@ -93,7 +93,7 @@ class PilViews(Dataset):
     (parameters from Python's ``random``, which DataLoader seeds per worker)."""
 
     def __init__(self, root: str | Path, size: int, num_views: int = 2) -> None:
-        from ..data.folder import find_images
+        from ...data.folder import find_images
 
         self.paths = find_images(root)
         if not self.paths:
@@ -151,7 +151,7 @@ def dali_folder_pipeline(root: str | Path, size: int, batch_size: int, num_threa
                          gpu: bool = False) -> Any:
     """A built DALI pipeline: file reader → JPEG decode (CPU, or "mixed" on a GPU) → the SimCLR
     ops of ``augment="dali"`` twice; outputs ``(view0, view1)`` CHW float batches."""
-    from ..augment.dali import import_dali, view_ops
+    from ...augment.dali import import_dali, view_ops
 
     dali, fn, _, types = import_dali()
     augment = simclr(size)

@@ -25,10 +25,10 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from ..augment import fashion
-from ..datasets import AugmentedViews
-from .._threads import torch_threads
-from ..pipe import ViewPairPipe
+from ...augment import fashion
+from ...datasets import AugmentedViews
+from ..._threads import torch_threads
+from ...pipe import ViewPairPipe
 from .loaders import TORCHVISION_INSTALL, TwoViews, dali_outputs_to_torch, has_torchvision, pil_simclr_view
 from .subjects import bench_generator
 from .timing import measure, time_loader
@@ -56,7 +56,7 @@ class PilGreyViews(Dataset):
     """Two views of each grey PNG with PIL's ops (the recipe of the ``fashion`` preset)."""
 
     def __init__(self, root: Path, size: int) -> None:
-        from ..data.folder import find_images
+        from ...data.folder import find_images
 
         self.paths = find_images(root)
         self.augment = fashion(size)
@@ -93,7 +93,7 @@ def _loader(ctx: Any, dataset: Dataset, workers: int) -> DataLoader:
 
 def fashion_rows(ctx: Any) -> None:
     """Adds every selected Fashion-MNIST row to ``ctx`` (the bench's row context)."""
-    from ..data import fashion_mnist_tensors, find_fashion_mnist
+    from ...data import fashion_mnist_tensors, find_fashion_mnist
 
     c = ctx.cfg
     images, _ = fashion_mnist_tensors(True, pad_to=RESOLUTION)
@@ -140,7 +140,7 @@ def fashion_rows(ctx: Any) -> None:
             loader = _loader(ctx, ds, workers)
             ctx.add("torchvision", name, time_loader(ctx, loader, workers), res, 1, workers)
         elif key == "dali":
-            from ..augment.dali import INSTALL_HINT, has_dali
+            from ...augment.dali import INSTALL_HINT, has_dali
 
             name = "DALI file reader + PNG decode + ops (CPU)"
             if not has_dali():
@@ -153,7 +153,7 @@ def fashion_rows(ctx: Any) -> None:
 
 
 def _dali_pipeline(folder: Path, augment: Any, batch_size: int, threads: int, seed: int) -> Any:
-    from ..augment.dali import import_dali, view_ops
+    from ...augment.dali import import_dali, view_ops
 
     dali, fn, _, types = import_dali()
     pipe = dali.Pipeline(batch_size=batch_size, num_threads=threads, seed=seed, device_id=None)

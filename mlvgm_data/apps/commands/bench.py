@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._io import write_text
+from ..._io import write_text
 from ..bench import ROWS, BenchConfig, bar_chart, markdown, run_bench
 
 HELP = ("Measure view pairs/s of the pipe, GeneratedViews, PIL, torchvision and DALI loaders and the research "

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .. import ops
+from ... import ops
 
 
 @dataclass

@@ -57,14 +57,14 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .._checks import check_int, check_number
-from .._io import check_output_path, save_torch, write_text
-from ..data.fashion_mnist import SIZE as FASHION_SIZE
-from ..data.fashion_mnist import FashionMNIST
-from ..data.folder import FolderImages
-from ..data.shapes import SHAPE_NAMES, Shapes
-from ..generators.registry import file_sha256, load_state, save_generator
-from ..apps.viz import save_image_grid  # noqa: F401  (re-exported for the trainers)
+from ..._checks import check_int, check_number
+from ..._io import check_output_path, save_torch, write_text
+from ...data.fashion_mnist import SIZE as FASHION_SIZE
+from ...data.fashion_mnist import FashionMNIST
+from ...data.folder import FolderImages
+from ...data.shapes import SHAPE_NAMES, Shapes
+from ...generators.registry import file_sha256, load_state, save_generator
+from ..viz import save_image_grid  # noqa: F401  (re-exported for the trainers)
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "data": "shapes",
@@ -171,27 +171,6 @@ class FashionSource(ImageSource):
 
 
 DATA_CHOICES = "'shapes', 'fashion-mnist' or a folder of images"
-
-
-def asset_available(stem: Path) -> bool:
-    """Whether a saved model's ``STEM.pt`` and ``STEM.json`` both exist."""
-    return stem.with_suffix(".pt").exists() and stem.with_suffix(".json").exists()
-
-
-def load_width_model(cls: Callable[[int], nn.Module], stem: str | Path) -> nn.Module:
-    """A classifier saved as ``STEM.pt`` + ``STEM.json`` (``{"width": w, ...}``): built as
-    ``cls(width)``, its weights loaded weights-only, in eval mode."""
-    stem = Path(stem)
-    try:
-        meta = json.loads(stem.with_suffix(".json").read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"classifier config {stem.with_suffix('.json')} not found") from None
-    model = cls(int(meta["width"]))
-    try:
-        model.load_state_dict(load_state(stem.with_suffix(".pt"), meta.get("weights_sha256")))
-    except RuntimeError as e:
-        raise ValueError(f"{stem}.pt does not match its config: {e}") from None
-    return model.eval()
 
 
 def save_width_model(model: nn.Module, stem: str | Path, meta: dict) -> None:
@@ -435,8 +414,8 @@ class Trainer:
         return out
 
 
-TRAINER_MODULES = {"hvae": "mlvgm_data.models.hvae_train", "stylegan": "mlvgm_data.models.stylegan",
-                   "mlvae": "mlvgm_data.models.mlvae"}
+TRAINER_MODULES = {"hvae": "mlvgm_data.apps.train.hvae", "stylegan": "mlvgm_data.apps.train.stylegan",
+                   "mlvae": "mlvgm_data.apps.train.mlvae"}
 """The built-in trainers: each module's ``TRAINER``, imported when the trainers are listed."""
 _TRAINERS: dict[str, Trainer] = {}
 

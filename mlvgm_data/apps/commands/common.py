@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..generators import load_generator, recommended_policy
-from ..generators.base import check_generator
-from ..generators.registry import is_factory_name
-from ..policy import Perturb, ViewPolicy
+from ...generators import load_generator, recommended_policy
+from ...generators.base import check_generator
+from ...generators.registry import is_factory_name
+from ...policy import Perturb, ViewPolicy
 
 GENERATOR_HELP = ("builtin:NAME, a saved generator's PATH, or module:factory (a zero-argument callable returning "
                   "the generator, imported from the current folder or the installed packages)")

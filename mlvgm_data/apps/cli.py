@@ -14,20 +14,20 @@ import json
 import sys
 import traceback
 
-from ._io import check_output_path, write_text
+from .._io import check_output_path, write_text
 
 COMMANDS = {
-    "demo": "mlvgm_data.commands.demo",
-    "views": "mlvgm_data.commands.views",
-    "mi": "mlvgm_data.commands.mi",
-    "bench": "mlvgm_data.commands.bench",
-    "train": "mlvgm_data.commands.train",
-    "export": "mlvgm_data.commands.export",
+    "demo": "mlvgm_data.apps.commands.demo",
+    "views": "mlvgm_data.apps.commands.views",
+    "mi": "mlvgm_data.apps.commands.mi",
+    "bench": "mlvgm_data.apps.commands.bench",
+    "train": "mlvgm_data.apps.commands.train",
+    "export": "mlvgm_data.apps.commands.export",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(prog="mlvgm-data", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mlvgm-data {__version__}")

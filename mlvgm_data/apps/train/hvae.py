@@ -11,9 +11,9 @@ import math
 import torch
 from torch import nn
 
-from .._io import open_append
+from ..._io import open_append
 from . import common
-from .hvae import HierarchicalVAE, make_config
+from ...models.hvae import HierarchicalVAE, make_config
 
 RESOLUTION_DEFAULTS = {
     32: {"channels": [48, 32, 24], "blocks": [1, 1, 1], "point_blocks": [0, 0, 1], "enc_channels": [16, 32, 48, 64]},
@@ -142,7 +142,7 @@ def posterior_probe(model: HierarchicalVAE, train_images: torch.Tensor, train_la
     """Held-out accuracy of linear probes on the posterior means (Dieng et al.'s Skip-VAE
     measure): fitted on the train images, scored on the test images; ``"all"`` uses every group's
     means together, each group name its own alone."""
-    from ..apps.ssl import linear_probe
+    from ..ssl import linear_probe
 
     train, test = posterior_means(model, train_images), posterior_means(model, test_images)
     sets = {"all": (torch.cat(list(train.values()), 1), torch.cat(list(test.values()), 1)),
@@ -273,19 +273,21 @@ def train_hvae(opts) -> dict:
         eps = {g.name: torch.randn(n, *g.shape) for g in ema.latent_spec}
         save_image_grid(ema.decode(eps, classes), out_dir(opts) / "samples.png", nrow=8)
     if opts.data == "shapes":
-        from . import recognize
+        from ...models.shapes_classifier import classifier_available
+        from ..classifiers.shapes import recognizability
 
-        if recognize.classifier_available():
-            summary["recognizability"] = recognize.recognizability(ema, n=2000, seed=opts.seed)
+        if classifier_available():
+            summary["recognizability"] = recognizability(ema, n=2000, seed=opts.seed)
     if opts.probe:
         train_x, train_y = real_images(opts.data, opts.resolution, train=True)
         test_x, test_y = real_images(opts.data, opts.resolution, train=False)
         summary["probe_accuracy"] = posterior_probe(ema, train_x, train_y, test_x, test_y)
     if opts.data == "fashion-mnist":
-        from . import fashion_classifier
+        from ...models.fashion_classifier import classifier_available
+        from ..classifiers.fashion import sample_quality
 
-        if fashion_classifier.classifier_available():
-            summary["quality"] = fashion_classifier.sample_quality(ema, n=2000, seed=opts.seed)
+        if classifier_available():
+            summary["quality"] = sample_quality(ema, n=2000, seed=opts.seed)
     return save_outputs(ema, opts, "hvae", cfg, summary)
 
 

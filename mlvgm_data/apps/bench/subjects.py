@@ -7,17 +7,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import ops
-from ..generators import load_generator, recommended_policy
-from ..generators.base import checked_decode, draw_classes
-from ..policy import Perturb, ViewPolicy
+from ... import ops
+from ...generators import load_generator, recommended_policy
+from ...generators.base import checked_decode, draw_classes
+from ...policy import Perturb, ViewPolicy
 
 
 def fresh_hvae(resolution: int, channel_scale: float = 1.0, base: dict | None = None) -> nn.Module:
     """A freshly initialised hierarchical VAE (speed does not depend on the weights): ``base``
     (a config, default the trainer's defaults at ``resolution``) with its decoder widths scaled."""
-    from ..models.hvae import DEFAULT_CONFIG, HierarchicalVAE, make_config
-    from ..models.hvae_train import RESOLUTION_DEFAULTS
+    from ...models.hvae import DEFAULT_CONFIG, HierarchicalVAE, make_config
+    from ..train.hvae import RESOLUTION_DEFAULTS
 
     if base is None:
         if resolution not in RESOLUTION_DEFAULTS:

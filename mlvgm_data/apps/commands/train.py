@@ -24,7 +24,7 @@ _TYPES = {"data": str, "out": str, "steps": int, "batch_size": int, "lr": float,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..models.common import COMMON_DEFAULTS, trainers
+    from ..train.common import COMMON_DEFAULTS, trainers
 
     found = trainers()
     parser.add_argument("--model", required=True, choices=sorted(found), help="which model to train")
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from ..models.common import get_trainer, train
+    from ..train.common import get_trainer, train
 
     trainer = get_trainer(args.model)
     known = trainer.option_defaults()

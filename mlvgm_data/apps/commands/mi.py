@@ -9,9 +9,9 @@ from typing import Iterator
 
 import torch
 
-from .._checks import check_int, check_number
-from .._io import check_output_path, write_text
-from ..generators.registry import POLICY_FORMAT, measured_budget, policy_source, read_policy_file, user_policy_path
+from ..._checks import check_int, check_number
+from ..._io import check_output_path, write_text
+from ...generators.registry import POLICY_FORMAT, measured_budget, policy_source, read_policy_file, user_policy_path
 from .common import GENERATOR_HELP, open_generator
 
 HELP = "Measure each latent group's information (I(z_g; x), I(x; x') with g resampled) and recommend a view policy."
@@ -113,7 +113,7 @@ def _image_batches(source: str, resolution: int, n: int, batch: int = 250,
                    channels: int = 3) -> Iterator[torch.Tensor]:
     """Batches of ``n`` real images with the generator's ``channels``; the dataset is opened now,
     so a bad folder or missing files fail early."""
-    from ..data import FashionMNIST, FolderImages, Shapes
+    from ...data import FashionMNIST, FolderImages, Shapes
 
     if source == "shapes":
         shapes = Shapes(n, resolution, seed=ENCODER_SHAPES_SEED)
@@ -139,7 +139,7 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from ..mi import analyze, encoder_metrics
+    from ...mi import analyze, encoder_metrics
 
     generator = open_generator(args.generator, args.device)
     batches = None

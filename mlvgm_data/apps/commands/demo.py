@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..apps.demo import DATA, RUNS, DemoConfig, run_demo
+from ..demo import DATA, RUNS, DemoConfig, run_demo
 
 HELP = ("Train a small encoder with SimCLR (or SimSiam/BYOL) on generated views (MI-recommended policy, "
         "baselines, a fixed generated set) and on real images; compare linear-probe and k-NN accuracy on the "
@@ -51,7 +51,7 @@ def resolve_data(requested: str | None) -> str:
     """``--data``, or fashion-mnist when its files are found, else shapes (saying why)."""
     if requested is not None:
         return requested
-    from ..data import find_fashion_mnist
+    from ...data import find_fashion_mnist
 
     try:
         find_fashion_mnist()

@@ -10,9 +10,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..augment import ViewAugment
-from ..generators.base import checked_decode, decode_views, draw_classes
-from ..policy import Keep, Perturb, Resample, ViewPolicy
+from ...augment import ViewAugment
+from ...generators.base import checked_decode, decode_views, draw_classes
+from ...policy import Keep, Perturb, Resample, ViewPolicy
 
 
 class ResearchStep:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._checks import U32, check_int
-from ..export import export_shards
+from ..._checks import U32, check_int
+from ...export import export_shards
 from .common import GENERATOR_HELP, POLICY_FORMS, open_generator, parse_policy
 
 HELP = "Write generated anchors and their views (unaugmented PNGs) to WebDataset tar shards; resumable."

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from ..augment import simclr
-from ..datasets import GeneratedViews
-from ..pipe import ViewPairPipe
-from .._threads import torch_threads
-from ..policy import Perturb, ViewPolicy
+from ...augment import simclr
+from ...datasets import GeneratedViews
+from ...pipe import ViewPairPipe
+from ..._threads import torch_threads
+from ...policy import Perturb, ViewPolicy
 
 from .loaders import (TORCHVISION_INSTALL, PilViews, TwoViews, dali_folder_pipeline, dali_outputs_to_torch,
                       has_torchvision, shapes_folder, torchvision_simclr)
@@ -192,7 +192,7 @@ def _torchvision_row(ctx: _Context, folder: Path, res: int) -> None:
 
 
 def _dali_row(ctx: _Context, folder: Path, res: int) -> None:
-    from ..augment.dali import INSTALL_HINT, has_dali
+    from ...augment.dali import INSTALL_HINT, has_dali
 
     gpu = torch.cuda.is_available()
     name = f"DALI file reader + decode + ops ({'GPU' if gpu else 'CPU'})"

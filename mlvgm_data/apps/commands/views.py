@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import ops
-from .._checks import check_int
-from .._io import check_output_path
-from ..augment import preset
-from ..generators.base import generator_device
-from ..apps.viz import save_image_grid, view_sets
+from ... import ops
+from ..._checks import check_int
+from ..._io import check_output_path
+from ...augment import preset
+from ...generators.base import generator_device
+from ..viz import save_image_grid, view_sets
 from .common import GENERATOR_HELP, open_generator, parse_policy
 
 HELP = "Write a grid of anchor/view sets from a generator under a view policy, and summarise it."

@@ -1,0 +1,1 @@
+"""Subcommands of the ``mlvgm-data`` CLI (see ``mlvgm_data.apps.cli``)."""

@@ -1,1 +1,0 @@
-"""Subcommands of the ``mlvgm-data`` CLI (see ``mlvgm_data.cli``)."""
