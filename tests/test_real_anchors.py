@@ -276,3 +276,18 @@ def test_adapters_invert_through_the_users_encoder() -> None:
         bad.invert(torch.rand(2, 3, 1, 1))
     with pytest.raises(ValueError, match="encoder must be callable"):
         CallableGenerator(lambda l: l["a"], spec, encoder=3)
+
+
+def test_the_mlvae_inverts_to_the_decoding_of_its_posterior_means() -> None:
+    from mlvgm_data.models.mlvae import MLVAE
+
+    torch.manual_seed(0)
+    model = MLVAE(resolution=16, content_dim=4, style_dim=3, width=8, temperature=0.5).eval()
+    x = torch.rand(5, 3, 16, 16)
+    with torch.no_grad():
+        z = model.invert(x)
+        post = model.encode(x)
+        expected = torch.sigmoid(model.decoder(torch.cat([post["content"][0], post["style"][0]], 1)))
+        assert torch.allclose(model.decode(z), expected, atol=1e-6)
+        pooled = model.invert(x, groups=torch.tensor([0, 0, 1, 1, 1]))
+    assert torch.equal(pooled["content"][0], pooled["content"][1]) and torch.equal(pooled["style"], z["style"])

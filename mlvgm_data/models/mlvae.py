@@ -144,6 +144,14 @@ class MLVAE(MLVGM):
             cm, cl = gm[index], gl[index]
         return {"content": (cm, cl), "style": (sm, sl)}
 
+    def invert(self, images: torch.Tensor, classes: torch.Tensor | None = None, *,
+               groups: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The noise ``decode`` takes to remake ``images``: the posterior means over the
+        temperature (``decode`` scales the latents by it); with ``groups`` the content is pooled
+        over each group as in :meth:`encode`. ``classes`` is unused (the ML-VAE is unconditional)."""
+        t = self.config["temperature"]
+        return {name: mu / t for name, (mu, _) in self.encode(images, groups).items()}
+
     def _decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None) -> torch.Tensor:
         z = torch.cat([latents["content"], latents["style"]], dim=1) * self.config["temperature"]
         return torch.sigmoid(self.decoder(z))
