@@ -11,37 +11,40 @@ import torch
 
 from helpers import tiny_generator, write_split
 from mlvgm_data import ViewPolicy
-from mlvgm_data.apps.demo import RUNS, DemoConfig, FixedSetViews, RealViews, epoch_order, run_demo
+from mlvgm_data.apps.demo import DEFAULT_RUNS, RUNS, DemoConfig, FixedSetViews, RealViews, epoch_order, run_demo
+from mlvgm_data.apps.demo.config import CURVES
 from mlvgm_data.apps.ssl import knn_accuracy
 
 
 def quick(tmp_path: Path, **kw) -> DemoConfig:
     args = dict(out=str(tmp_path / "out"), steps=4, batch_size=16, seeds=2, real_train=64, probe_train=80,
-                probe_test=40, eval_every=2, curve_probe=40, width=4, knn_k=5, probe_iters=15, progress=False)
+                probe_test=40, eval_every=2, curve_probe=40, width=4, knn_k=5, probe_iters=15, progress=False,
+                few_labels=5)
     args.update(kw)
     return DemoConfig.quick_config(**args)
 
 
-def check_report(out: Path, seeds: int) -> dict:
+def check_report(out: Path, seeds: int, runs: tuple[str, ...] = RUNS) -> dict:
     saved = json.loads((out / "demo_report.json").read_text())
-    assert set(saved["runs"]) == set(RUNS)
+    assert set(saved["runs"]) == set(runs)
     for name, run in saved["runs"].items():
         assert 0.0 <= run["probe_accuracy"] <= 1.0 and 0.0 <= run["knn_accuracy"] <= 1.0
+        assert 0.0 <= run["few_label_accuracy"] <= 1.0
         n = 1 if name == "pixels" else seeds
         assert len(run["probe_accuracy_seeds"]) == n
         assert abs(run["probe_accuracy"] - sum(run["probe_accuracy_seeds"]) / n) < 1e-9
         assert (run["probe_sd"] is None) == (n == 1)
         assert (run["pairs_per_s"] is None) == (name in ("random", "pixels"))
-        assert bool(run["curve"]) == (name in ("generated", "real", "fixed_set"))
+        assert bool(run["curve"]) == (name in CURVES)
     for name in ("demo_report.md", "views_generated.png", "views_baseline_policy.png", "views_augment_only.png",
-                 "curves.png"):
+                 "views_real.png", "curves.png"):
         assert (out / name).stat().st_size > 0, name
     return saved
 
 
 def test_demo_on_shapes(tmp_path: Path) -> None:
-    saved = check_report(Path(run_demo(quick(tmp_path, data="shapes", generator=tiny_generator(tmp_path, 3)),
-                                       log=lambda _: None)["config"]["out"]), seeds=2)
+    cfg = quick(tmp_path, data="shapes", generator=tiny_generator(tmp_path, 3), runs=RUNS)
+    saved = check_report(Path(run_demo(cfg, log=lambda _: None)["config"]["out"]), seeds=2)
     assert saved["policy"]["rules"]["z1"]["sigma"] == 0.5  # the stored policy
     assert saved["policies"]["augment_only"]["rules"] == {}
 
@@ -54,7 +57,7 @@ def test_demo_on_fashion_mnist_files(tmp_path: Path, monkeypatch) -> None:
     cfg = quick(tmp_path, data="fashion-mnist", generator=tiny_generator(tmp_path, 1), seeds=1, real_train=None,
                 probe_train=None, probe_test=None, fixed_set=32)
     doc = run_demo(cfg, log=lambda _: None)
-    saved = check_report(tmp_path / "out", seeds=1)
+    saved = check_report(tmp_path / "out", seeds=1, runs=DEFAULT_RUNS)
     assert saved["fixed_set_size"] == 32 and doc["data"] == "fashion-mnist"
     assert "*reference: human*" in (tmp_path / "out" / "demo_report.md").read_text()
 
@@ -92,8 +95,10 @@ def test_final_evaluations_run_on_eval_threads_with_no_producer_alive(tmp_path: 
     run_demo(cfg, log=lambda _: None)
     curve = [s for s in seen if s[2] == 40]
     final = [s for s in seen if s[2] == 80]
-    assert len(curve) == 3 * 2 and all(threads == 1 for threads, _, _ in curve)  # (a), (b), (e) at steps 2 and 4
+    few = [s for s in seen if s[2] not in (40, 80)]
+    assert len(curve) == 4 * 2 and all(threads == 1 for threads, _, _ in curve)  # (a), (b), (h), (i) at steps 2, 4
     assert len(final) == 7 and all(threads == 2 and not alive for threads, alive, _ in final)  # 5 trained, (f), (g)
+    assert len(few) == 7 and all(threads == 2 and not alive for threads, alive, _ in few)  # the few-label probes
 
 
 def test_demo_runs_only_the_chosen_runs(tmp_path: Path) -> None:
@@ -149,3 +154,14 @@ def test_knn_accuracy_votes_by_cosine_similarity() -> None:
     assert knn_accuracy(train, labels, torch.tensor([[5.0, 0.2]]), torch.tensor([1]), k=1) == 0.0
     with pytest.raises(ValueError, match="k must be"):
         knn_accuracy(train, labels, train, labels, k=9)
+
+
+def test_the_few_label_probe_takes_the_same_images_of_every_class_each_time() -> None:
+    from mlvgm_data.apps.demo.training import few_label_subset
+
+    labels = torch.arange(100) % 4
+    labels[:3] = 3  # class sizes 23, 25, 25, 27
+    picked = few_label_subset(labels, 10)
+    assert torch.equal(picked, few_label_subset(labels, 10)) and len(set(picked.tolist())) == 40
+    assert all(int((labels[picked] == c).sum()) == 10 for c in range(4))
+    assert len(few_label_subset(labels, 30)) == 100  # a class with fewer gives all it has

@@ -6,8 +6,11 @@ import math
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from .._io import atomic_writer
+from ..anchors import AnchorSource
+from ..datasets import GeneratedViews
 from ..generators.base import decode_views, eval_mode
 from ..policy import ViewPolicy
 
@@ -50,3 +53,18 @@ def save_view_grid(generator: torch.nn.Module, policy: ViewPolicy, path: str | P
     """A PNG with one row per anchor and one column per view."""
     sets = view_sets(generator, policy, anchors, num_views, seed, augment)
     return save_image_grid(sets.reshape(-1, *sets.shape[2:]), path, nrow=num_views)
+
+
+@torch.no_grad()
+def save_real_view_grid(generator: torch.nn.Module, policy: ViewPolicy, anchors: Dataset, path: str | Path,
+                        rows: int = 8, num_views: int = 5, seed: int = 0) -> Path:
+    """A PNG of real images and their generated variants: per row the real image, its
+    reconstruction (the inverted anchor decoded) and ``num_views − 1`` views under ``policy``."""
+    data = GeneratedViews(generator, policy, None, seed=seed, anchors=anchors, num_views=num_views)
+    count = min(rows, len(data))
+    originals, _ = AnchorSource(anchors, getattr(generator, "image_shape", None)).read(torch.arange(count))
+    images = []
+    with eval_mode(generator):
+        for original, (views, _) in zip(originals, data.__getitems__(range(count))):
+            images += [original, *(v.cpu() for v in views)]
+    return save_image_grid(torch.stack(images), path, nrow=num_views + 1)

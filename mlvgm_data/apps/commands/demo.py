@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..demo import DATA, RUNS, DemoConfig, run_demo
+from ..demo import DATA, DEFAULT_RUNS, RUNS, DemoConfig, run_demo
 
 HELP = ("Train a small encoder with SimCLR (or SimSiam/BYOL) on generated views (MI-recommended policy, "
         "baselines, a fixed generated set) and on real images; compare linear-probe and k-NN accuracy on the "
@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mi-budget", type=float, default=None,
                    help="run the MI analysis afresh for this many seconds (default: the generator's stored policy)")
     p.add_argument("--runs", type=_runs, default=None,
-                   help=f"comma-separated subset of the runs (default all: {','.join(RUNS)})")
+                   help=f"comma-separated runs (default {','.join(DEFAULT_RUNS)}; all: {','.join(RUNS)})")
     p.add_argument("--threads", type=int, default=d.threads,
                    help=f"torch threads while training (default {d.threads}; results repeat at fixed counts)")
     p.add_argument("--eval-threads", type=int, default=d.eval_threads,

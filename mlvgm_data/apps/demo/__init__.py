@@ -23,13 +23,14 @@ The pieces: :mod:`.config` (the runs and the knobs), :mod:`.sources` (what each 
 :mod:`.training` (encoder training, probes), :mod:`.report` and :mod:`.run` (the named steps).
 """
 
-from .config import DATA, LABELS, RUNS, DemoConfig, RunResult
+from .config import DATA, DEFAULT_RUNS, LABELS, RUNS, DemoConfig, RunResult
 from .context import SOURCES, DemoContext
 from .run import prepare, run_demo, run_one, write_report
 from .sources import DemoData, FixedSetViews, RealViews, epoch_order, load_data
 
 __all__ = [
     "DATA",
+    "DEFAULT_RUNS",
     "DemoConfig",
     "DemoContext",
     "DemoData",

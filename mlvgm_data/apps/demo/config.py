@@ -5,9 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-RUNS = ("generated", "real", "baseline_policy", "augment_only", "fixed_set", "random", "pixels")
-TRAINED = RUNS[:5]
-CURVES = ("generated", "real", "fixed_set")
+RUNS = ("generated", "real", "baseline_policy", "augment_only", "fixed_set", "real_anchored", "real_view", "mixed",
+        "recon_only", "random", "pixels")
+TRAINED = RUNS[:9]
+UNTRAINED = ("random", "pixels")
+REAL_ANCHORED = ("real_anchored", "real_view", "mixed", "recon_only")
+DEFAULT_RUNS = ("generated", "real", "baseline_policy", "real_anchored", "real_view", "random", "pixels")
+"""``make demo``'s runs: what fits about 12 minutes on a 2-core CPU (the others with ``--runs``)."""
+CURVES = ("generated", "real", "fixed_set", "real_anchored", "real_view")
+MIXED_PRIOR_FRACTION = 0.5
 BASELINE_SIGMA = 0.2
 DATA = ("fashion-mnist", "shapes")
 DEFAULT_GENERATOR = {"fashion-mnist": "builtin:fashion", "shapes": "builtin:shapes"}
@@ -19,6 +25,10 @@ LABELS = {
     "fixed_set": "(e) generated, recommended policy, fixed anchor set reused every epoch",
     "random": "(f) random encoder (no training)",
     "pixels": "(g) raw pixels",
+    "real_anchored": "(h) real images inverted, recommended policy around them",
+    "real_view": "(i) the real image paired with its generated variant (recommended policy)",
+    "mixed": "(j) half prior, half real anchors, recommended policy",
+    "recon_only": "(k) reconstructions of real images, augmentation only (no latent change)",
 }
 # Published and measured reference points on the Fashion-MNIST test set (REFERENCE.md).
 FASHION_REFERENCES = (("human", "83.5"), ("logistic regression on the raw pixels (the dataset's benchmark)", "84.2"),
@@ -47,6 +57,7 @@ class DemoConfig:
     curve_probe: int = 10_000  # train and test images of each curve evaluation
     knn_k: int = 20
     probe_iters: int = 200  # L-BFGS iterations of each linear probe
+    few_labels: int = 60  # labelled images per class of the few-label probe (0: none)
     mi_budget: float | None = None  # seconds: run the MI analysis afresh (None: the stored policy)
     prefetch: int = 2
     # torch's intra-op threads while training (the training step, the producer thread's decode,
@@ -56,7 +67,7 @@ class DemoConfig:
     # threads of the final evaluations (embedding, probes, k-NN), which run when no producer
     # does: both cores of a 2-core machine (the evaluations are half of a run's time).
     eval_threads: int = 2
-    runs: tuple[str, ...] = RUNS  # a subset, e.g. ("generated", "fixed_set") for a longer comparison
+    runs: tuple[str, ...] = DEFAULT_RUNS  # any subset of RUNS, e.g. ("generated", "fixed_set")
     device: str = "cpu"
     progress: bool = True
 
@@ -77,7 +88,8 @@ class DemoConfig:
         if isinstance(self.runs, str) or not self.runs or not set(self.runs) <= set(RUNS):
             raise ValueError(f"runs must be a non-empty subset of {RUNS}, got {self.runs!r}")
         for name, low in (("seeds", 1), ("steps", 1), ("batch_size", 2), ("width", 1), ("knn_k", 1), ("probe_iters", 1),
-                          ("eval_every", 0), ("curve_probe", 10), ("prefetch", 0), ("threads", 1), ("eval_threads", 1)):
+                          ("eval_every", 0), ("curve_probe", 10), ("prefetch", 0), ("threads", 1), ("eval_threads", 1),
+                          ("few_labels", 0)):
             check_int(getattr(self, name), name, low)
         for name in ("real_train", "fixed_set", "probe_train", "probe_test"):
             if getattr(self, name) is not None:
@@ -95,6 +107,7 @@ class RunResult:
     probe_accuracy: float
     probe_sd: float | None
     knn_accuracy: float | None
+    few_label_accuracy: float | None
     pairs_per_s: float | None
     train_seconds: float | None
     final_loss: float | None

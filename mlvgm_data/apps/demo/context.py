@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
+from torch.utils.data import TensorDataset
 
 from ...pipe import ViewPairPipe
 from ...policy import ViewPolicy
 from ...step import ViewBatch
-from .config import DemoConfig
+from .config import MIXED_PRIOR_FRACTION, REAL_ANCHORED, DemoConfig
 from .sources import DemoData, FixedSetViews, RealViews
 
 
@@ -31,6 +32,12 @@ class DemoContext:
     pictures: dict[str, str] = field(default_factory=dict)
     per_seed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     curves: dict[str, list[list[tuple[int, float]]]] = field(default_factory=dict)
+
+    @property
+    def anchors(self) -> TensorDataset:
+        """The real training images as the real-anchored runs' anchors (with their labels, which a
+        class-conditional generator inverts and decodes with; the SSL objective never sees them)."""
+        return TensorDataset(self.data.train_images, self.data.train_labels)
 
     @property
     def fixed_size(self) -> int:
@@ -60,11 +67,19 @@ def _fixed_set(ctx: DemoContext, key: str, seed: int) -> Iterable[ViewBatch]:
                          seed, cfg.steps, cfg.prefetch)
 
 
+def _real_pipe(ctx: DemoContext, key: str, seed: int) -> Iterable[ViewBatch]:
+    cfg = ctx.cfg
+    return ViewPairPipe(ctx.generator, ctx.policies[key], cfg.batch_size, seed=seed, augment=ctx.data.augment,
+                        steps=cfg.steps, prefetch=cfg.prefetch, anchors=ctx.anchors, real_view=key == "real_view",
+                        prior_fraction=MIXED_PRIOR_FRACTION if key == "mixed" else 0.0)
+
+
 SOURCES: dict[str, Callable[[DemoContext, str, int], Iterable[ViewBatch]]] = {
     "generated": _pipe,
     "real": _real,
     "baseline_policy": _pipe,
     "augment_only": _pipe,
     "fixed_set": _fixed_set,
+    **{key: _real_pipe for key in REAL_ANCHORED},
 }
 """``run -> source(ctx, run, seed)``: the batches a trained run sees with a seed."""

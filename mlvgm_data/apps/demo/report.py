@@ -22,9 +22,10 @@ def summarise(per_seed: list[dict[str, Any]], curves: list[list[tuple[int, float
     accs = [r["probe_accuracy"] for r in per_seed]
     steps = [step for step, _ in curves[0]] if curves else []
     curve = [(step, statistics.fmean(c[i][1] for c in curves)) for i, step in enumerate(steps)]
+    seeds = {key: [r.get(key) for r in per_seed] for key in ("probe_accuracy", "knn_accuracy", "few_label_accuracy")}
     return RunResult(mean("probe_accuracy"), statistics.stdev(accs) if len(accs) > 1 else None,
-                     mean("knn_accuracy"), mean("pairs_per_s"), mean("train_seconds"), mean("final_loss"),
-                     {"probe_accuracy": accs, "knn_accuracy": [r["knn_accuracy"] for r in per_seed]}, curve)
+                     mean("knn_accuracy"), mean("few_label_accuracy"), mean("pairs_per_s"), mean("train_seconds"),
+                     mean("final_loss"), seeds, curve)
 
 
 def markdown_table(runs: dict[str, RunResult], cfg: DemoConfig) -> str:
@@ -34,17 +35,23 @@ def markdown_table(runs: dict[str, RunResult], cfg: DemoConfig) -> str:
             return "—"
         return f"{value * 100:.1f}" + ("" if sd is None else f" ± {sd * 100:.1f}")
 
+    def sd(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return statistics.stdev(values) if len(values) > 1 else None
+
     seeds = f"{cfg.seeds} seed{'s' if cfg.seeds > 1 else ''}"
-    lines = [f"| run ({cfg.method}, {cfg.steps} steps of {cfg.batch_size}, {seeds}) | linear probe % | "
-             f"{cfg.knn_k}-NN % | training pairs/s |", "|---|---:|---:|---:|"]
+    few = f"{cfg.few_labels}-per-class probe %"
+    lines = [f"| run ({cfg.method}, {cfg.steps} steps of {cfg.batch_size}, {seeds}) | linear probe % | {few} | "
+             f"{cfg.knn_k}-NN % | training pairs/s |", "|---|---:|---:|---:|---:|"]
     for key in [k for k in RUNS if k in runs]:
         r = runs[key]
-        knn_sd = statistics.stdev(r.seeds["knn_accuracy"]) if len(r.seeds["knn_accuracy"]) > 1 else None
         pps = "—" if r.pairs_per_s is None else f"{r.pairs_per_s:,.0f}"
-        lines.append(f"| {LABELS[key]} | {pct(r.probe_accuracy, r.probe_sd)} | {pct(r.knn_accuracy, knn_sd)} | {pps} |")
+        lines.append(f"| {LABELS[key]} | {pct(r.probe_accuracy, r.probe_sd)} | "
+                     f"{pct(r.few_label_accuracy, sd(r.seeds['few_label_accuracy']))} | "
+                     f"{pct(r.knn_accuracy, sd(r.seeds['knn_accuracy']))} | {pps} |")
     if cfg.data == "fashion-mnist":
         for name, value in FASHION_REFERENCES:
-            lines.append(f"| *reference: {name}* | *{value}* | | |")
+            lines.append(f"| *reference: {name}* | *{value}* | | | |")
     return "\n".join(lines)
 
 
@@ -60,6 +67,9 @@ def markdown_report(doc: dict, table: str, cfg: DemoConfig, report: Any, data: D
     parts.append("\n## Views (rows: anchors; column 0: the anchor)\n")
     for key in ("generated", "baseline_policy", "augment_only"):
         parts.append(f"\n{LABELS[key]}:\n\n![views](views_{key}.png)\n")
+    if "views_real" in doc["pictures"]:
+        parts.append("\nReal images (column 0), their reconstruction (column 1) and generated variants under the "
+                     "recommended policy:\n\n![real views](views_real.png)\n")
     if "curves" in doc["pictures"]:
         parts.append("\n## Probe accuracy during training\n\n![curves](curves.png)\n")
     return "".join(parts)

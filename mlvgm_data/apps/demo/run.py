@@ -16,8 +16,8 @@ from ..._io import write_text
 from ..._threads import torch_threads
 from ...generators import load_generator, recommended_policy
 from ...policy import Perturb, ViewPolicy
-from ..viz import save_view_grid
-from .config import BASELINE_SIGMA, CURVES, DEFAULT_GENERATOR, RUNS, TRAINED, DemoConfig
+from ..viz import save_real_view_grid, save_view_grid
+from .config import BASELINE_SIGMA, CURVES, DEFAULT_GENERATOR, REAL_ANCHORED, RUNS, TRAINED, DemoConfig
 from .context import SOURCES, DemoContext
 from .report import markdown_report, markdown_table, plot_curves, summarise
 from .sources import load_data
@@ -53,7 +53,8 @@ def prepare(cfg: DemoConfig, log: Log) -> DemoContext:
     log(f"[1/4] {name} ({', '.join(spec.names)}) and its view policies")
     policy, report = _policy(cfg, name, generator)
     policies = {"generated": policy, "baseline_policy": ViewPolicy.uniform(spec, Perturb(BASELINE_SIGMA)),
-                "augment_only": ViewPolicy({})}
+                "augment_only": ViewPolicy({}), "real_anchored": policy, "real_view": policy, "mixed": policy,
+                "recon_only": ViewPolicy({})}
     log(f"recommended policy: {json.dumps(policy.to_dict())}")
     ctx = DemoContext(cfg, name, generator, data, policies, report, out,
                       per_seed={k: [] for k in RUNS if k in cfg.runs},
@@ -64,8 +65,10 @@ def prepare(cfg: DemoConfig, log: Log) -> DemoContext:
             ctx.pictures["mi_chart"] = str(report.plot(out / "mi.png"))
         except ImportError:
             log("matplotlib is not installed: no MI chart (pip install matplotlib)")
-    for key, p in policies.items():
-        ctx.pictures[f"views_{key}"] = str(save_view_grid(generator, p, out / f"views_{key}.png"))
+    for key in ("generated", "baseline_policy", "augment_only"):
+        ctx.pictures[f"views_{key}"] = str(save_view_grid(generator, policies[key], out / f"views_{key}.png"))
+    if any(k in cfg.runs for k in REAL_ANCHORED):
+        ctx.pictures["views_real"] = str(save_real_view_grid(generator, policy, ctx.anchors, out / "views_real.png"))
     return ctx
 
 

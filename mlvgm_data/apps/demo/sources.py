@@ -23,6 +23,7 @@ class DemoData:
 
     name: str
     train_images: torch.Tensor  # [N, C, 32, 32] in [0, 1]
+    train_labels: torch.Tensor  # [N]: what a class-conditional generator inverts with (SSL never sees them)
     probe_train: tuple[torch.Tensor, torch.Tensor]  # images, labels
     probe_test: tuple[torch.Tensor, torch.Tensor]
     augment: ViewAugment
@@ -43,8 +44,8 @@ def load_data(cfg: DemoConfig, size: int) -> DemoData:
         test_x, test_y = fashion_mnist_tensors(False, pad_to=size)
         n_ssl = cfg.real_train or len(train_x)
         ptr, pte = cfg.probe_train or len(train_x), cfg.probe_test or len(test_x)
-        return DemoData(cfg.data, train_x[:n_ssl], (train_x[:ptr], train_y[:ptr]), (test_x[:pte], test_y[:pte]),
-                        fashion(size), 10)
+        return DemoData(cfg.data, train_x[:n_ssl], train_y[:n_ssl], (train_x[:ptr], train_y[:ptr]),
+                        (test_x[:pte], test_y[:pte]), fashion(size), 10)
     from ...augment import simclr
     from ...data.shapes import Shapes, num_classes
 
@@ -52,7 +53,7 @@ def load_data(cfg: DemoConfig, size: int) -> DemoData:
     ptr, pte = cfg.probe_train or 5_000, cfg.probe_test or 2_000
     shapes = Shapes(n_ssl + ptr + pte, resolution=size, seed=0)
     images, labels, _ = shapes.render(torch.arange(n_ssl + ptr + pte))
-    return DemoData(cfg.data, images[:n_ssl], (images[n_ssl:n_ssl + ptr], labels[n_ssl:n_ssl + ptr]),
+    return DemoData(cfg.data, images[:n_ssl], labels[:n_ssl], (images[n_ssl:n_ssl + ptr], labels[n_ssl:n_ssl + ptr]),
                     (images[n_ssl + ptr:], labels[n_ssl + ptr:]), simclr(size), num_classes)
 
 

@@ -12,7 +12,9 @@ from ..._threads import torch_threads
 from ...step import ViewBatch
 from ..ssl import ConvEncoder, embed, knn_accuracy, linear_probe, make_method
 from .config import DemoConfig
-from .sources import DemoData
+from .sources import DemoData, epoch_order
+
+FEW_LABEL_STREAM = 3
 
 
 def encoder_for(cfg: DemoConfig, channels: int, seed: int) -> ConvEncoder:
@@ -86,8 +88,22 @@ def evaluate(features: Callable[[torch.Tensor], torch.Tensor], data: DemoData, c
         xtr, ytr, xte, yte = xtr[:probe[0]], ytr[:probe[0]], xte[:probe[1]], yte[:probe[1]]
     with torch_threads(threads):
         ftr, fte = features(xtr), features(xte)
-        return {"probe_accuracy": linear_probe(ftr, ytr, fte, yte, max_iter=cfg.probe_iters, dtype=dtype).accuracy,
-                "knn_accuracy": knn_accuracy(ftr, ytr, fte, yte, k=min(cfg.knn_k, len(ftr)))}
+        out = {"probe_accuracy": linear_probe(ftr, ytr, fte, yte, max_iter=cfg.probe_iters, dtype=dtype).accuracy,
+               "knn_accuracy": knn_accuracy(ftr, ytr, fte, yte, k=min(cfg.knn_k, len(ftr)))}
+        if probe is None and cfg.few_labels:
+            few = few_label_subset(ytr, cfg.few_labels)
+            out["few_label_accuracy"] = linear_probe(ftr[few], ytr[few], fte, yte, max_iter=cfg.probe_iters,
+                                                     dtype=dtype).accuracy
+        return out
+
+
+def few_label_subset(labels: torch.Tensor, per_class: int) -> torch.Tensor:
+    """Indices of ``per_class`` labelled images of each class (fewer if a class has fewer): the
+    first of each class in a fixed counter-based order, the same for every run and seed."""
+    order = epoch_order(len(labels), 0, 0, FEW_LABEL_STREAM)
+    ordered = labels[order]
+    picks = [order[ordered == c][:per_class] for c in labels.unique().tolist()]
+    return torch.cat(picks).sort().values
 
 
 def encoder_features(encoder: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
