@@ -27,9 +27,11 @@ from torch import nn
 
 from ..._io import write_text
 from ...data.fashion_mnist import CLASS_NAMES, SIZE, FashionMNIST
+from ...datasets import GeneratedViews
 from ...generators.base import prior_samples
+from ...policy import ViewPolicy
 from ...models.fashion_classifier import CLASSIFIER_STEM, FashionClassifier, classify
-from ..train.common import save_width_model
+from ..train.outputs import save_width_model
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2(Σ_a Σ_b)^½) between the Gaussians fitted to the rows of
@@ -90,6 +92,37 @@ def quality_floor(n: int = 10000) -> float:
     return frechet_distance(_real_features(True, n), _real_features(False, 10000))
 
 
+@torch.no_grad()
+def reconstruction_quality(generator: nn.Module, n: int = 2000, policy: ViewPolicy | None = None, seed: int = 0,
+                           batch_size: int = 250) -> dict:
+    """How well ``generator.invert`` keeps what a real test image is: on its first ``n`` images,
+    the pixel error of the reconstructions ``decode(invert(x))`` and how often the classifier
+    gives them the image's label (beside its accuracy on the real images); with ``policy``, the
+    same for views of the real images under it (the real-anchored pipe's views, unaugmented)."""
+    test = FashionMNIST(train=False, pad_to=generator.image_shape[-1])
+    count = min(n, len(test))
+    data = GeneratedViews(generator, policy or ViewPolicy({}), count, seed=seed, num_views=2,
+                          anchors=torch.utils.data.Subset(test, range(count)))
+    real_right = recon_right = view_right = 0
+    squared, absolute = 0.0, 0.0
+    for start in range(0, count, batch_size):
+        x, y = test.batch(range(start, min(start + batch_size, count)))
+        items = data.__getitems__(range(start, start + len(y)))
+        recon = torch.stack([views[0] for views, _ in items])
+        view = torch.stack([views[1] for views, _ in items])
+        squared += float((recon - x).square().flatten(1).mean(1).sum())
+        absolute += float((recon - x).abs().flatten(1).mean(1).sum())
+        real_right += int((classify(x)[0].argmax(1) == y).sum())
+        recon_right += int((classify(recon)[0].argmax(1) == y).sum())
+        view_right += int((classify(view)[0].argmax(1) == y).sum())
+    out = {"n": count, "pixel_mse": squared / count, "pixel_rmse": math.sqrt(squared / count),
+           "pixel_mae": absolute / count, "real_accuracy": real_right / count,
+           "reconstruction_accuracy": recon_right / count}
+    if policy is not None:
+        out.update(policy=policy.to_dict(), view_accuracy=view_right / count)
+    return out
+
+
 def train_classifier(epochs: int = 6, batch_size: int = 128, seed: int = 0, width: int = 16,
                      root: str | Path | None = None) -> tuple[FashionClassifier, dict]:
     """Trains on the Fashion-MNIST train split (random ±2-pixel shifts and horizontal flips; no
@@ -146,14 +179,30 @@ def main(argv: list[str] | None = None) -> dict:
     s.add_argument("generator", help="builtin:NAME or PATH")
     s.add_argument("--n", type=int, default=10000, help="samples (default 10000)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--json", default=None, metavar="PATH", help="also write the result here")
-    for q in (t, s):
+    r = sub.add_parser("reconstruct", help="pixel error and kept labels of a generator's inversions of test images")
+    r.add_argument("generator", help="builtin:NAME or PATH (a generator with invert)")
+    r.add_argument("--n", type=int, default=2000, help="test images (default 2000)")
+    r.add_argument("--policy", default="recommended", help="'recommended' or 'none': views under the policy too")
+    r.add_argument("--seed", type=int, default=0)
+    for q in (t, s, r):
         q.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 makes the result exact)")
+    for q in (s, r):
+        q.add_argument("--json", default=None, metavar="PATH", help="also write the result here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.command == "train":
         model, result = train_classifier(args.epochs, args.batch_size, args.seed, args.width)
         save_width_model(model, args.out, result)
+    elif args.command == "reconstruct":
+        from ...generators import load_generator, recommended_policy
+
+        policy = recommended_policy(args.generator) if args.policy == "recommended" else None
+        result = reconstruction_quality(load_generator(args.generator), args.n, policy, args.seed)
+        result.update(generator=args.generator, command=(
+            f"python -m mlvgm_data.apps.classifiers.fashion reconstruct {args.generator} --n {args.n} "
+            f"--policy {args.policy} --seed {args.seed} --threads {args.threads}"))
+        if args.json:
+            write_text(args.json, json.dumps(result, indent=2, sort_keys=True) + "\n", "--json")
     else:
         from ...generators import load_generator
 
