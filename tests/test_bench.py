@@ -270,11 +270,11 @@ def test_fashion_bench_rows_on_tiny_files(tmp_path, monkeypatch):
     write_split(tmp_path / "fm", n=10, train=False, seed=1)
     monkeypatch.setenv("MLVGM_DATA", str(tmp_path / "fm"))
     cfg = bench.BenchConfig.quick(data="fashion-mnist", generator=tiny_generator(tmp_path, 1), resolutions=(32,),
-                                  rows=("pipe", "tensor", "pil", "torchvision"), batch_size=8, images=40,
+                                  rows=("pipe", "pipe_real", "tensor", "pil", "torchvision"), batch_size=8, images=40,
                                   threads=(1,), out=str(tmp_path / "out"), progress=False)
     result = bench.run_bench(cfg)
-    assert {r["key"] for r in result["rows"]} == {"pipe", "tensor", "pil"} | ({"torchvision"} if bench.has_torchvision()
-                                                                           else set())
+    expected = {"pipe", "pipe_real", "tensor", "pil"} | ({"torchvision"} if bench.has_torchvision() else set())
+    assert {r["key"] for r in result["rows"]} == expected
     assert all(r["pairs_per_s"] > 0 and r["resolution"] == 32 for r in result["rows"])
     assert next(r for r in result["rows"] if r["key"] == "pil")["ratio_to_pil"] == 1.0
     with pytest.raises(ValueError, match="unknown rows \\['views0'\\] for --data fashion-mnist"):

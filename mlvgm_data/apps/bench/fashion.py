@@ -4,6 +4,8 @@ zero-padded) with the same augmentation (the ``fashion`` preset: crop 0.3–1, f
 contrast jitter). Rows:
 
 * ``pipe``: :class:`~mlvgm_data.ViewPairPipe`, thread producer, prefetch 2;
+* ``pipe_real``: the same pipe with real anchors (the train images, inverted by the generator
+  every step: one encoder forward more than ``pipe``);
 * ``tensor``: the images already in memory as a tensor, the same batched augmentation
   (:class:`~mlvgm_data.AugmentedViews`, one call per DataLoader batch, 0 workers): the fastest
   a real loader can be here;
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 
 from ...augment import fashion
 from ...datasets import AugmentedViews
@@ -33,7 +35,7 @@ from .loaders import TORCHVISION_INSTALL, TwoViews, dali_outputs_to_torch, has_t
 from .subjects import bench_generator
 from .timing import measure, time_loader
 
-ROWS = ("pipe", "tensor", "pil", "torchvision", "dali")
+ROWS = ("pipe", "pipe_real", "tensor", "pil", "torchvision", "dali")
 RESOLUTION = 32
 
 
@@ -96,23 +98,26 @@ def fashion_rows(ctx: Any) -> None:
     from ...data import fashion_mnist_tensors, find_fashion_mnist
 
     c = ctx.cfg
-    images, _ = fashion_mnist_tensors(True, pad_to=RESOLUTION)
-    images = images[: c.images]
+    images, labels = fashion_mnist_tensors(True, pad_to=RESOLUTION)
+    images, labels = images[: c.images], labels[: c.images]
     augment = fashion(RESOLUTION)
     gen, policy, note = bench_generator(c.generator, RESOLUTION)
     res, workers = RESOLUTION, c.workers
     folder = png_folder(Path(c.out), images) if {"pil", "dali"} & set(c.rows) else None
     for key in c.rows:
-        if key == "pipe":
+        if key in ("pipe", "pipe_real"):
+            real = key == "pipe_real"
+            anchors = TensorDataset(images, labels) if real else None
             for threads in c.threads:
                 with torch_threads(threads):
-                    it = iter(ViewPairPipe(gen, policy, c.batch_size, seed=c.seed, augment=augment, prefetch=2))
+                    it = iter(ViewPairPipe(gen, policy, c.batch_size, seed=c.seed, augment=augment, prefetch=2,
+                                           anchors=anchors))
                     try:
                         rate = measure(lambda: next(it), c.batch_size, **ctx.timing())
                     finally:
                         it.close()
-                ctx.add("pipe", "ViewPairPipe (builtin:fashion), thread producer", rate, res, threads, 0,
-                        generator_note=note)
+                name = "ViewPairPipe (builtin:fashion), thread producer" + (", real anchors (inverted)" if real else "")
+                ctx.add(key, name, rate, res, threads, 0, generator_note=note)
         elif key == "tensor":
             loader = _loader(ctx, AugmentedViews(images, augment, seed=c.seed), 0)
             ctx.add("tensor", "in-memory tensor + the same batched augmentation", time_loader(ctx, loader, 0), res,
