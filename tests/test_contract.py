@@ -27,13 +27,14 @@ import real_models
 import torch
 import zoo
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 from torchdata.nodes import Loader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from mlvgm_data import GeneratedViews, Perturb, ViewPairPipe, ViewPolicy, ops
 from mlvgm_data.apps.cli import main
 from mlvgm_data.generators import builtin_names, load_generator
+from mlvgm_data.generators.base import decode_views
 from mlvgm_data.mi import analyze
 from mlvgm_data.nodes import ViewPairNode
 from mlvgm_data.step import ViewBatch
@@ -251,6 +252,90 @@ def cli_views(model: str, tmp_path: Path) -> None:
     assert code == 0, f"mlvgm-data views {cli_name(model)} exited {code}"
     summary = json.loads(doc.read_text())
     assert out.stat().st_size > 0 and set(summary["latent_distance"]) == set(shared(model).latent_spec.names)
+
+
+# --- real anchors, on every model that inverts images ---------------------------------------------
+
+REAL_IMAGES = 8
+
+
+@functools.cache
+def anchors_for(model: str) -> TensorDataset:
+    """``REAL_IMAGES`` images of the model's own making as "real" ones, with the classes a
+    class-conditional model inverts them with (an index for the others)."""
+    made = decode_views(shared(model), ViewPolicy({}), REAL_IMAGES, 1, seed=SEED + 1, step=0)
+    labels = made.classes if made.classes is not None else torch.arange(REAL_IMAGES)
+    return TensorDataset(made.images[0].clamp(0, 1), labels)
+
+
+def real_pipe(generator: nn.Module, model: str, prefetch: int = 0) -> ViewPairPipe:
+    return pipe(generator, prefetch=prefetch, anchors=anchors_for(model))
+
+
+@functools.cache
+def real_reference(model: str) -> tuple[ViewBatch, ...]:
+    return tuple(real_pipe(shared(model), model))
+
+
+def real_state_dict_resume(model: str, tmp_path: Path) -> None:
+    first = real_pipe(fresh(model), model, prefetch=2)
+    it = iter(first)
+    taken = [next(it) for _ in range(TAKEN)]
+    state = first.state_dict()
+    it.close()
+    resumed = real_pipe(fresh(model), model, prefetch=2)
+    resumed.load_state_dict(state)
+    assert_same(taken, real_reference(model)[:TAKEN], "real anchors, before the state was saved")
+    assert_same(list(resumed), real_reference(model)[TAKEN:], "real anchors, after the state was loaded")
+
+
+def real_stateful_loader_2_workers(model: str, tmp_path: Path) -> None:
+    def loader() -> StatefulDataLoader:
+        return StatefulDataLoader(real_pipe(fresh(model), model), batch_size=None, num_workers=2,
+                                  multiprocessing_context="fork")
+
+    first = loader()
+    it = iter(first)
+    taken = [next(it) for _ in range(TAKEN)]
+    state = first.state_dict()
+    del it
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert_same(taken + list(resumed), real_reference(model), "real anchors through StatefulDataLoader")
+
+
+def real_each_image_once_per_epoch(model: str, tmp_path: Path) -> None:
+    generator = shared(model)
+    images, labels = anchors_for(model).tensors
+    conditional = bool(getattr(generator, "num_classes", None))
+    with torch.no_grad():
+        inverted = generator.invert(images, labels) if conditional else generator.invert(images)
+    group = generator.latent_spec.names[0]
+    keys = inverted[group].flatten(1)
+    loader = DataLoader(real_pipe(shared(model), model, prefetch=1), batch_size=None, num_workers=2,
+                        multiprocessing_context="fork")
+    seen = []
+    for _ in range(2):  # STEPS x BATCH = REAL_IMAGES: a pipe epoch is a data epoch here
+        for batch in loader:
+            for row in ViewBatch(*batch).latents[group][0]:
+                # the nearest image's inversion (a batch of 2 and one of 8 round differently)
+                distance, index = (keys - row.flatten()).norm(dim=1).min(0)
+                assert distance < 1e-3, f"an anchor matches no image ({float(distance)})"
+                seen.append(int(index))
+    assert sorted(seen[:REAL_IMAGES]) == list(range(REAL_IMAGES)) == sorted(seen[REAL_IMAGES:])
+
+
+REAL_ENTRY_POINTS: dict[str, Callable[[str, Path], None]] = {f.__name__: f for f in (
+    real_state_dict_resume, real_stateful_loader_2_workers, real_each_image_once_per_epoch)}
+INVERTING = [m for m in MODELS if m.startswith("builtin-") and callable(getattr(shared(m), "invert", None))
+             and getattr(shared(m), "invertible", True)]
+"""The shipped generators that invert images (the adapters invert only with a user's encoder)."""
+
+
+@pytest.mark.parametrize("model,entry", [pytest.param(m, e, id=f"{m}/{e}") for m in INVERTING
+                                         for e in REAL_ENTRY_POINTS])
+def test_real_anchor_contract(model: str, entry: str, tmp_path: Path) -> None:
+    REAL_ENTRY_POINTS[entry](model, tmp_path)
 
 
 ENTRY_POINTS: dict[str, Callable[[str, Path], None]] = {f.__name__: f for f in (
