@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import CSRC, CXX, MAX_GROUPS_PER_LAUNCH
+from helpers import CSRC, CXX, MAX_GROUPS_PER_LAUNCH, write_split
 
 
 def _saved_globals() -> Iterator[None]:
@@ -63,6 +63,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("needs_cuda") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def fashion_files(tmp_path, monkeypatch):
+    """Tiny Fashion-MNIST train (9 images) and test (5 images) splits, found through $MLVGM_DATA
+    (the trainer's and the classifier's tests; the classifier's cached real features are
+    cleared around each test, since they belong to the files)."""
+    from mlvgm_data.apps.classifiers import fashion as fq
+    from mlvgm_data.data import fashion_mnist as fm
+
+    write_split(tmp_path / "data", n=9, train=True, seed=1)
+    write_split(tmp_path / "data", n=5, train=False, seed=2)
+    monkeypatch.setenv(fm.ENV_VAR, str(tmp_path / "data"))
+    monkeypatch.setattr(fm, "DEBIAN_PATH", tmp_path / "no-debian")
+    fq._real_features.cache_clear()
+    yield tmp_path / "data"
+    fq._real_features.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import torch
 from helpers import idx_bytes, write_split
 from mlvgm_data.data import FashionMNIST, fashion_mnist_tensors, find_fashion_mnist, read_idx
 from mlvgm_data.data import fashion_mnist as fm
-from mlvgm_data.apps.train import common
+from mlvgm_data.apps.train import data as train_data
 
 REAL = all((fm.DEBIAN_PATH / f"{s}.gz").exists() for pair in fm.FILES.values() for s in pair)
 real_data = pytest.mark.skipif(not REAL, reason=f"Fashion-MNIST not installed in {fm.DEBIAN_PATH} "
@@ -170,28 +170,28 @@ def test_bad_arguments(tmp_path, no_env):
 def test_training_source_pads_is_unconditional_by_default_and_can_give_rgb(tmp_path, monkeypatch):
     images, labels = write_split(tmp_path, n=7)
     monkeypatch.setenv(fm.ENV_VAR, str(tmp_path))
-    grey = common.image_source("fashion-mnist", 32, seed=0, channels=None)
+    grey = train_data.image_source("fashion-mnist", 32, seed=0, channels=None)
     assert grey.length == 7 and grey.channels == 1 and grey.num_classes == 10 and not grey.conditional_default
     x = grey.batch(torch.tensor([4, 1]))
     assert x.shape == (2, 1, 32, 32)
-    rgb = common.image_source("fashion-mnist", 32, seed=0)  # what an RGB-only trainer asks for
+    rgb = train_data.image_source("fashion-mnist", 32, seed=0)  # what an RGB-only trainer asks for
     x3, y3 = rgb.labelled_batch(torch.tensor([4, 1]))
     assert x3.shape == (2, 3, 32, 32) and torch.equal(x3[:, 1:2], x) and y3.tolist() == labels[[4, 1]].tolist()
-    assert common.image_source("fashion-mnist", 28, 0, channels=None).batch(torch.tensor([0])).shape == (1, 1, 28, 28)
+    assert train_data.image_source("fashion-mnist", 28, 0, channels=None).batch(torch.tensor([0])).shape == (1, 1, 28, 28)
     with pytest.raises(ValueError, match="use --resolution 32"):
-        common.image_source("fashion-mnist", 64, 0)
+        train_data.image_source("fashion-mnist", 64, 0)
     with pytest.raises(ValueError, match="channels must be 3 or None"):
-        common.image_source("fashion-mnist", 32, 0, channels=1)
+        train_data.image_source("fashion-mnist", 32, 0, channels=1)
 
 
 def test_real_images_reads_the_test_split(tmp_path, monkeypatch):
     write_split(tmp_path, n=4, train=True, seed=1)
     images, labels = write_split(tmp_path, n=3, train=False, seed=2)
     monkeypatch.setenv(fm.ENV_VAR, str(tmp_path))
-    held, held_labels = common.real_images("fashion-mnist", 32, train=False, n=2)
+    held, held_labels = train_data.real_images("fashion-mnist", 32, train=False, n=2)
     assert held.shape == (2, 1, 32, 32) and held_labels.tolist() == labels[:2].tolist()
     assert torch.equal(held[0, 0, 2:30, 2:30], torch.from_numpy(images[0]).float() / 255.0)
-    assert len(common.real_images("fashion-mnist", 28, train=True)[0]) == 4
+    assert len(train_data.real_images("fashion-mnist", 28, train=True)[0]) == 4
 
 
 @real_data

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import write_split
 from mlvgm_data.data import fashion_mnist as fm
 from mlvgm_data.generators import MLVGM, load_generator
 from mlvgm_data.latents import LatentGroup, LatentSpec
 from mlvgm_data.apps.classifiers import fashion as fq
-from mlvgm_data.apps.train import common
+from mlvgm_data.apps.train.registry import train
 from mlvgm_data.apps.train import hvae as hvae_train
 from mlvgm_data.models import fashion_classifier as fc
-from mlvgm_data.apps.train.common import save_width_model
+from mlvgm_data.apps.train.outputs import save_width_model
 from mlvgm_data.models.assets import load_width_model
 from mlvgm_data.models.hvae import HierarchicalVAE, make_config
 
@@ -25,18 +24,6 @@ TINY = {"channels": [16, 8, 8], "blocks": [1, 1, 0], "enc_channels": [4, 8, 8, 1
         "groups": [["z1", 6, 1], ["z2", 3, 4], ["z3", 2, 8]]}
 TINY_TRAIN = dict(channels="8,8,8", blocks="1,0,0", enc_channels="4,4,8,8", groups="z1:4:1,z2:2:4",
                   kl_weights="1,1", batch_size=4, eval_images=3, threads=1)
-
-
-@pytest.fixture
-def fashion_files(tmp_path, monkeypatch):
-    """Tiny train (9 images) and test (5 images) splits, found through $MLVGM_DATA."""
-    write_split(tmp_path / "data", n=9, train=True, seed=1)
-    write_split(tmp_path / "data", n=5, train=False, seed=2)
-    monkeypatch.setenv(fm.ENV_VAR, str(tmp_path / "data"))
-    monkeypatch.setattr(fm, "DEBIAN_PATH", tmp_path / "no-debian")
-    fq._real_features.cache_clear()
-    yield tmp_path / "data"
-    fq._real_features.cache_clear()
 
 
 def test_grey_hvae_decodes_encodes_and_trains():
@@ -68,25 +55,25 @@ def test_image_channels_is_checked_and_defaults_to_rgb():
 
 
 def test_train_on_fashion_files_is_unconditional_and_grey(fashion_files, tmp_path):
-    summary = common.train("hvae", data="fashion-mnist", out=str(tmp_path / "run"), steps=2, **TINY_TRAIN)
+    summary = train("hvae", data="fashion-mnist", out=str(tmp_path / "run"), steps=2, **TINY_TRAIN)
     assert summary["eval_data"] == "Fashion-MNIST test split" and "encoder_class_accuracy" not in summary
     gen = load_generator(tmp_path / "run")
     assert gen.num_classes is None and gen.image_shape == (1, 32, 32)
     assert gen.config["image_channels"] == 1
     assert ("quality" in summary) == fc.classifier_available()  # scored when the classifier ships
-    cond = common.train("hvae", data="fashion-mnist", out=str(tmp_path / "cond"), steps=1, conditional=True,
+    cond = train("hvae", data="fashion-mnist", out=str(tmp_path / "cond"), steps=1, conditional=True,
                         **TINY_TRAIN)
     assert 0.0 <= cond["encoder_class_accuracy"] <= 1.0
     assert load_generator(tmp_path / "cond").num_classes == 10
     with pytest.raises(ValueError, match="--probe needs --data fashion-mnist and an unconditional model"):
-        common.train("hvae", data="fashion-mnist", out=str(tmp_path / "c2"), steps=1, conditional=True, probe=True,
+        train("hvae", data="fashion-mnist", out=str(tmp_path / "c2"), steps=1, conditional=True, probe=True,
                      **TINY_TRAIN)
     with pytest.raises(ValueError, match="--probe needs --data fashion-mnist"):
-        common.train("hvae", data="shapes", out=str(tmp_path / "c3"), steps=1, probe=True, **TINY_TRAIN)
+        train("hvae", data="shapes", out=str(tmp_path / "c3"), steps=1, probe=True, **TINY_TRAIN)
 
 
 def test_posterior_probe_on_the_means_of_every_group(fashion_files, tmp_path):
-    summary = common.train("hvae", data="fashion-mnist", out=str(tmp_path / "run"), steps=2, probe=True,
+    summary = train("hvae", data="fashion-mnist", out=str(tmp_path / "run"), steps=2, probe=True,
                            **TINY_TRAIN)
     acc = summary["probe_accuracy"]
     assert set(acc) == {"all", "z1", "z2"} and all(0.0 <= v <= 1.0 for v in acc.values())

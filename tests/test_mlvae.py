@@ -8,7 +8,7 @@ import torch
 from mlvgm_data import Resample, ViewPolicy, ops
 from mlvgm_data.data import FACTOR_NAMES
 from mlvgm_data.generators import MLVGMProtocol, load_generator, save_generator
-from mlvgm_data.apps.train import common
+from mlvgm_data.apps.train.registry import train
 from mlvgm_data.apps.train.mlvae import FolderGroups, ShapesGroups
 from mlvgm_data.models.mlvae import MLVAE, check_config, kl_standard_normal, product_of_gaussians
 
@@ -212,26 +212,26 @@ TRAIN = {"resolution": 16, "content_dim": 4, "style_dim": 3, "width": 8, "batch_
 
 
 def test_trainer_runs_saves_and_resumes_exactly(tmp_path):
-    common.train("mlvae", steps=4, out=str(tmp_path / "a"), **TRAIN)
-    common.train("mlvae", steps=2, out=str(tmp_path / "b"), **TRAIN)
-    summary = common.train("mlvae", steps=4, out=str(tmp_path / "b"), resume=True, **TRAIN)
+    train("mlvae", steps=4, out=str(tmp_path / "a"), **TRAIN)
+    train("mlvae", steps=2, out=str(tmp_path / "b"), **TRAIN)
+    summary = train("mlvae", steps=4, out=str(tmp_path / "b"), resume=True, **TRAIN)
     assert summary["steps"] == 4 and summary["group_factors"] == "class"
     assert (tmp_path / "a" / "samples.png").exists()
     a, b = load_generator(tmp_path / "a" / "model"), load_generator(tmp_path / "b" / "model")
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb), ka
     with pytest.raises(ValueError, match="other options"):
-        common.train("mlvae", steps=5, out=str(tmp_path / "b"), resume=True, **dict(TRAIN, kl_warmup=3))
+        train("mlvae", steps=5, out=str(tmp_path / "b"), resume=True, **dict(TRAIN, kl_warmup=3))
 
 
 def test_trainer_on_a_folder(tmp_path):
     _write_folder(tmp_path / "imgs", {"a": (200, 30, 30), "b": (30, 30, 200)}, 4)
-    summary = common.train("mlvae", steps=2, out=str(tmp_path / "run"), data=str(tmp_path / "imgs"), **TRAIN)
+    summary = train("mlvae", steps=2, out=str(tmp_path / "run"), data=str(tmp_path / "imgs"), **TRAIN)
     assert summary["steps"] == 2 and "group_factors" not in summary
 
 
 def test_trainer_bad_options(tmp_path):
     with pytest.raises(ValueError, match="multiple of --group-size"):
-        common.train("mlvae", steps=1, out=str(tmp_path), **dict(TRAIN, batch_size=6))
+        train("mlvae", steps=1, out=str(tmp_path), **dict(TRAIN, batch_size=6))
     with pytest.raises(ValueError, match="--group-factors"):
-        common.train("mlvae", steps=1, out=str(tmp_path), group_factors="class,size", **TRAIN)
+        train("mlvae", steps=1, out=str(tmp_path), group_factors="class,size", **TRAIN)

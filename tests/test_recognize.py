@@ -11,7 +11,7 @@ from mlvgm_data.generators import MLVGM
 from mlvgm_data.latents import LatentGroup, LatentSpec
 from mlvgm_data.apps.classifiers import shapes as recognize
 from mlvgm_data.models import shapes_classifier
-from mlvgm_data.apps.train.common import save_width_model
+from mlvgm_data.apps.train.outputs import save_width_model
 
 needs_classifier = pytest.mark.skipif(not shapes_classifier.classifier_available(), reason="classifier asset not built")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mlvgm_data.generators import MLVGMProtocol, StyleGANAdapter, load_generator, save_generator
-from mlvgm_data.apps.train import common
+from mlvgm_data.apps.train.registry import train
 from mlvgm_data.apps.train.stylegan import Discriminator, classwise_std, discriminator_step, generator_step, update_ema
 from mlvgm_data.models.stylegan import StyleGANGenerator, check_config
 
@@ -211,9 +211,9 @@ TRAIN = {"resolution": 16, "z_dim": 8, "w_dim": 8, "channel_base": 64, "channel_
 
 
 def test_trainer_runs_saves_and_resumes_exactly(tmp_path):
-    straight = common.train("stylegan", steps=4, out=str(tmp_path / "a"), **TRAIN)
-    common.train("stylegan", steps=2, out=str(tmp_path / "b"), **TRAIN)
-    resumed = common.train("stylegan", steps=4, out=str(tmp_path / "b"), resume=True, **TRAIN)
+    straight = train("stylegan", steps=4, out=str(tmp_path / "a"), **TRAIN)
+    train("stylegan", steps=2, out=str(tmp_path / "b"), **TRAIN)
+    resumed = train("stylegan", steps=4, out=str(tmp_path / "b"), resume=True, **TRAIN)
     assert straight["steps"] == resumed["steps"] == 4
     for name in ("model.pt", "model.json", "summary.json", "samples.png", "checkpoint.pt"):
         assert (tmp_path / "a" / name).exists()
@@ -222,12 +222,12 @@ def test_trainer_runs_saves_and_resumes_exactly(tmp_path):
         assert ka == kb and torch.equal(va, vb), ka
     assert json.loads((tmp_path / "a" / "model.json").read_text())["family"] == "stylegan"
     with pytest.raises(ValueError, match="other options"):
-        common.train("stylegan", steps=5, out=str(tmp_path / "b"), resume=True, **dict(TRAIN, r1_gamma=1.0))
+        train("stylegan", steps=5, out=str(tmp_path / "b"), resume=True, **dict(TRAIN, r1_gamma=1.0))
 
 
 def test_trainer_is_class_conditional_on_shapes_by_default(tmp_path):
-    cond = common.train("stylegan", steps=1, out=str(tmp_path / "c"), **TRAIN)
-    uncond = common.train("stylegan", steps=1, out=str(tmp_path / "u"), conditional=False, **TRAIN)
+    cond = train("stylegan", steps=1, out=str(tmp_path / "c"), **TRAIN)
+    uncond = train("stylegan", steps=1, out=str(tmp_path / "u"), conditional=False, **TRAIN)
     assert cond["num_classes"] == 6 and uncond["num_classes"] == 0
     assert load_generator(tmp_path / "c" / "model").num_classes == 6
     assert load_generator(tmp_path / "u" / "model").num_classes is None
@@ -239,16 +239,16 @@ def test_trainer_is_class_conditional_on_shapes_by_default(tmp_path):
 
 def test_trainer_bad_options(tmp_path):
     with pytest.raises(ValueError, match="--mixing-prob"):
-        common.train("stylegan", steps=1, out=str(tmp_path), mixing_prob=1.5, **TRAIN)
+        train("stylegan", steps=1, out=str(tmp_path), mixing_prob=1.5, **TRAIN)
     with pytest.raises(ValueError, match="--ac-weight"):
-        common.train("stylegan", steps=1, out=str(tmp_path), ac_weight=-1.0, **TRAIN)
+        train("stylegan", steps=1, out=str(tmp_path), ac_weight=-1.0, **TRAIN)
     with pytest.raises(ValueError, match="--data"):
-        common.train("stylegan", steps=1, out=str(tmp_path), data=str(tmp_path / "nowhere"), **TRAIN)
+        train("stylegan", steps=1, out=str(tmp_path), data=str(tmp_path / "nowhere"), **TRAIN)
     from mlvgm_data.data import export_jpeg
 
     export_jpeg(tmp_path / "imgs", 4, resolution=16)
     with pytest.raises(ValueError, match="--conditional needs labelled data"):
-        common.train("stylegan", steps=1, out=str(tmp_path / "f"), data=str(tmp_path / "imgs"), conditional=True,
+        train("stylegan", steps=1, out=str(tmp_path / "f"), data=str(tmp_path / "imgs"), conditional=True,
                      **TRAIN)
 
 

@@ -10,7 +10,9 @@ import torch
 
 from mlvgm_data.apps.commands import train as train_cmd
 from mlvgm_data.generators import load_generator
-from mlvgm_data.apps.train import common
+from mlvgm_data.apps.train import data, loop
+from mlvgm_data.apps.train.outputs import grid_classes
+from mlvgm_data.apps.train.registry import train
 
 TINY = ["--channels", "8,8,8", "--blocks", "1,0,0", "--enc-channels", "4,4,8,8",
         "--groups", "z1:4:1,z2:2:4", "--kl-weights", "1,1", "--batch-size", "4", "--eval-images", "8",
@@ -54,7 +56,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
 
     opts = dict(channels="8,8,8", blocks="1,0,0", enc_channels="4,4,8,8", groups="z1:4:1,z2:2:4",
                 kl_weights="1,1", batch_size=4, eval_images=8, threads=1, steps=4, checkpoint_every=2)
-    save = common.save_checkpoint
+    save = loop.save_checkpoint
 
     def keep_step_2(path, step, *args, **kw):
         out = save(path, step, *args, **kw)
@@ -62,12 +64,12 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
             shutil.copy(out, tmp_path / "step2.pt")
         return out
 
-    monkeypatch.setattr(common, "save_checkpoint", keep_step_2)
-    common.train("hvae", out=str(tmp_path / "full"), **opts)
+    monkeypatch.setattr(loop, "save_checkpoint", keep_step_2)
+    train("hvae", out=str(tmp_path / "full"), **opts)
     # A run killed after step 2 and resumed ends where the uninterrupted run did.
     (tmp_path / "resumed").mkdir()
     shutil.copy(tmp_path / "step2.pt", tmp_path / "resumed" / "checkpoint.pt")
-    common.train("hvae", out=str(tmp_path / "resumed"), resume=True, **opts)
+    train("hvae", out=str(tmp_path / "resumed"), resume=True, **opts)
     a, b = load_generator(tmp_path / "full"), load_generator(tmp_path / "resumed")
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
@@ -76,63 +78,63 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
 def test_resume_with_other_options_is_refused(tmp_path):
     opts = dict(channels="8,8,8", blocks="1,0,0", enc_channels="4,4,8,8", groups="z1:4:1,z2:2:4",
                 kl_weights="1,1", batch_size=4, eval_images=0, threads=1, steps=2)
-    common.train("hvae", out=str(tmp_path / "a"), **opts)
+    train("hvae", out=str(tmp_path / "a"), **opts)
     with pytest.raises(ValueError, match="other options"):
-        common.train("hvae", out=str(tmp_path / "a"), resume=True, **{**opts, "sigma": 0.2})
+        train("hvae", out=str(tmp_path / "a"), resume=True, **{**opts, "sigma": 0.2})
 
 
 def test_train_on_an_image_folder(tmp_path):
     from mlvgm_data.data import export_jpeg
 
     export_jpeg(tmp_path / "imgs", 12, resolution=48)
-    summary = common.train("hvae", data=str(tmp_path / "imgs"), out=str(tmp_path / "run"), steps=2,
+    summary = train("hvae", data=str(tmp_path / "imgs"), out=str(tmp_path / "run"), steps=2,
                            channels="8,8,8", blocks="1,0,0", enc_channels="4,4,8,8", groups="z1:4:1,z2:2:4",
                            kl_weights="1,1", batch_size=5, eval_images=6, threads=1)
     assert summary["eval_data"] == "first 6 training images"
     assert "encoder_class_accuracy" not in summary  # a folder has no labels: unconditional
     with pytest.raises(ValueError, match="--conditional needs labelled data"):
-        common.train("hvae", data=str(tmp_path / "imgs"), out=str(tmp_path / "run2"), steps=1, conditional=True)
+        train("hvae", data=str(tmp_path / "imgs"), out=str(tmp_path / "run2"), steps=1, conditional=True)
 
 
 def test_batches_are_a_pure_function_of_the_step(tmp_path):
     from mlvgm_data.data import export_jpeg
 
-    src = common.image_source("shapes", 16, 3)
-    first = list(zip(range(3), common.batches(src, 4)))
-    later = next(common.batches(src, 4, start_step=2))
+    src = data.image_source("shapes", 16, 3)
+    first = list(zip(range(3), data.batches(src, 4)))
+    later = next(data.batches(src, 4, start_step=2))
     assert torch.equal(first[2][1], later)
-    images, classes = next(common.batches(src, 4, start_step=2, labelled=True))
+    images, classes = next(data.batches(src, 4, start_step=2, labelled=True))
     assert torch.equal(images, later) and torch.equal(classes, src.dataset.render(torch.arange(8, 12))[1])
     export_jpeg(tmp_path / "imgs", 10)
-    folder = common.image_source(str(tmp_path / "imgs"), 16, 0)
-    idx = torch.cat([common.step_indices(folder, 4, s) for s in range(5)])  # 2 epochs
+    folder = data.image_source(str(tmp_path / "imgs"), 16, 0)
+    idx = torch.cat([data.step_indices(folder, 4, s) for s in range(5)])  # 2 epochs
     assert sorted(idx[:10].tolist()) == list(range(10)) and sorted(idx[10:20].tolist()) == list(range(10))
-    assert torch.equal(common.step_indices(folder, 4, 3), common.step_indices(folder, 4, 3))
+    assert torch.equal(data.step_indices(folder, 4, 3), data.step_indices(folder, 4, 3))
     with pytest.raises(ValueError, match="no class labels"):
-        next(common.batches(folder, 4, labelled=True))
+        next(data.batches(folder, 4, labelled=True))
 
 
 def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="'shapes', 'fashion-mnist' or a folder"):
-        common.train("hvae", data=str(tmp_path / "nope"), steps=1, out=str(tmp_path / "r"))
+        train("hvae", data=str(tmp_path / "nope"), steps=1, out=str(tmp_path / "r"))
     with pytest.raises(ValueError, match="unknown options"):
-        common.train("hvae", stpes=3)
+        train("hvae", stpes=3)
     with pytest.raises(ValueError, match="unknown model"):
-        common.train("gan9000")
+        train("gan9000")
     with pytest.raises(ValueError, match="steps must be an int >= 1"):
-        common.train("hvae", steps=0)
+        train("hvae", steps=0)
     for bad, match in [(dict(threads=0), "threads must be in"), (dict(threads=-1), "threads must be in"),
                        (dict(lr=float("inf")), "lr must be a finite number"),
                        (dict(kl_weights="nan,1,1"), "kl-weights must be finite")]:
         with pytest.raises(ValueError, match=match):
-            common.train("hvae", steps=1, out=str(tmp_path / "r"), eval_images=0, **bad)
+            train("hvae", steps=1, out=str(tmp_path / "r"), eval_images=0, **bad)
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(ValueError, match="is a file, not a run folder"):
-        common.train("hvae", steps=1, out=str(tmp_path / "a-file"))
+        train("hvae", steps=1, out=str(tmp_path / "a-file"))
     with pytest.raises(ValueError, match="kl-weights"):
-        common.train("hvae", steps=1, kl_weights="1,2", out=str(tmp_path / "r"), eval_images=0)
+        train("hvae", steps=1, kl_weights="1,2", out=str(tmp_path / "r"), eval_images=0)
     with pytest.raises(ValueError, match="comma-separated ints"):
-        common.train("hvae", steps=1, channels="8,x", out=str(tmp_path / "r"))
+        train("hvae", steps=1, channels="8,x", out=str(tmp_path / "r"))
     with pytest.raises(SystemExit):
         parse(["--model", "hvae", "--steps", "many"])
 
@@ -148,6 +150,6 @@ def test_hvae_kl_weights_default_to_one_for_the_top_group_and_five_below():
 
 
 def test_grid_classes_gives_one_row_per_class():
-    assert common.grid_classes(None, 8) == (64, None) and common.grid_classes(0, 3) == (9, None)
-    n, classes = common.grid_classes(3, 4)
+    assert grid_classes(None, 8) == (64, None) and grid_classes(0, 3) == (9, None)
+    n, classes = grid_classes(3, 4)
     assert n == 12 and classes.tolist() == [0] * 4 + [1] * 4 + [2] * 4

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlvgm_data.apps.train.common import train
+from mlvgm_data.apps.train.registry import train
 
 TINY = dict(data="shapes", steps=2, batch_size=4, resolution=32, checkpoint_every=1)
 
@@ -42,7 +42,7 @@ def dying_save(obj, f, *a, **k):
     if ".model.pt." in where:  # the temporary file of the final model
         os.kill(os.getpid(), 9)
 torch.save = dying_save
-from mlvgm_data.apps.train.common import train
+from mlvgm_data.apps.train.registry import train
 train("hvae", out={str(out)!r}, data="shapes", steps=3, batch_size=4, resolution=32, checkpoint_every=1)
 """
     assert subprocess.run([sys.executable, "-c", code]).returncode == -9

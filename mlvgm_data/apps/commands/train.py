@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..train.options import COMMON_DEFAULTS
+from ..train.registry import get_trainer, train, trainers
+
 HELP = "train a built-in generator (--model hvae|...) on Shapes, Fashion-MNIST or a folder of images"
 
 _COMMON_HELP = {
@@ -24,8 +27,7 @@ _TYPES = {"data": str, "out": str, "steps": int, "batch_size": int, "lr": float,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..train.common import COMMON_DEFAULTS, trainers
-
+    """Declares ``--model``, the common options and every trainer's own (one group per model)."""
     found = trainers()
     parser.add_argument("--model", required=True, choices=sorted(found), help="which model to train")
     for dest, (flag, text) in _COMMON_HELP.items():
@@ -57,8 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from ..train.common import get_trainer, train
-
+    """Runs the chosen trainer with the options given on the command line; prints and returns its summary."""
     trainer = get_trainer(args.model)
     known = trainer.option_defaults()
     given = {k: v for k, v in vars(args).items() if k in known}

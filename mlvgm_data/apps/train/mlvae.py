@@ -14,7 +14,6 @@ Groups in training:
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,14 @@ import torch
 
 from ...data.shapes import FACTOR_NAMES, render_factors, sample_factors
 from ...models.mlvae import DEFAULT_CONFIG, FAMILY, MLVAE, check_config
-from . import common
-from .stylegan import check_resumed_options, run_options
+from ..classifiers.shapes import recognizability
+from ..viz import save_image_grid
+from .checkpoint import out_dir
+from .data import image_source
+from .loop import Training, run_training
+from .options import Trainer
+from .outputs import save_outputs
+
 
 def swap_grid(model: MLVAE, path: str | Path, rows: int = 8, seed: int = 0) -> None:
     """Writes a PNG grid of prior samples: each row one content, each column one style."""
@@ -32,7 +37,7 @@ def swap_grid(model: MLVAE, path: str | Path, rows: int = 8, seed: int = 0) -> N
     style = torch.randn(rows, model.config["style_dim"], generator=g)
     with torch.no_grad():
         img = model.decode({"content": content.repeat_interleave(rows, 0), "style": style.repeat(rows, 1)})
-    common.save_image_grid(img, path, nrow=rows)
+    save_image_grid(img, path, nrow=rows)
 
 
 # --- grouped batches -------------------------------------------------------------------------
@@ -71,7 +76,7 @@ class FolderGroups:
     """Groups of images from the same sub-folder of an image folder."""
 
     def __init__(self, root: str, resolution: int, seed: int, group_size: int) -> None:
-        self.source = common.image_source(root, resolution, seed)
+        self.source = image_source(root, resolution, seed)
         self.seed = seed
         folders: dict[Path, list[int]] = {}
         for i, p in enumerate(self.source.dataset.paths):
@@ -91,7 +96,8 @@ class FolderGroups:
         """``(images [N, 3, R, R], group ids [N])`` of ``step``'s batch (a pure function of the step)."""
         g = _step_generator(self.seed, step)
         chosen = torch.multinomial(self.weights, num_groups, replacement=True, generator=g)
-        picks = [self.members[k][torch.randperm(len(self.members[k]), generator=g)[:group_size]] for k in chosen.tolist()]
+        picks = [self.members[k][torch.randperm(len(self.members[k]), generator=g)[:group_size]]
+                 for k in chosen.tolist()]
         return self.source.batch(torch.cat(picks)), torch.arange(num_groups).repeat_interleave(group_size)
 
 
@@ -99,6 +105,7 @@ class FolderGroups:
 
 
 def add_arguments(parser: Any) -> None:
+    """Declares the mlvae options (see ``mlvgm-data train --help``)."""
     parser.add_argument("--content-dim", type=int, default=DEFAULT_CONFIG["content_dim"], help="content latent size")
     parser.add_argument("--style-dim", type=int, default=DEFAULT_CONFIG["style_dim"], help="style latent size")
     parser.add_argument("--width", type=int, default=DEFAULT_CONFIG["width"], help="channels of the first conv")
@@ -111,12 +118,41 @@ def add_arguments(parser: Any) -> None:
                         help="sampling temperature stored in the saved generator (training ignores it)")
 
 
-def train(opts: argparse.Namespace) -> dict:
-    """Trains the ML-VAE on grouped Shapes or a grouped folder; returns the summary."""
+def _check_options(opts: argparse.Namespace) -> None:
     if opts.group_size < 1 or opts.batch_size % opts.group_size:
         raise ValueError(f"--batch-size ({opts.batch_size}) must be a multiple of --group-size ({opts.group_size})")
     if not opts.sigma > 0 or opts.kl_warmup < 0:
         raise ValueError("--sigma must be > 0 and --kl-warmup >= 0")
+
+
+class _MLVAEStep:
+    """The ML-VAE, its optimiser and one training step on ``step``'s grouped batch."""
+
+    def __init__(self, opts: argparse.Namespace, config: dict, data: ShapesGroups | FolderGroups) -> None:
+        self.opts, self.data = opts, data
+        self.model = MLVAE(**config)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=opts.lr)
+        self.model.train()
+
+    def training(self) -> Training:
+        """The parts :func:`run_training` needs."""
+        return Training({"model": self.model}, {"model": self.opt}, self, self.model,
+                        shown=("loss", "mse", "kl_content", "kl_style"))
+
+    def __call__(self, step: int) -> dict[str, float]:
+        opts = self.opts
+        x, groups = self.data.batch(step, opts.batch_size // opts.group_size, opts.group_size)
+        beta = min(1.0, (step + 1) / opts.kl_warmup) if opts.kl_warmup else 1.0
+        parts = self.model.loss(x, groups, opts.sigma, beta)
+        self.opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        self.opt.step()
+        return {k: float(v.detach()) for k, v in parts.items()}
+
+
+def train(opts: argparse.Namespace) -> dict:
+    """Trains the ML-VAE on grouped Shapes or a grouped folder; returns the summary."""
+    _check_options(opts)
     config = check_config({"resolution": opts.resolution, "content_dim": opts.content_dim,
                            "style_dim": opts.style_dim, "width": opts.width, "temperature": opts.temperature})
     if opts.data == "shapes":
@@ -124,53 +160,24 @@ def train(opts: argparse.Namespace) -> dict:
             opts.resolution, opts.seed, [f.strip() for f in opts.group_factors.split(",") if f.strip()])
     else:
         data = FolderGroups(opts.data, opts.resolution, opts.seed, opts.group_size)
-    num_groups = opts.batch_size // opts.group_size
-    with common.seeded(opts.seed):
-        model = MLVAE(**config)
-        opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
-        start, extra = common.resume(opts, {"model": model}, {"model": opt})
-        check_resumed_options(opts, extra)
-        elapsed = float(extra.get("seconds", 0.0))
-        began = time.time()
-        logs: dict[str, float] = {}
-        model.train()
-        with common.progress(opts, start, "mlvae") as bar:
-            for step in range(start, opts.steps):
-                x, groups = data.batch(step, num_groups, opts.group_size)
-                beta = min(1.0, (step + 1) / opts.kl_warmup) if opts.kl_warmup else 1.0
-                parts = model.loss(x, groups, opts.sigma, beta)
-                opt.zero_grad(set_to_none=True)
-                parts["loss"].backward()
-                opt.step()
-                for k, v in parts.items():
-                    v = float(v.detach())
-                    logs[k] = v if k not in logs else 0.98 * logs[k] + 0.02 * v
-                bar.update(1)
-                bar.set_postfix({k: f"{logs[k]:.3g}" for k in ("loss", "mse", "kl_content", "kl_style")})
-                if (step + 1) % opts.checkpoint_every == 0 or step + 1 == opts.steps:
-                    common.save_checkpoint(common.checkpoint_path(opts), step + 1, {"model": model}, {"model": opt},
-                                           {"seconds": elapsed + time.time() - began, "options": run_options(opts)})
-        seconds = elapsed + time.time() - began
-    model.eval()
-    out = common.out_dir(opts)
-    out.mkdir(parents=True, exist_ok=True)
-    swap_grid(model, out / "samples.png")
+    # A resumed run may change --steps and the sampling temperature stored in the generator.
+    trained = run_training(opts, lambda: _MLVAEStep(opts, config, data).training(), desc="mlvae",
+                           changeable=("steps", "temperature"))
+    model = trained.output
+    swap_grid(model, out_dir(opts) / "samples.png")
     summary: dict[str, Any] = {
         "model": "mlvae", "data": opts.data, "steps": opts.steps, "batch_size": opts.batch_size,
-        "group_size": opts.group_size, "seed": opts.seed, "seconds": round(seconds, 1),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        **{k: round(v, 4) for k, v in logs.items()},
+        "group_size": opts.group_size, "seed": opts.seed, "seconds": round(trained.seconds, 1),
+        "parameters": sum(p.numel() for p in model.parameters()), **trained.rounded(),
     }
     if opts.data == "shapes":
         summary["group_factors"] = opts.group_factors
-        if opts.resolution == 32:
-            from ..classifiers.shapes import recognizability
-
+        if opts.resolution == 32:  # the Shapes classifier's resolution
             summary["recognizability"] = recognizability(model)
-    return common.save_outputs(model, opts, FAMILY, config, summary)
+    return save_outputs(model, opts, FAMILY, config, summary)
 
 
-TRAINER = common.Trainer(
+TRAINER = Trainer(
     "mlvae", add_arguments, train,
     help="ML-VAE: group content latent (product of Gaussians) + per-sample style latent",
     defaults={"steps": 6000, "batch_size": 64, "lr": 1e-3},

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
-import time
 from typing import Any
 
 import torch
@@ -34,7 +32,13 @@ from ...models.stylegan import (
     check_onehot,
     lrelu,
 )
-from . import common
+from ..classifiers.shapes import recognizability
+from ..viz import save_image_grid
+from .checkpoint import out_dir
+from .data import ImageSource, add_conditional_argument, batch_at, class_count, image_source
+from .loop import Training, run_training
+from .options import Trainer
+from .outputs import grid_classes, save_outputs
 
 # --- discriminator ---------------------------------------------------------------------------
 
@@ -225,29 +229,14 @@ def sample_grid(generator: StyleGANAdapter, path: str, rows: int = 8, seed: int 
     """Writes a PNG grid of prior samples (anchors: all groups share one z): ``rows × rows``, or for
     a class-conditional generator one row per class with ``rows`` samples each."""
     spec = generator.latent_spec
-    n, classes = common.grid_classes(generator.num_classes, rows)
+    n, classes = grid_classes(generator.num_classes, rows)
     z = torch.randn(n, spec.groups[0].shape[0], generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        common.save_image_grid(generator.decode({name: z for name in spec.names}, classes), path, nrow=rows)
-
-
-def run_options(opts: argparse.Namespace) -> str:
-    """The options that define a run, as JSON: a resumed run must use the same ones (it may
-    change ``--steps``, the bookkeeping options and the sampling options ``--truncation-psi`` /
-    ``--temperature``, so a finished run can be re-exported with another one)."""
-    skip = {"out", "resume", "checkpoint_every", "export", "threads", "model", "steps", "truncation_psi",
-            "temperature"}
-    return json.dumps({k: v for k, v in sorted(vars(opts).items()) if k not in skip})
-
-
-def check_resumed_options(opts: argparse.Namespace, extra: dict) -> None:
-    """Refuses to resume a checkpoint written with other options."""
-    if "options" in extra and extra["options"] != run_options(opts):
-        raise ValueError(f"--resume: {common.checkpoint_path(opts)} was written with other options "
-                         f"({extra['options']}); use the same options or another --out")
+        save_image_grid(generator.decode({name: z for name in spec.names}, classes), path, nrow=rows)
 
 
 def add_arguments(parser: Any) -> None:
+    """Declares the stylegan options (see ``mlvgm-data train --help``)."""
     parser.add_argument("--z-dim", type=int, default=DEFAULT_CONFIG["z_dim"], help="z (and group) size")
     parser.add_argument("--w-dim", type=int, default=DEFAULT_CONFIG["w_dim"], help="w size")
     parser.add_argument("--channel-max", type=int, default=DEFAULT_CONFIG["channel_max"],
@@ -263,7 +252,7 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--mixing-prob", type=float, default=0.9, help="style-mixing regularisation probability")
     parser.add_argument("--ema-images", type=int, default=5000,
                         help="half-life of the generator EMA in images")
-    common.add_conditional_argument(parser)
+    add_conditional_argument(parser)
     parser.add_argument("--ac-weight", type=float, default=1.0,
                         help="class-conditional runs: weight of the auxiliary class loss (AC-GAN; 0 = projection only)")
 
@@ -279,76 +268,69 @@ def _check_opts(opts: argparse.Namespace) -> None:
         raise ValueError("--r1-every and --ema-images must be positive")
 
 
+class _GANStep:
+    """The generator (its EMA is the exported model), the discriminator, their optimisers, and
+    one training step: a D update, a G update and the EMA with StyleGAN2's ramp-up."""
+
+    def __init__(self, opts: argparse.Namespace, config: dict, source: ImageSource) -> None:
+        self.opts, self.source, self.c_dim = opts, source, config["c_dim"]
+        self.model = StyleGANGenerator(**config)
+        self.G = copy.deepcopy(self.model.generator)
+        self.D = Discriminator(opts.resolution, config["channel_base"], config["channel_max"], c_dim=self.c_dim)
+        # R1 is lazy: scale D's Adam as StyleGAN2 does so the update size matches.
+        ratio = opts.r1_every / (opts.r1_every + 1)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=opts.lr, betas=(0.0, 0.99))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=opts.lr * ratio, betas=(0.0, 0.99 ** ratio))
+        self.beta = 0.5 ** (opts.batch_size / opts.ema_images)
+
+    def training(self) -> Training:
+        """The parts :func:`run_training` needs."""
+        return Training({"G": self.G, "D": self.D, "G_ema": self.model.generator},
+                        {"G": self.opt_g, "D": self.opt_d}, self, self.model)
+
+    def __call__(self, step: int) -> dict[str, float]:
+        opts = self.opts
+        if self.c_dim:
+            real, classes = batch_at(self.source, opts.batch_size, step, labelled=True)
+            real_c = F.one_hot(classes, self.c_dim).float()
+        else:
+            real, real_c = batch_at(self.source, opts.batch_size, step), None
+        stats = discriminator_step(self.G, self.D, real * 2.0 - 1.0, self.opt_d, opts.r1_gamma, opts.r1_every, step,
+                                   opts.mixing_prob, real_c, opts.ac_weight)
+        stats.update(generator_step(self.G, self.D, opts.batch_size, self.opt_g, opts.mixing_prob,
+                                    ac_weight=opts.ac_weight))
+        # EMA ramp-up: early on the EMA follows G closely (StyleGAN2's ema_rampup).
+        seen = (step + 1) * opts.batch_size
+        update_ema(self.model.generator, self.G, min(self.beta, 0.5 ** (opts.batch_size / max(seen * 0.05, 1.0))))
+        return stats
+
+
 def train(opts: argparse.Namespace) -> dict:
     """Trains the StyleGAN-like generator; saves the EMA generator and returns a summary."""
     _check_opts(opts)
-    source = common.image_source(opts.data, opts.resolution, opts.seed)
+    source = image_source(opts.data, opts.resolution, opts.seed)
     config = check_config({
         "resolution": opts.resolution, "z_dim": opts.z_dim, "w_dim": opts.w_dim,
         "channel_base": opts.channel_base, "channel_max": opts.channel_max, "layer_groups": opts.layer_groups,
-        "truncation_psi": opts.truncation_psi, "c_dim": common.class_count(opts, source),
+        "truncation_psi": opts.truncation_psi, "c_dim": class_count(opts, source),
     })
-    c_dim = config["c_dim"]
-    with common.seeded(opts.seed):
-        model = StyleGANGenerator(**config)
-        G = copy.deepcopy(model.generator)
-        D = Discriminator(opts.resolution, config["channel_base"], config["channel_max"], c_dim=c_dim)
-        # R1 is lazy: scale D's Adam as StyleGAN2 does so the update size matches.
-        ratio = opts.r1_every / (opts.r1_every + 1)
-        opt_g = torch.optim.Adam(G.parameters(), lr=opts.lr, betas=(0.0, 0.99))
-        opt_d = torch.optim.Adam(D.parameters(), lr=opts.lr * ratio, betas=(0.0, 0.99 ** ratio))
-        modules = {"G": G, "D": D, "G_ema": model.generator}
-        optimizers = {"G": opt_g, "D": opt_d}
-        start, extra = common.resume(opts, modules, optimizers)
-        check_resumed_options(opts, extra)
-        elapsed = float(extra.get("seconds", 0.0))
-        began = time.time()
-        beta = 0.5 ** (opts.batch_size / opts.ema_images)
-        logs: dict[str, float] = {}
-        with common.progress(opts, start, "stylegan") as bar:
-            data = common.batches(source, opts.batch_size, start, labelled=bool(c_dim))
-            for step in range(start, opts.steps):
-                real, real_c = next(data) if c_dim else (next(data), None)
-                real = real * 2.0 - 1.0
-                real_c = None if real_c is None else F.one_hot(real_c, c_dim).float()
-                stats = discriminator_step(G, D, real, opt_d, opts.r1_gamma, opts.r1_every, step, opts.mixing_prob,
-                                           real_c, opts.ac_weight)
-                stats.update(generator_step(G, D, opts.batch_size, opt_g, opts.mixing_prob, ac_weight=opts.ac_weight))
-                # EMA ramp-up: early on the EMA follows G closely (StyleGAN2's ema_rampup).
-                seen = (step + 1) * opts.batch_size
-                update_ema(model.generator, G, min(beta, 0.5 ** (opts.batch_size / max(seen * 0.05, 1.0))))
-                for k, v in stats.items():
-                    logs[k] = v if k not in logs else 0.98 * logs[k] + 0.02 * v
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
-                if (step + 1) % opts.checkpoint_every == 0 or step + 1 == opts.steps:
-                    common.save_checkpoint(common.checkpoint_path(opts), step + 1, modules, optimizers,
-                                           {"seconds": elapsed + time.time() - began, "options": run_options(opts)})
-        seconds = elapsed + time.time() - began
-    model.eval()
-    out = common.out_dir(opts)
-    out.mkdir(parents=True, exist_ok=True)
-    sample_grid(model, str(out / "samples.png"))
+    # A resumed run may change --steps and the sampling option --truncation-psi (so a finished run
+    # can be re-exported with another one).
+    trained = run_training(opts, lambda: _GANStep(opts, config, source).training(), desc="stylegan",
+                           changeable=("steps", "truncation_psi", "temperature"))
+    model = trained.output
+    sample_grid(model, str(out_dir(opts) / "samples.png"))
     summary: dict[str, Any] = {
         "model": "stylegan", "data": opts.data, "steps": opts.steps, "batch_size": opts.batch_size,
-        "seed": opts.seed, "num_classes": c_dim, "seconds": round(seconds, 1),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        **{k: round(v, 4) for k, v in logs.items()},
+        "seed": opts.seed, "num_classes": config["c_dim"], "seconds": round(trained.seconds, 1),
+        "parameters": sum(p.numel() for p in model.parameters()), **trained.rounded(),
     }
-    summary.update(_recognizability(model, opts))
-    return common.save_outputs(model, opts, FAMILY, config, summary)
+    if opts.data == "shapes" and opts.resolution == 32:  # the Shapes classifier's resolution
+        summary["recognizability"] = recognizability(model)
+    return save_outputs(model, opts, FAMILY, config, summary)
 
 
-def _recognizability(model: StyleGANGenerator, opts: argparse.Namespace) -> dict[str, Any]:
-    """The Shapes recognisability score of the trained generator (Shapes at 32² only)."""
-    if opts.data != "shapes" or opts.resolution != 32:
-        return {}
-    from ..classifiers.shapes import recognizability
-
-    return {"recognizability": recognizability(model)}
-
-
-TRAINER = common.Trainer(
+TRAINER = Trainer(
     "stylegan", add_arguments, train,
     help="StyleGAN2-like GAN (mapping + modulated convs, W+ layer groups as latent groups)",
     defaults={"lr": 2e-3, "batch_size": 16, "steps": 30000, "checkpoint_every": 500, "threads": 1},
