@@ -10,7 +10,7 @@ import torch
 
 from mlvgm_data.apps.commands import train as train_cmd
 from mlvgm_data.generators import load_generator
-from mlvgm_data.apps.train import data, loop
+from mlvgm_data.apps.train import checkpoint, data, loop
 from mlvgm_data.apps.train.outputs import grid_classes
 from mlvgm_data.apps.train.registry import train
 
@@ -102,7 +102,7 @@ def test_batches_are_a_pure_function_of_the_step(tmp_path):
     src = data.image_source("shapes", 16, 3)
     first = list(zip(range(3), data.batches(src, 4)))
     later = next(data.batches(src, 4, start_step=2))
-    assert torch.equal(first[2][1], later)
+    assert torch.equal(first[2][1], later) and torch.equal(data.batch_at(src, 4, 2), later)
     images, classes = next(data.batches(src, 4, start_step=2, labelled=True))
     assert torch.equal(images, later) and torch.equal(classes, src.dataset.render(torch.arange(8, 12))[1])
     export_jpeg(tmp_path / "imgs", 10)
@@ -153,3 +153,16 @@ def test_grid_classes_gives_one_row_per_class():
     assert grid_classes(None, 8) == (64, None) and grid_classes(0, 3) == (9, None)
     n, classes = grid_classes(3, 4)
     assert n == 12 and classes.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_a_resumed_run_keeps_the_options_that_define_it():
+    opts = argparse.Namespace(model="stylegan", out="a", resume=True, threads=2, steps=10, lr=0.1, seed=0)
+    options = checkpoint.run_options(opts, changeable=("steps",))
+    assert json.loads(options) == {"lr": 0.1, "seed": 0}  # bookkeeping and changeable options left out
+    moved = argparse.Namespace(**dict(vars(opts), out="b", threads=1, steps=20))
+    assert checkpoint.run_options(moved, changeable=("steps",)) == options
+    checkpoint.check_resumed_options(opts, {}, options)  # a fresh run
+    checkpoint.check_resumed_options(opts, {"options": options, "seconds": 1.0}, options)
+    for extra in ({"options": json.dumps({"lr": 0.2, "seed": 0})}, {"seconds": 1.0}):
+        with pytest.raises(ValueError, match="--resume: .*checkpoint.pt was written with other options"):
+            checkpoint.check_resumed_options(opts, extra, options)
