@@ -22,6 +22,7 @@ import numbers
 from typing import Any, Sequence
 
 import torch
+from torch.utils.data import TensorDataset
 
 from ._checks import U32, check_int, check_number
 from .policy import ViewPolicy
@@ -113,10 +114,27 @@ class AnchorSource:
     def read(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images [n, C, H, W] float32, labels [n] int64, −1 where an item has none)``."""
         idx = [int(i) for i in indices]
-        getitems = getattr(self.dataset, "__getitems__", None)
-        items = getitems(idx) if callable(getitems) else [self.dataset[i] for i in idx]
-        images, labels = zip(*(self._item(item, i) for item, i in zip(items, idx)))
-        return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+        if isinstance(self.dataset, TensorDataset) and self.dataset.tensors[0].dim() == 4:
+            images, labels = self._tensor_rows(idx)  # one gather instead of n items
+        else:
+            getitems = getattr(self.dataset, "__getitems__", None)
+            items = getitems(idx) if callable(getitems) else [self.dataset[i] for i in idx]
+            parsed = [self._item(item, i) for item, i in zip(items, idx)]
+            images = torch.stack([p[0] for p in parsed])
+            labels = torch.tensor([p[1] for p in parsed], dtype=torch.int64)
+        finite = torch.isfinite(images.flatten(1)).all(1)
+        if not bool(finite.all()):
+            raise ValueError(f"{self.who}[{idx[int((~finite).nonzero()[0])]}] holds NaN or infinite values")
+        return images, labels
+
+    def _tensor_rows(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        tensors = self.dataset.tensors
+        rows = torch.tensor(idx, dtype=torch.int64)
+        images = self._image(tensors[0][rows], idx[0], batch=True)
+        labels = torch.full((len(idx),), -1, dtype=torch.int64)
+        if len(tensors) > 1 and tensors[1].dim() == 1 and not tensors[1].is_floating_point():
+            labels = tensors[1][rows].to(torch.int64)
+        return images, labels
 
     def _item(self, item: Any, index: int) -> tuple[torch.Tensor, int]:
         label = -1
@@ -130,7 +148,8 @@ class AnchorSource:
             item = item[0]
         return self._image(item, index), label
 
-    def _image(self, image: Any, index: int) -> torch.Tensor:
+    def _image(self, image: Any, index: int, batch: bool = False) -> torch.Tensor:
+        """``image`` checked (type, dtype, shape) as a float32 CPU tensor; ``batch``: rows of images."""
         want = "" if self.image_shape is None else f" {list(self.image_shape)}"
         fix = (f"a transform that turns each image into a float tensor{want} in [0, 1] (e.g. "
                "mlvgm_data.data.FashionMNIST(pad_to=32) for builtin:fashion)")
@@ -139,13 +158,11 @@ class AnchorSource:
                              f"{fix}")
         if not image.is_floating_point():
             raise ValueError(f"{self.who}[{index}] is a {image.dtype} tensor: give the dataset {fix}")
-        if self.image_shape is not None and tuple(image.shape) != self.image_shape:
-            raise ValueError(f"{self.who}[{index}] has shape {list(image.shape)} but the generator makes "
+        shape = tuple(image.shape[1:] if batch else image.shape)
+        if self.image_shape is not None and shape != self.image_shape:
+            raise ValueError(f"{self.who}[{index}] has shape {list(shape)} but the generator makes "
                              f"{list(self.image_shape)}: give the dataset {fix}")
-        image = image.detach().float().cpu()
-        if not bool(torch.isfinite(image).all()):
-            raise ValueError(f"{self.who}[{index}] holds NaN or infinite values")
-        return image
+        return image.detach().float().cpu()
 
 
 def check_prior_fraction(value: object, batch_size: int) -> tuple[float, int]:

@@ -378,11 +378,13 @@ class HierarchicalVAE(MLVGM):
         return self.top_mu + mu, self.top_logstd + logstd
 
     def _top_down(
-        self, first: torch.Tensor, sample_group, n: int, classes: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self, first: torch.Tensor, sample_group, n: int, classes: torch.Tensor | None = None, latents_only: bool = False
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """Runs the decoder from the top group's noise ``first`` (ε₁, already scaled by any
         temperature); ``sample_group(name, h, prior_mu, prior_logstd) -> z`` picks each lower
-        group's z from the state ``h`` above it. Returns (mean image, {group: z})."""
+        group's z from the state ``h`` above it. Returns (mean image, {group: z}); with
+        ``latents_only`` it stops once the last group is picked (its state needs no later stage)
+        and returns no image."""
         top_name = self.groups[0][0]
         mu0, logstd0 = self._top_prior(classes)
         z1 = mu0 + logstd0.exp() * first
@@ -403,6 +405,8 @@ class HierarchicalVAE(MLVGM):
                 zs[name] = z
                 h = h + self.inject[name](z).view_as(h)
                 gi += 1
+            if latents_only and gi == len(self.groups):
+                return None, zs
             for block in self.blocks[i]:
                 h = block(h, zs)
             if i < len(self.ups):
@@ -425,8 +429,9 @@ class HierarchicalVAE(MLVGM):
     # --- inference ---------------------------------------------------------------------------
 
     def _posterior_pass(
-        self, x: torch.Tensor, sample: bool, top_only: bool = False, classes: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, dict, dict]:
+        self, x: torch.Tensor, sample: bool, top_only: bool = False, classes: torch.Tensor | None = None,
+        latents_only: bool = False,
+    ) -> tuple[torch.Tensor | None, dict, dict]:
         """Top-down pass with posterior noise (sampled, or the mean): (recon mean, {g: (m, logvar)}, {g: ε}).
         With ``top_only`` the lower groups sit at their prior means (ε = 0) and get no posterior.
         A class-conditional model without ``classes`` uses its encoder's class prediction."""
@@ -460,7 +465,7 @@ class HierarchicalVAE(MLVGM):
             eps[name] = e
             return mu_p + logstd_p.exp() * e
 
-        recon, _ = self._top_down(eps[top], posterior_sample, x.shape[0], classes)
+        recon, _ = self._top_down(eps[top], posterior_sample, x.shape[0], classes, latents_only)
         return recon, post, eps
 
     def _check_images(self, x: torch.Tensor) -> torch.Tensor:
@@ -476,7 +481,7 @@ class HierarchicalVAE(MLVGM):
         class-conditional model predicts the class of ``x`` when ``classes`` is not given)."""
         x = self._check_images(x)
         check_classes(self, classes, x.shape[0])
-        return self._posterior_pass(x, sample=False, classes=classes)[1]
+        return self._posterior_pass(x, sample=False, classes=classes, latents_only=True)[1]
 
     def invert(self, images: torch.Tensor, classes: torch.Tensor | None = None, *, sample: bool = False,
                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
