@@ -162,7 +162,7 @@ class MIReport:
         if self.candidates:
             best, target = self.recommendation()
             d["recommended"] = {"target": target, "policy": best.policy.to_dict(), "mi": best.mi.to_dict(),
-                                "description": best.description}
+                                "description": best.description, "chosen_with": "label-free MI"}
         return d
 
     @classmethod

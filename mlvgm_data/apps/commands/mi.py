@@ -1,9 +1,12 @@
-"""``mlvgm-data mi``: per-group mutual information of a generator and a measured view policy."""
+"""``mlvgm-data mi``: per-group mutual information of a generator and a measured view policy; with
+``--judge``, the view-quality report of candidate policies (what their views keep under the judge
+vs how much they change) instead."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -11,7 +14,8 @@ import torch
 
 from ..._checks import check_int, check_number
 from ..._io import check_output_path, write_text
-from ...generators.registry import POLICY_FORMAT, measured_budget, policy_source, read_policy_file, user_policy_path
+from ...generators.registry import (POLICY_FORMAT, is_factory_name, measured_budget, policy_source, read_policy_file,
+                                    user_policy_path)
 from .common import GENERATOR_HELP, open_generator
 
 HELP = "Measure each latent group's information (I(z_g; x), I(x; x') with g resampled) and recommend a view policy."
@@ -23,8 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=float, default=300.0,
                    help="time cap in seconds (default 300); the defaults finish inside it on a 2-core CPU; when it "
                         "binds, critics stop early and the report says so (results then depend on machine speed)")
-    p.add_argument("--samples", type=int, default=2048, help="paired samples per estimate (default 2048)")
-    p.add_argument("--steps", type=int, default=300, help="critic training steps (default 300)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="paired samples per estimate (default 2048; with --judge, pairs per policy, default 2000)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="critic training steps (default 300; with --judge, of the I(x0; x1) critics, default 200)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target", type=float, default=None,
                    help="I(x0; x1) in nats the recommended views should have (default: middle of the measured range)")
@@ -46,6 +52,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder-samples", type=int, default=2000, help="images for --encoder-data (default 2000)")
     p.add_argument("--device", default=None, help="device for the generator and the critics (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    q = p.add_argument_group("view quality (--judge)")
+    q.add_argument("--judge", default=None, metavar="PATH_OR_BUILTIN",
+                   help="run the view-quality report with this judge instead: builtin:fashion-classifier, "
+                        "builtin:shapes-classifier, a saved classifier's STEM (STEM.pt + STEM.json) or module:factory; "
+                        "the chart (--plot) shows label consistency vs change with the Pareto front")
+    q.add_argument("--mi-report", default=None, metavar="PATH",
+                   help="the MI report (this command's --json) that ranks the groups for the candidate policies "
+                        "(default: the generator's stored one, else the groups in order)")
+    q.add_argument("--min-consistency", type=float, default=None,
+                   help="the recommendation's floor: the most change among candidates keeping the judged class in "
+                        "at least this fraction of pairs (default 0.7)")
+    q.add_argument("--change", choices=("pixel", "feature"), default="pixel",
+                   help="the change axis: RMS pixel change (default) or the judge's feature change")
+
+_NOT_WITH_JUDGE = ("groups", "target", "anchor_trunc", "save_policy", "encoder_data")
+_JUDGE_ONLY = ("mi_report", "min_consistency")
 
 
 def _policy_target(args: argparse.Namespace) -> Path:
@@ -63,8 +85,32 @@ def _save_policy(path: Path, name: str, recommended: dict, report: dict, command
     return str(path)
 
 
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _check_modes(args: argparse.Namespace) -> None:
+    """--judge runs the view-quality report: the analysis-only options are refused with it, its own
+    without it; the defaults of --samples and --steps are the mode's."""
+    if args.judge is not None:
+        given = [_flag(n) for n in _NOT_WITH_JUDGE if getattr(args, n) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} do(es) not apply with --judge (the view-quality report)")
+        if args.min_consistency is not None:
+            check_number(args.min_consistency, "--min-consistency", 0.0, 1.0)
+    else:
+        given = [_flag(n) for n in _JUDGE_ONLY if getattr(args, n) is not None] + (
+            ["--change"] if args.change != "pixel" else [])
+        if given:
+            raise ValueError(f"{', '.join(given)} need(s) --judge (the view-quality report)")
+    judged = args.judge is not None
+    args.samples = (2000 if judged else 2048) if args.samples is None else args.samples
+    args.steps = (200 if judged else 300) if args.steps is None else args.steps
+
+
 def check(args: argparse.Namespace) -> None:
     """Before the analysis: the numbers, the output files and matplotlib for --plot."""
+    _check_modes(args)
     check_int(args.samples, "--samples", 128)
     check_int(args.steps, "--steps", 1)
     check_int(args.encoder_samples, "--encoder-samples", 1)
@@ -138,9 +184,44 @@ def _command(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
+def _judged_command(args: argparse.Namespace) -> str:
+    parts = ["mlvgm-data mi", args.generator, f"--judge {args.judge}", f"--samples {args.samples}",
+             f"--steps {args.steps}", f"--seed {args.seed}"]
+    for flag, value in (("--mi-report", args.mi_report), ("--min-consistency", args.min_consistency),
+                        ("--change", None if args.change == "pixel" else args.change), ("--plot", args.plot),
+                        ("--json", args.json)):
+        if value is not None:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
+def _run_judged(args: argparse.Namespace) -> dict:
+    """The view-quality report: table, recommended policy, chart; the report's dict for --json."""
+    from ...mi import view_quality
+
+    generator = open_generator(args.generator, args.device)
+    if is_factory_name(args.judge) and "" not in sys.path:
+        sys.path.insert(0, "")  # as for a GENERATOR module:factory: the user's module lives in the current folder
+    report = view_quality(generator, None, args.judge, samples=args.samples, seed=args.seed, mi={"steps": args.steps},
+                          mi_report=args.mi_report, change=args.change, min_consistency=args.min_consistency,
+                          name=args.generator, command=_judged_command(args), progress=not args.no_progress)
+    result = report.to_dict()
+    print(report.to_markdown())
+    print()
+    best = report.recommendation()
+    print(f"Recommended policy ({best.chosen_with}: {best.rule}): {best.name}")
+    print(json.dumps(best.policy.to_dict(), indent=2))
+    if args.plot:
+        result["plot"] = str(report.plot(args.plot))
+        print(f"chart: {result['plot']}")
+    return result
+
+
 def run(args: argparse.Namespace) -> dict:
     from ...mi import analyze, encoder_metrics
 
+    if args.judge is not None:
+        return _run_judged(args)
     generator = open_generator(args.generator, args.device)
     batches = None
     if args.encoder_data:
@@ -157,7 +238,7 @@ def run(args: argparse.Namespace) -> dict:
     best, target = report.recommendation(args.target)
     result = report.to_dict()
     result["recommended"] = {"target": target, "policy": best.policy.to_dict(), "mi": best.mi.to_dict(),
-                             "description": best.description}
+                             "description": best.description, "chosen_with": "label-free MI"}
     print(report.to_markdown())
     print()
     print(f"Recommended policy (target {target:.2f} nats, measured I(x0; x1) = {best.mi}):")
