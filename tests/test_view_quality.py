@@ -364,3 +364,31 @@ def test_cli_bad_judge_arguments(argv, match, capsys) -> None:
     assert main(["mi", "builtin:fashion", "--samples", "128", "--no-progress", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mlvgm-data mi: error: ") and match in err and err.count("\n") == 1
+
+
+class HeadJudge(FeatureJudge):
+    """A judge whose ``head`` maps its features to its logits; counts its forward calls."""
+
+    def __init__(self, honest: bool = True) -> None:
+        super().__init__()
+        self.honest, self.forwards = honest, 0
+
+    def head(self, f: torch.Tensor) -> torch.Tensor:
+        m = f[:, 0] - 0.5 if self.honest else f[:, 1]
+        return torch.stack([-self.scale * m, self.scale * m], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("honest", [True, False])
+def test_judge_runs_once_when_its_head_gives_the_logits(honest) -> None:
+    from mlvgm_data.mi.judges import Judge
+
+    judge = HeadJudge(honest)
+    x = SplitGenerator().decode({"label": torch.randn(40, 1), "style": torch.randn(40, 4)})
+    logits, feats = Judge(judge, torch.device("cpu"))(x, 10)
+    assert torch.allclose(logits, FeatureJudge()(x)) and torch.equal(feats, judge.features(x))
+    # An honest head is checked on the first chunk, then trusted; another head is never used.
+    assert judge.forwards == (1 if honest else 4)
