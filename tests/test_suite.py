@@ -121,5 +121,3 @@ def test_test_modules_do_not_import_each_other() -> None:
     importing = re.compile(r"^\s*(from|import)\s+test_\w+", re.M)
     offenders = [p.name for p in sorted((ROOT / "tests").glob("*.py")) if importing.search(p.read_text())]
     assert not offenders, f"shared helpers belong in tests/helpers.py or tests/conftest.py: {offenders}"
-    directives = re.findall(r"<!-- readme-test: setup: (.*?) -->", (ROOT / "README.md").read_text())
-    assert directives and not [d for d in directives if re.search(r"\b(from|import) test_", d)]
