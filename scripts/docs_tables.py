@@ -207,27 +207,15 @@ def _bench(name: str, command: str) -> Callable[[Path], str]:
     return render
 
 
-def view_quality_table(doc: dict[str, Any]) -> str:
-    """One row per policy of a view-quality report (``report.to_dict()``)."""
-    def cell(value: Any, digits: int = 3) -> str:
-        if value is None:
-            return "—"
-        if isinstance(value, dict):
-            return f"{_num(value['value'])} [{_num(value['low'])}, {_num(value['high'])}]"
-        return _num(value, digits)
+def _view_quality(name: str, generator: str, judge: str) -> Callable[[Path], str]:
+    def render(root: Path) -> str:
+        from mlvgm_data.mi import ViewQualityReport  # the report's own table, as the command prints it
 
-    lines = ["| policy | consistency | pixel change | feature change | I(x0; x1) nats |", "|---|---:|---:|---:|---|"]
-    for name, p in doc["policies"].items():
-        lines.append(f"| {name} | {cell(p.get('consistency'))} | {cell(p.get('pixel_change'))} | "
-                     f"{cell(p.get('feature_change'))} | {cell(p.get('image_mi'))} |")
-    return "\n".join(lines)
-
-
-def _view_quality(root: Path) -> str:
-    doc = _report(root, "view_quality.json")
-    if doc is None:
-        return _missing("view_quality.json", "report.to_dict() of mlvgm_data.mi.view_quality(...), saved as JSON")
-    return view_quality_table(doc)
+        path = root / "docs" / name
+        if not path.is_file():
+            return _missing(name, f"mlvgm-data mi {generator} --judge {judge} --json docs/{name}")
+        return ViewQualityReport.from_json(path).to_markdown()
+    return render
 
 
 DEMO = "mlvgm-data demo --seeds 3 --json docs/demo_fashion_report.json"
@@ -247,7 +235,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "compare-runs": _compare,
     "bench-loaders": _bench("bench.json", "mlvgm-data bench --json docs/bench.json"),
     "bench-fashion": _bench("bench_fashion.json", "mlvgm-data bench --data fashion-mnist --json docs/bench_fashion.json"),
-    "view-quality": _view_quality,
+    "view-quality-fashion": _view_quality("view_quality_fashion.json", "builtin:fashion", "builtin:fashion-classifier"),
+    "view-quality-shapes": _view_quality("view_quality_shapes.json", "builtin:shapes", "builtin:shapes-classifier"),
 }
 
 

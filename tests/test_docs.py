@@ -44,6 +44,7 @@ PAGES = TABLES.pages(ROOT)
 BLOCK = re.compile(r"(?:<!-- docs-test: (?P<directive>.*?) -->\n)?```(?P<lang>[\w-]*)\n(?P<code>.*?)```", re.S)
 
 SMALL = [  # (pattern, replacement): the same calls at sizes a test can afford
+    (r"samples=2000\b", 'samples=128, mi={"steps": 3}'),  # view_quality: pairs per policy, InfoNCE critic steps
     (r"samples=\d[\d_]*", "samples=128"),
     (r"\bsteps=300\b", "steps=3"),
     (r"budget=\d+", "budget=None"),
