@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+
 import torch
 
 U32 = 1 << 32

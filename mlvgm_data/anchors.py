@@ -141,7 +141,8 @@ class AnchorSource:
         if isinstance(item, (tuple, list)):
             if not item:
                 raise ValueError(f"{self.who}[{index}] is an empty {type(item).__name__}")
-            if len(item) > 1 and isinstance(item[1], (numbers.Integral, torch.Tensor)) and not isinstance(item[1], bool):
+            has_label = len(item) > 1 and isinstance(item[1], (numbers.Integral, torch.Tensor))
+            if has_label and not isinstance(item[1], bool):
                 if isinstance(item[1], torch.Tensor) and (item[1].numel() != 1 or item[1].is_floating_point()):
                     raise ValueError(f"{self.who}[{index}]'s label must be an integer, got a tensor {item[1]!r}")
                 label = int(item[1])

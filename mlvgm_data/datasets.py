@@ -20,8 +20,8 @@ from .generators.base import (
     generator_device,
     set_eval_mode,
 )
-from .progress import SharedEpoch
 from .policy import ViewPolicy
+from .progress import SharedEpoch
 
 
 def _check_index(index: object, length: int, who: str) -> int:

@@ -9,7 +9,6 @@ from typing import Iterator, Mapping, Sequence
 
 import torch
 
-
 MAX_GROUP_NUMEL = 1 << 28
 """Values per sample of one group (the kernels index a group's values with 32-bit ints)."""
 
@@ -39,7 +38,9 @@ class LatentGroup:
         try:
             items = tuple(raw)
         except TypeError:
-            raise ValueError(f"LatentGroup.shape of {self.name!r} must be a tuple of ints, got {self.shape!r}") from None
+            raise ValueError(
+                f"LatentGroup.shape of {self.name!r} must be a tuple of ints, got {self.shape!r}"
+            ) from None
         if not items or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in items):
             raise ValueError(
                 f"LatentGroup.shape of {self.name!r} must be a non-empty tuple of positive ints, "

@@ -40,9 +40,9 @@ from .generators.base import (
 )
 from .generators.compiled import CompiledDecode
 from .generators.fingerprint import fingerprint
-from .producers import CudaProducer, SyncProducer, ThreadProducer
 from .pipe_state import PipeConfig, PipeState, RankResolver
 from .policy import ViewPolicy
+from .producers import CudaProducer, SyncProducer, ThreadProducer
 from .progress import Plan, SharedProgress
 from .step import Augment, RealAnchors, StepWork, ViewBatch
 

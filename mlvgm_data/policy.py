@@ -8,7 +8,6 @@ from typing import Mapping, Union
 from ._checks import check_number
 from .latents import LatentSpec
 
-
 MAX_SCALE = 1e6
 """Largest |μ| and σ of a perturbation: latents are standard normal, and far larger values would
 leave float32's range in the op."""

@@ -22,7 +22,6 @@ import torch
 
 from .step import StepWork, ViewBatch
 
-
 # --- the slot ring shared by both producers --------------------------------------------------
 
 FREE, FILLING, READY, HELD = "free", "filling", "ready", "held"
@@ -263,7 +262,8 @@ class CudaProducer:
             if block:
                 done.synchronize()
             if bool(flag.item()):
-                raise RuntimeError(f"{type(self.work.generator).__name__}.decode returned non-finite values at step {step}")
+                raise RuntimeError(f"{type(self.work.generator).__name__}.decode returned non-finite values "
+                                   f"at step {step}")
 
     def get(self) -> ViewBatch:
         consumer = torch.cuda.current_stream(self.device)

@@ -49,7 +49,8 @@ class SmallResNet(nn.Module):
 
     def __init__(self, width: int = 16, in_channels: int = 3) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True))
         widths = [width, 2 * width, 4 * width, 8 * width]
         self.stages = nn.Sequential(*(BasicBlock(widths[max(i - 1, 0)], w, 1 if i == 0 else 2)
                                       for i, w in enumerate(widths)))
@@ -178,7 +179,9 @@ class ProbeResult:
     train_accuracy: float
 
 
-def _check_probe_inputs(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor) -> None:
+def _check_probe_inputs(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor
+) -> None:
     if train_x.dim() != 2 or test_x.dim() != 2 or train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"features must be [N, D] with one D, got {list(train_x.shape)} and {list(test_x.shape)}")
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):

@@ -170,7 +170,8 @@ class Shapes(Dataset):
     def _indices(self, indices: torch.Tensor | Sequence[int]) -> torch.Tensor:
         idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.length):
-            raise IndexError(f"Shapes indices must be in [0, {self.length}), got {idx.min().item()}..{idx.max().item()}")
+            raise IndexError(f"Shapes indices must be in [0, {self.length}), "
+                             f"got {idx.min().item()}..{idx.max().item()}")
         return idx
 
     def factors(self, indices: torch.Tensor | Sequence[int]) -> torch.Tensor:

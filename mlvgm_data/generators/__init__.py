@@ -3,8 +3,8 @@
 from .adapters import BigGANAdapter, CallableGenerator, HierarchicalAdapter, NVAESampler, StyleGANAdapter, VDVAESampler
 from .base import MLVGM, MLVGMProtocol, Views, checked_decode, decode_views, draw_classes
 from .registry import (
-    builtin_names,
     PolicySource,
+    builtin_names,
     load_generator,
     policy_source,
     recommended_policy,

@@ -64,8 +64,10 @@ _NO_POLICY = object()
 def check_generator(generator: object, policy: object = _NO_POLICY) -> None:
     """Raises ``ValueError`` unless ``generator`` follows the protocol (and ``policy``, when given,
     is a ``ViewPolicy`` that fits it)."""
-    if not isinstance(getattr(generator, "latent_spec", None), LatentSpec) or not callable(getattr(generator, "decode", None)):
-        raise ValueError("generator must have a latent_spec (LatentSpec) and a decode(latents) method (see MLVGMProtocol)")
+    has_spec = isinstance(getattr(generator, "latent_spec", None), LatentSpec)
+    if not has_spec or not callable(getattr(generator, "decode", None)):
+        raise ValueError("generator must have a latent_spec (LatentSpec) and a decode(latents) method "
+                         "(see MLVGMProtocol)")
     if isinstance(generator, nn.Module):
         for name, t in itertools.chain(generator.named_parameters(), generator.named_buffers()):
             if t.is_meta or isinstance(t, nn.parameter.UninitializedTensorMixin):

@@ -100,7 +100,9 @@ def read_config(path: Path) -> dict:
     try:
         cfg = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"generator config {path} not found (a saved generator is NAME.pt + NAME.json)") from None
+        raise FileNotFoundError(
+            f"generator config {path} not found (a saved generator is NAME.pt + NAME.json)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"generator config {path} is not valid JSON: {e}") from None
     except RecursionError:

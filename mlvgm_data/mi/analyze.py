@@ -20,10 +20,10 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .._checks import check_int, check_number
 from ..generators.base import decode_views, eval_mode, generator_device
 from ..latents import LatentGroup, LatentSpec
 from ..policy import Perturb, Resample, Rule, ViewPolicy
-from .._checks import check_int, check_number
 from .estimators import MIEstimate, ba_multi, infonce
 from .report import Candidate, GroupMI, MIReport
 

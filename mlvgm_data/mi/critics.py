@@ -245,7 +245,9 @@ def train_critic(
     return done, truncated
 
 
-def bootstrap_interval(terms: torch.Tensor, gen: torch.Generator, n_boot: int = 1000, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_interval(
+    terms: torch.Tensor, gen: torch.Generator, n_boot: int = 1000, level: float = 0.95
+) -> tuple[float, float]:
     terms = terms.double().cpu()
     n = terms.numel()
     means = torch.empty(n_boot, dtype=torch.float64)

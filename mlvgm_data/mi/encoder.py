@@ -114,7 +114,9 @@ def _aggregate_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tens
     return out
 
 
-def _group_metrics(name: str, mu: torch.Tensor, logvar: torch.Tensor, gen: torch.Generator, threshold: float) -> EncoderGroupMetrics:
+def _group_metrics(
+    name: str, mu: torch.Tensor, logvar: torch.Tensor, gen: torch.Generator, threshold: float
+) -> EncoderGroupMetrics:
     n, d = mu.shape
     kl = 0.5 * (mu * mu + logvar.exp() - 1.0 - logvar).sum(1).mean()
     z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen, dtype=torch.float64)

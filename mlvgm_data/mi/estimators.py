@@ -24,8 +24,17 @@ import torch
 from torch import nn
 
 from .._checks import check_int
-from .critics import (BACritic, NCECritic, Standardize, bootstrap_interval, build_critic, critic_device,
-                      nce_terms, split_pairs, train_critic)
+from .critics import (
+    BACritic,
+    NCECritic,
+    Standardize,
+    bootstrap_interval,
+    build_critic,
+    critic_device,
+    nce_terms,
+    split_pairs,
+    train_critic,
+)
 
 METHODS = ("ba", "infonce", "ksg")
 
@@ -124,7 +133,8 @@ def _check_pairs(x: object, y: object, method: str, min_samples: int) -> tuple[t
     for name, a in (("x", x), ("y", y)):
         bad = ~torch.isfinite(a).reshape(a.shape[0], -1).all(dim=1)
         if bool(bad.any()):
-            raise ValueError(f"{name} has non-finite values in {int(bad.sum())} samples (first: index {int(bad.nonzero()[0])})")
+            raise ValueError(f"{name} has non-finite values in {int(bad.sum())} samples "
+                             f"(first: index {int(bad.nonzero()[0])})")
     return x, y
 
 
@@ -186,7 +196,8 @@ def reference_of(y: torch.Tensor, y_dist: object) -> Reference:
             raise ValueError(f"y_dist truncation must be a positive number, got {trunc!r}")
         t = float(trunc)
         if float(y.abs().max()) > t * (1 + 1e-5):
-            raise ValueError(f"y_dist says N(0, 1) truncated to ±{t:g}, but y has values up to {float(y.abs().max()):.3g}")
+            raise ValueError(f"y_dist says N(0, 1) truncated to ±{t:g}, "
+                             f"but y has values up to {float(y.abs().max()):.3g}")
         log_z = math.log(math.erf(t / math.sqrt(2.0)))
         return Reference(d * truncnormal_entropy(t), f"closed form, N(0, I) truncated to ±{t:g}",
                          lambda f: -0.5 * (f * f).sum(-1) - d * (log_norm + log_z))
@@ -325,7 +336,8 @@ def infonce(
     check_int(eval_batch, "eval_batch", 2)
     budget = _budget(budget)
     if shared and x.shape[1:] != y.shape[1:]:
-        raise ValueError(f"shared=True needs x and y of one sample shape, got {list(x.shape[1:])} and {list(y.shape[1:])}")
+        raise ValueError("shared=True needs x and y of one sample shape, "
+                         f"got {list(x.shape[1:])} and {list(y.shape[1:])}")
     n = x.shape[0]
     gen = torch.Generator().manual_seed(seed)
     split = split_pairs(n, eval_fraction, gen)
@@ -334,7 +346,8 @@ def infonce(
     train = split.train.to(dev)
     norm_x = Standardize(torch.cat([x[train], y[train]]) if shared else x[train]).to(dev)
     norm_y = norm_x if shared else Standardize(y[train]).to(dev)
-    critic = build_critic(lambda: NCECritic(x.shape[1:], y.shape[1:], embed_dim, width, hidden, shared, image_res), gen, dev)
+    critic = build_critic(lambda: NCECritic(x.shape[1:], y.shape[1:], embed_dim, width, hidden, shared, image_res),
+                          gen, dev)
     model = nn.ModuleList([norm_x, norm_y, critic])
 
     def embed(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -353,10 +366,8 @@ def infonce(
     b = min(eval_batch, n_test)
     terms = _held_out_nce_terms(embed, split.test, b, gen, dev)
     low, high = bootstrap_interval(terms, gen)
-    return MIEstimate(
-        float(terms.mean()), low, high, "infonce", n, n_test, math.log(b), None, None, done, truncated,
-        time.monotonic() - start,
-    )
+    return MIEstimate(float(terms.mean()), low, high, "infonce", n, n_test, math.log(b), None, None, done, truncated,
+                      time.monotonic() - start)
 
 
 def _held_out_nce_terms(embed: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], test: torch.Tensor,

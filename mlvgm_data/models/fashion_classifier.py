@@ -23,7 +23,8 @@ FEATURES = 128
 
 def crop_to_28(x: torch.Tensor) -> torch.Tensor:
     """``[N, 1, R, R]`` images → the centred ``[N, 1, 28, 28]`` (R = 28, or more with a border)."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != x.shape[3] or x.shape[2] < SIZE:
+    if (not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 1
+            or x.shape[2] != x.shape[3] or x.shape[2] < SIZE):
         shape = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"images must be grey [N, 1, R, R] with R >= {SIZE}, got {shape}")
     lo = (x.shape[-1] - SIZE) // 2

@@ -91,7 +91,8 @@ def make_config(overrides: Mapping | None = None) -> dict:
         )
     for key in ("blocks", "point_blocks"):
         if len(cfg[key]) != len(cfg["channels"]):
-            raise ValueError(f"hvae: {key!r} needs one count per decoder stage ({len(cfg['channels'])}), got {cfg[key]}")
+            raise ValueError(f"hvae: {key!r} needs one count per decoder stage ({len(cfg['channels'])}), "
+                             f"got {cfg[key]}")
     names = [g[0] for g in cfg["groups"]]
     if not cfg["groups"] or cfg["groups"][0][2] != 1:
         raise ValueError("hvae: the first group must be a vector group (resolution 1)")
@@ -244,7 +245,8 @@ class Encoder(nn.Module):
             self.stages.append(ResBlock(widths[i + 1]))
         top_ch = cfg["groups"][0][1]
         self.vector = nn.Sequential(
-            nn.SiLU(), nn.Conv2d(widths[-1], 32, 1), nn.Flatten(), nn.SiLU(), nn.Linear(32 * 16, VECTOR_FEATURES), nn.SiLU(),
+            nn.SiLU(), nn.Conv2d(widths[-1], 32, 1), nn.Flatten(),
+            nn.SiLU(), nn.Linear(32 * 16, VECTOR_FEATURES), nn.SiLU(),
         )
         self.top = nn.Linear(VECTOR_FEATURES, 2 * top_ch)
         self.resolutions = [res // 2 ** (i + 1) for i in range(n_down)]
@@ -337,7 +339,9 @@ class HierarchicalVAE(MLVGM):
                 # A further vector group: MLPs on the flattened 4² decoder state.
                 flat = widths[0] * 16
                 self.prior[name] = nn.Sequential(nn.Flatten(), nn.Linear(flat, 256), nn.SiLU(), nn.Linear(256, 2 * ch))
-                self.posterior[name] = nn.Sequential(nn.Linear(flat + VECTOR_FEATURES, 256), nn.SiLU(), nn.Linear(256, 2 * ch))
+                self.posterior[name] = nn.Sequential(
+                    nn.Linear(flat + VECTOR_FEATURES, 256), nn.SiLU(), nn.Linear(256, 2 * ch)
+                )
                 self.inject[name] = nn.Linear(ch, flat)
             else:
                 w = widths[self.stage_res.index(r)]
@@ -476,7 +480,9 @@ class HierarchicalVAE(MLVGM):
             raise ValueError(f"images must be floating point in [0, 1], got {x.dtype}")
         return x.float()
 
-    def encode(self, x: torch.Tensor, classes: torch.Tensor | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def encode(
+        self, x: torch.Tensor, classes: torch.Tensor | None = None
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{group: (mu, logvar)}`` of q(ε|x), shaped like the group's latents (a
         class-conditional model predicts the class of ``x`` when ``classes`` is not given)."""
         x = self._check_images(x)
@@ -504,7 +510,9 @@ class HierarchicalVAE(MLVGM):
         check_classes(self, classes, x.shape[0])
         return self._posterior_pass(x, sample=False, classes=classes)[0]
 
-    def forward(self, x: torch.Tensor, top_only: bool = False, classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, top_only: bool = False, classes: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """One training pass: ``{"recon": mean image, "nll": [N], "kl": {group: [N]}}``, and for a
         class-conditional model (which needs ``classes`` here) ``"class_nll"``: [N], the encoder
         class head's cross-entropy. With ``top_only`` only the top group is inferred (the others
@@ -515,7 +523,8 @@ class HierarchicalVAE(MLVGM):
             raise ValueError(f"this hvae is class-conditional ({self.num_classes} classes): training needs classes")
         recon, post, _ = self._posterior_pass(x, sample=True, top_only=top_only, classes=classes)
         d = x[0].numel()
-        nll = ((x - recon) ** 2).flatten(1).sum(1) / (2 * self.sigma**2) + 0.5 * d * (_LOG_2PI + 2 * math.log(self.sigma))
+        nll = (((x - recon) ** 2).flatten(1).sum(1) / (2 * self.sigma**2)
+               + 0.5 * d * (_LOG_2PI + 2 * math.log(self.sigma)))
         out = {"recon": recon, "nll": nll, "kl": {g: gaussian_kl(m, lv) for g, (m, lv) in post.items()}}
         if self.num_classes:
             logits = self.class_head(x)

@@ -53,7 +53,8 @@ def product_of_gaussians(
     if mu.dim() != 2 or logvar.shape != mu.shape:
         raise ValueError(f"mu and logvar must both be [N, D], got {list(mu.shape)} and {list(logvar.shape)}")
     if groups.shape != mu.shape[:1] or groups.dtype.is_floating_point:
-        raise ValueError(f"groups must be integer ids of shape [{mu.shape[0]}], got {groups.dtype} {list(groups.shape)}")
+        raise ValueError(f"groups must be integer ids of shape [{mu.shape[0]}], "
+                         f"got {groups.dtype} {list(groups.shape)}")
     ids, index = torch.unique(groups, return_inverse=True)
     precision = torch.exp(-logvar)
     total = mu.new_zeros(len(ids), mu.shape[1]).index_add_(0, index, precision)
@@ -130,7 +131,9 @@ class MLVAE(MLVGM):
         if not x.is_floating_point():
             raise ValueError(f"images must be floating point in [0, 1], got {x.dtype}")
 
-    def encode(self, x: torch.Tensor, groups: torch.Tensor | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def encode(
+        self, x: torch.Tensor, groups: torch.Tensor | None = None
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Posteriors ``{"content": (mu, logvar), "style": (mu, logvar)}``, each ``[N, dim]``.
 
         ``x``: images ``[N, 3, R, R]`` in [0, 1]. ``groups`` (``[N]`` integer ids) pools content

@@ -58,4 +58,5 @@ def _shipped() -> ShapesClassifier:
 def classify(images: torch.Tensor, classifier: ShapesClassifier | None = None, batch_size: int = 500) -> torch.Tensor:
     """Softmax probabilities ``[N, num_classes]`` of ``[N, 3, H, W]`` images in [0, 1]."""
     clf = classifier or _shipped()
-    return torch.cat([F.softmax(clf(images[i:i + batch_size].float()), dim=1) for i in range(0, len(images), batch_size)])
+    return torch.cat([F.softmax(clf(images[i:i + batch_size].float()), dim=1)
+                      for i in range(0, len(images), batch_size)])

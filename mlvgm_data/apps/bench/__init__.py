@@ -33,13 +33,24 @@ from .research import ResearchStep, bare_loop
 from .rows import BASELINE, ROWS, BenchConfig, crossover, run_bench
 from .subjects import bench_generator, decode_cost, decodes_channels_last, fresh_hvae
 from .timing import Opener, Rate, machine_info, measure, measure_interleaved, rate_dict, round_ratios
-from .training import (FEED_NAMES, FEEDS, SimCLRStep, bench_augment, compiled_vs_eager, pipe_vs_bare, training_bench_setup, training_markdown,
-                       training_rates, write_training_bench_json)
+from .training import (
+    FEED_NAMES,
+    FEEDS,
+    SimCLRStep,
+    bench_augment,
+    compiled_vs_eager,
+    pipe_vs_bare,
+    training_bench_setup,
+    training_markdown,
+    training_rates,
+    write_training_bench_json,
+)
 
 __all__ = [
-    "BASELINE", "FEEDS", "FEED_NAMES", "ROWS", "BenchConfig", "Opener", "PilViews", "Rate", "ResearchStep", "SimCLRStep",
-    "TwoViews", "bar_chart", "bare_loop", "bench_augment", "compiled_vs_eager", "bench_generator", "crossover", "decode_cost", "decodes_channels_last",
-    "fresh_hvae", "has_torchvision", "machine_info", "markdown", "measure", "measure_interleaved", "pil_simclr_view",
-    "pipe_vs_bare", "rate_dict", "round_ratios", "run_bench", "shapes_folder", "torchvision_simclr", "training_bench_setup", "training_markdown",
-    "training_rates", "write_training_bench_json",
+    "BASELINE", "FEEDS", "FEED_NAMES", "ROWS", "BenchConfig", "Opener", "PilViews", "Rate", "ResearchStep",
+    "SimCLRStep", "TwoViews", "bar_chart", "bare_loop", "bench_augment", "compiled_vs_eager", "bench_generator",
+    "crossover", "decode_cost", "decodes_channels_last", "fresh_hvae", "has_torchvision", "machine_info", "markdown",
+    "measure", "measure_interleaved", "pil_simclr_view", "pipe_vs_bare", "rate_dict", "round_ratios", "run_bench",
+    "shapes_folder", "torchvision_simclr", "training_bench_setup", "training_markdown", "training_rates",
+    "write_training_bench_json",
 ]

@@ -27,9 +27,9 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 
+from ..._threads import torch_threads
 from ...augment import fashion
 from ...datasets import AugmentedViews
-from ..._threads import torch_threads
 from ...pipe import ViewPairPipe
 from .loaders import TORCHVISION_INSTALL, TwoViews, dali_outputs_to_torch, has_torchvision, pil_simclr_view
 from .subjects import bench_generator
@@ -124,8 +124,8 @@ def fashion_rows(ctx: Any) -> None:
                     torch.get_num_threads(), 0)
         elif key == "pil":
             loader = _loader(ctx, PilGreyViews(folder, res), workers)
-            ctx.add("pil", f"PNG folder + PIL + DataLoader, {workers} workers (baseline)", time_loader(ctx, loader, workers),
-                    res, 1, workers)
+            ctx.add("pil", f"PNG folder + PIL + DataLoader, {workers} workers (baseline)",
+                    time_loader(ctx, loader, workers), res, 1, workers)
         elif key == "torchvision":
             name = f"torchvision FashionMNIST + v2, {workers} workers"
             if not has_torchvision():

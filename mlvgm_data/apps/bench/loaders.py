@@ -13,7 +13,6 @@ from torch.utils.data import Dataset
 
 from ...augment import ViewAugment, default_blur_kernel, simclr
 
-
 TORCHVISION_INSTALL = ("torchvision is not installed: pip install the torchvision that matches your torch "
                         "(e.g. torch==2.14.1 with torchvision==0.29.1)")
 

@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import Any
 
 
-
-
 def markdown(result: dict[str, Any]) -> str:
     """The side-by-side table, skipped rows, the sweep and the cross-over statements."""
     lines = ["| loader | res | threads | workers | pairs/s (median) | min–max | × PIL baseline |",
@@ -22,13 +20,14 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"\nNote: {note}.")
     if result["sweep"]:
         first = result["sweep"][0]
-        lines += ["", f"Decoder-width sweep at 32² (fresh HVAEs of the shipped architecture; pipe with {first['threads']} "
-                      f"thread(s){', channels_last' if first['channels_last'] else ''}):", "",
+        layout = ", channels_last" if first["channels_last"] else ""
+        lines += ["", "Decoder-width sweep at 32² (fresh HVAEs of the shipped architecture; "
+                      f"pipe with {first['threads']} thread(s){layout}):", "",
                   "| decoder width | decoder params | MFLOP / image | pairs/s (median) | min–max |",
                   "|---:|---:|---:|---:|---:|"]
         for s in result["sweep"]:
-            lines.append(f"| ×{s['width_scale']:g} {s['channels']} | {s['params'] / 1e6:.2f} M | {s['decode_mflops']:.0f} "
-                         f"| {s['pairs_per_s']:,.0f} | {s['min']:,.0f}–{s['max']:,.0f} |")
+            lines.append(f"| ×{s['width_scale']:g} {s['channels']} | {s['params'] / 1e6:.2f} M "
+                         f"| {s['decode_mflops']:.0f} | {s['pairs_per_s']:,.0f} | {s['min']:,.0f}–{s['max']:,.0f} |")
         lines += [""] + [f"- {line}" for line in result["crossover"]]
     m = result["machine"]
     lines.append(f"\ntorch {m['torch']}, {m['cpu_count']} cores, load average {m['loadavg']} → {m.get('loadavg_end')}, "

@@ -15,20 +15,26 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from ..._threads import torch_threads
 from ...augment import simclr
 from ...datasets import GeneratedViews
 from ...pipe import ViewPairPipe
-from ..._threads import torch_threads
 from ...policy import Perturb, ViewPolicy
-
-from .loaders import (TORCHVISION_INSTALL, PilViews, TwoViews, dali_folder_pipeline, dali_outputs_to_torch,
-                      has_torchvision, shapes_folder, torchvision_simclr)
 from .fashion import ROWS as FASHION_ROWS
 from .fashion import fashion_rows
+from .loaders import (
+    TORCHVISION_INSTALL,
+    PilViews,
+    TwoViews,
+    dali_folder_pipeline,
+    dali_outputs_to_torch,
+    has_torchvision,
+    shapes_folder,
+    torchvision_simclr,
+)
 from .research import ResearchStep
 from .subjects import bench_generator, decode_cost, decodes_channels_last, fresh_hvae
 from .timing import Rate, machine_info, measure, time_loader
-
 
 ROWS = ("pipe", "pipe_cl", "pipe_cuda", "views0", "views2", "pil", "torchvision", "dali", "research")
 """Row keys in table order (``--rows`` selects a subset)."""
@@ -204,7 +210,8 @@ def _dali_row(ctx: _Context, folder: Path, res: int) -> None:
     pipe = dali_folder_pipeline(folder, res, c.batch_size, threads, seed=c.seed, gpu=gpu)
     sync = torch.cuda.synchronize if gpu else None
     rate = measure(lambda: dali_outputs_to_torch(pipe.run(), gpu), c.batch_size, sync=sync, **ctx.timing(2))
-    del pipe
+    # Rebinding (not del: the lambda's cell still names it) releases the pipeline before the collect.
+    pipe = None
     gc.collect()
     ctx.add("dali", name, rate, res, threads, 0, dali_mode="gpu" if gpu else "cpu")
 
@@ -282,8 +289,8 @@ def crossover(sweep: Sequence[dict], loaders: Sequence[dict]) -> list[str]:
                 flops = math.exp(math.log(f0) + t * (math.log(f1) - math.log(f0)))
                 params = math.exp(math.log(p0) + t * (math.log(p1) - math.log(p0)))
                 lines.append(f"Generation outpaces {label} for decoders up to ≈{flops:.0f} MFLOP/image "
-                             f"(≈{params / 1e6:.2f} M decoder parameters at this architecture); larger decoders are slower "
-                             "than decoding the JPEGs.")
+                             f"(≈{params / 1e6:.2f} M decoder parameters at this architecture); "
+                             "larger decoders are slower than decoding the JPEGs.")
                 break
     return lines
 

@@ -3,7 +3,6 @@ and their decode cost."""
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
@@ -36,7 +35,8 @@ def bench_generator(name: str, resolution: int) -> tuple[nn.Module, ViewPolicy, 
     same whatever the weights (the note says so)."""
     if name == "untrained":
         gen = fresh_hvae(resolution)
-        return gen, ViewPolicy.uniform(gen.latent_spec, Perturb(0.5)), f"{resolution}²: an untrained HVAE of the shipped architecture"
+        note = f"{resolution}²: an untrained HVAE of the shipped architecture"
+        return gen, ViewPolicy.uniform(gen.latent_spec, Perturb(0.5)), note
     try:
         gen = load_generator(name)
     except FileNotFoundError:

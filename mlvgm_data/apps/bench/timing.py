@@ -107,5 +107,7 @@ def time_loader(ctx: Any, loader: Any, workers: int) -> Rate:
     try:
         return measure(lambda: next(it), ctx.cfg.batch_size, **ctx.timing(workers * (loader.prefetch_factor or 0)))
     finally:
-        del it
+        # Rebinding (not del: the lambda's cell still names it) drops the iterator, so that the collect
+        # reaps its workers.
+        it = None
         gc.collect()

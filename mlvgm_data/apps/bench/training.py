@@ -10,9 +10,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from ..._io import write_text
 from ...augment import ViewAugment, fashion, simclr
 from ...pipe import ViewPairPipe
-from ..._io import write_text
 from ...policy import ViewPolicy
 from ..ssl import SmallResNet
 from .research import ResearchStep, bare_loop
@@ -153,10 +153,12 @@ def training_bench_setup(description: str, per_repeat: str, extra: Callable[[Any
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=None, help="default 256 (quick 128)")
     p.add_argument("--threads", default="1,2", help="torch intra-op thread counts to measure at")
-    p.add_argument("--widths", default="8,16", help="ResNet widths of the training step (cheaper step → data matters more)")
+    p.add_argument("--widths", default="8,16",
+                   help="ResNet widths of the training step (cheaper step → data matters more)")
     p.add_argument("--channels-last", action="store_true", help="convert the generator to channels_last first")
     p.add_argument("--warmup", type=int, default=None, help="default 2 (quick 1)")
-    p.add_argument("--repeats", type=int, default=None, help="timed rounds, each timing every feed once; default 7 (quick 3)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed rounds, each timing every feed once; default 7 (quick 3)")
     p.add_argument(f"--{per_repeat}", type=int, default=None, help=f"{per_repeat} per timed round, default 3 (quick 2)")
     p.add_argument("--quick", action="store_true", help="batch 128, 3 rounds of 2")
     p.add_argument("--json", default=None)

@@ -29,16 +29,18 @@ from ..._io import write_text
 from ...data.fashion_mnist import CLASS_NAMES, SIZE, FashionMNIST
 from ...datasets import GeneratedViews
 from ...generators.base import prior_samples
-from ...policy import ViewPolicy
 from ...models.fashion_classifier import CLASSIFIER_STEM, FashionClassifier, classify
+from ...policy import ViewPolicy
 from ..train.outputs import save_width_model
+
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2(Σ_a Σ_b)^½) between the Gaussians fitted to the rows of
     ``a`` and ``b`` (``[N, D]``, N ≥ 2), in float64; Tr((Σ_a Σ_b)^½) is the sum of the square
     roots of the eigenvalues of the symmetric Σ_a^½ Σ_b Σ_a^½."""
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
-        raise ValueError(f"frechet_distance needs two [N, D] feature sets with N >= 2, got {list(a.shape)} and {list(b.shape)}")
+        raise ValueError("frechet_distance needs two [N, D] feature sets with N >= 2, "
+                         f"got {list(a.shape)} and {list(b.shape)}")
     a, b = a.double(), b.double()
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
@@ -53,7 +55,10 @@ def _real_features(train: bool, n: int) -> torch.Tensor:
     """Features of the first ``n`` images of a split (the train split's first ``n`` of a fixed
     permutation, so a subset is not biased by the file's order)."""
     ds = FashionMNIST(train=train)
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n] if train else torch.arange(min(n, len(ds)))
+    if train:
+        idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n]
+    else:
+        idx = torch.arange(min(n, len(ds)))
     return classify(ds.batch(idx)[0])[1]
 
 
@@ -79,9 +84,9 @@ def score_images(images: torch.Tensor, classifier: FashionClassifier | None = No
 
 
 def sample_quality(generator: nn.Module, n: int = 10000, seed: int = 0, frechet: bool = True) -> dict:
-    """Scores ``n`` prior samples (:func:`~mlvgm_data.generators.base.prior_samples`): ``mean_confidence``, ``class_fractions``
-    (``min_fraction``, ``max_fraction``), and with ``frechet`` the ``frechet_distance`` of their
-    features to the 10,000 test images' (needs the Fashion-MNIST files)."""
+    """Scores ``n`` prior samples (:func:`~mlvgm_data.generators.base.prior_samples`): ``mean_confidence``,
+    ``class_fractions`` (``min_fraction``, ``max_fraction``), and with ``frechet`` the ``frechet_distance``
+    of their features to the 10,000 test images' (needs the Fashion-MNIST files)."""
     reference = _real_features(False, 10000) if frechet else None
     return score_images(prior_samples(generator, n, seed), reference=reference)
 

@@ -21,6 +21,7 @@ from ...data.shapes import SHAPE_NAMES, Shapes
 from ...models.shapes_classifier import CLASSIFIER_STEM, RESOLUTION, ShapesClassifier, classify
 from ..train.outputs import save_width_model
 
+
 def score_images(images: torch.Tensor, classifier: ShapesClassifier | None = None) -> dict:
     """Mean max-softmax confidence and the class histogram of ``images``."""
     probs = classify(images, classifier)

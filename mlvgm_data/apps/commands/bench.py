@@ -34,14 +34,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "loaders of the real train images at 32²)")
     p.add_argument("--generator", default=None, help="the 32² generator (builtin:NAME or PATH; default builtin:shapes, "
                                                      "or builtin:fashion with --data fashion-mnist)")
-    p.add_argument("--generator64", default=d.generator64, help="the 64² generator (builtin:NAME, PATH, or 'untrained': a fresh HVAE of the shipped architecture, the default)")
+    p.add_argument("--generator64", default=d.generator64,
+                   help="the 64² generator (builtin:NAME, PATH, or 'untrained': a fresh HVAE of the shipped "
+                        "architecture, the default)")
     p.add_argument("--resolutions", default=None, help="comma-separated, from 32,64 (default both)")
     p.add_argument("--rows", default=None, help=f"comma-separated subset of {','.join(ROWS)}")
     p.add_argument("--batch-size", type=int, default=None, help=f"pairs per batch (default {d.batch_size}; quick 128)")
     p.add_argument("--warmup", type=int, default=None, help="untimed batches before timing")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (median, min and max are over these)")
     p.add_argument("--batches", type=int, default=None, help="batches per timed round")
-    p.add_argument("--threads", default=None, help="torch intra-op thread counts to measure in-process rows at (default 1,2)")
+    p.add_argument("--threads", default=None,
+                   help="torch intra-op thread counts to measure in-process rows at (default 1,2)")
     p.add_argument("--images", type=int, default=None, help="JPEGs in the Shapes export the real loaders read")
     p.add_argument("--sweep", default=None, help="decoder width multipliers at 32² (default 0.5,1,2,4; 'none' skips)")
     p.add_argument("--out", default=d.out, help="folder for the JPEG exports, bench.md and bench.png")

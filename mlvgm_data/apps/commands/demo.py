@@ -43,7 +43,8 @@ def _runs(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in RUNS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown run(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(RUNS)}")
+        raise argparse.ArgumentTypeError(f"unknown run(s) {', '.join(unknown) or repr(text)}; "
+                                         f"choose from {', '.join(RUNS)}")
     return names
 
 
@@ -62,9 +63,11 @@ def resolve_data(requested: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
-    overrides = {k: v for k, v in dict(
+    options = dict(
         data=resolve_data(args.data), generator=args.generator, out=args.out, method=args.method, seeds=args.seeds,
         steps=args.steps, batch_size=args.batch_size, fixed_set=args.fixed_set, eval_every=args.eval_every,
-        mi_budget=args.mi_budget, threads=args.threads, eval_threads=args.eval_threads, runs=args.runs, device=args.device, progress=not args.no_progress).items() if v is not None}
+        mi_budget=args.mi_budget, threads=args.threads, eval_threads=args.eval_threads, runs=args.runs,
+        device=args.device, progress=not args.no_progress)
+    overrides = {k: v for k, v in options.items() if v is not None}
     cfg = DemoConfig.quick_config(**overrides) if args.quick else DemoConfig(**overrides)
     return run_demo(cfg)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from ..._io import open_append
 from .checkpoint import check_resumed_options, checkpoint_path, out_dir, resume, run_options, save_checkpoint
 
+
 @dataclass
 class Training:
     """What a trainer builds for :func:`run_training` (under the run's seed).

@@ -33,7 +33,7 @@ import torch
 
 from ..._checks import check_int, check_number
 from ..._io import check_output_path
-from .options import COMMON_DEFAULTS, Trainer
+from .options import Trainer
 
 TRAINER_MODULES = {"hvae": "mlvgm_data.apps.train.hvae", "stylegan": "mlvgm_data.apps.train.stylegan",
                    "mlvae": "mlvgm_data.apps.train.mlvae"}

@@ -20,7 +20,8 @@ def _chunk_layout(chunks: int | Sequence[int] | Mapping[str, int], z_dim: int | 
         if z_dim is None:
             raise ValueError("chunks given as a count needs z_dim (or a generator with z_dim / dim_z)")
         if chunks <= 0 or z_dim % chunks:
-            raise ValueError(f"z_dim={z_dim} cannot be split into {chunks} equal chunks; pass chunks as a list of sizes")
+            raise ValueError(f"z_dim={z_dim} cannot be split into {chunks} equal chunks; "
+                             "pass chunks as a list of sizes")
         layout = [(f"c{i}", z_dim // chunks) for i in range(chunks)]
     else:
         try:
@@ -131,7 +132,8 @@ class BigGANAdapter(WrapsCallable):
         res, res_source = model_int(model, ["config.output_dim", "resolution", "big_gan.resolution"])
         self.image_shape = agree("image_shape", check_image_shape(image_shape), (3, res, res) if res else None,
                                   f"{res_source} (3 × {res} × {res} images)")
-        passed = ["z"] + (["classes"] if self.num_classes else []) + (["truncation"] if self.truncation is not None else [])
+        passed = (["z"] + (["classes"] if self.num_classes else [])
+                  + (["truncation"] if self.truncation is not None else []))
         self._check_call(passed, "set num_classes= for a class input and truncation= for a truncation argument "
                                  "(pytorch-pretrained-BigGAN takes (z, class_label, truncation))")
 

@@ -25,7 +25,9 @@ def check_range(output_range: Sequence[float] | None) -> tuple[float, float] | N
     return lo, hi
 
 
-def to_unit_range(images: torch.Tensor, output_range: tuple[float, float] | None, where: str = "the model") -> torch.Tensor:
+def to_unit_range(
+    images: torch.Tensor, output_range: tuple[float, float] | None, where: str = "the model"
+) -> torch.Tensor:
     """Maps images from ``output_range`` (e.g. ``(-1, 1)``) to [0, 1], clamped.
 
     ``None`` means the model already outputs [0, 1]; the clamp still applies (NaN passes through

@@ -71,7 +71,8 @@ class HierarchicalAdapter(WrapsCallable):
         if isinstance(out, Mapping):
             out = [out[n] if n in out else None for n in names]
         if not isinstance(out, Sequence) or len(out) != len(names) or any(e is None for e in out):
-            raise ValueError(f"the encoder must return one ε per group ({len(names)}: {names}), got {type(out).__name__}")
+            raise ValueError(f"the encoder must return one ε per group ({len(names)}: {names}), "
+                             f"got {type(out).__name__}")
         return {n: e.float() / self.temperature for n, e in zip(names, out)}
 
     def _decode(self, latents: Mapping[str, torch.Tensor], classes: torch.Tensor | None) -> torch.Tensor:
@@ -210,7 +211,8 @@ class VDVAESampler(nn.Module):
     def forward(self, eps: list[torch.Tensor], t: float) -> torch.Tensor:
         d = self.decoder
         if len(eps) != len(d.dec_blocks):
-            raise ValueError(f"VDVAESampler needs {len(d.dec_blocks)} ε tensors (one per decoder block), got {len(eps)}")
+            raise ValueError(f"VDVAESampler needs {len(d.dec_blocks)} ε tensors (one per decoder block), "
+                             f"got {len(eps)}")
         n = eps[0].shape[0]
         xs = {bias.shape[2]: bias.repeat(n, 1, 1, 1) for bias in d.bias_xs}
         for block, e in zip(d.dec_blocks, eps):
