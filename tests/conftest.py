@@ -11,7 +11,6 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-
 from helpers import CSRC, CXX, MAX_GROUPS_PER_LAUNCH, write_split
 
 

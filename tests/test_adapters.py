@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import NVGenerator
 from torch import nn
 
-from helpers import NVGenerator
 from mlvgm_data import Keep, LatentGroup, LatentSpec, Perturb, Resample, ViewPairPipe, ViewPolicy
 from mlvgm_data.generators import (
     BigGANAdapter,
@@ -564,7 +564,8 @@ def test_stylegan_image_shape_argument_and_contradictions():
     del G.img_resolution, G.img_channels
     assert StyleGANAdapter(G).image_shape is None
     assert StyleGANAdapter(G, image_shape=(3, 8, 8)).image_shape == (3, 8, 8)
-    with pytest.raises(ValueError, match=r"image_shape=\(3, 16, 16\) contradicts the model's img_channels/img_resolution"):
+    with pytest.raises(ValueError,
+                       match=r"image_shape=\(3, 16, 16\) contradicts the model's img_channels/img_resolution"):
         StyleGANAdapter(NVGenerator(), image_shape=(3, 16, 16))
     with pytest.raises(ValueError, match=r"contradicts the model's size"):
         StyleGANAdapter(RosinalityGenerator(size=16), api="rosinality", image_shape=(3, 8, 8))
@@ -596,7 +597,8 @@ def test_biggan_feeds_truncation_times_z_with_truncation():
     G = BigGANLike()
     gen = BigGANAdapter(G, chunks=3, truncation=0.4)
     assert gen.num_classes == 5 and gen.image_shape == (3, 8, 8)  # from G.config
-    assert gen.latent_spec.names == ("c0", "c1", "c2") and all(g.shape == (8,) and g.tie is None for g in gen.latent_spec)
+    assert gen.latent_spec.names == ("c0", "c1", "c2")
+    assert all(g.shape == (8,) and g.tie is None for g in gen.latent_spec)
     lat = latents_for(gen.latent_spec, 4)
     cls = torch.tensor([0, 4, 2, 2])
     out = assert_protocol(gen, lat, classes=cls, shape=(3, 8, 8))

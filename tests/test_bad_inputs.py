@@ -11,9 +11,9 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-
 from helpers import TinyGenerator
-from mlvgm_data import GeneratedViews, LatentGroup, LatentSpec, Perturb, Resample, ViewPairPipe, ViewPolicy, ops
+
+from mlvgm_data import GeneratedViews, LatentGroup, LatentSpec, Perturb, ViewPairPipe, ViewPolicy, ops
 
 SPEC = LatentSpec([LatentGroup("a", (4,)), LatentGroup("b", (2, 3, 3))])
 POLICY = ViewPolicy({"top": Perturb(0.3)})

@@ -8,13 +8,12 @@ import threading
 import numpy as np
 import pytest
 import torch
+from helpers import TinyGenerator, tiny_generator, write_split
 
 from mlvgm_data import Keep, LatentGroup, LatentSpec, Perturb, ViewPolicy
 from mlvgm_data.apps import bench
-from mlvgm_data.augment import simclr
 from mlvgm_data.apps.commands import bench as bench_cmd
-
-from helpers import TinyGenerator, tiny_generator, write_split
+from mlvgm_data.augment import simclr
 
 
 def _args(*argv: str) -> argparse.Namespace:

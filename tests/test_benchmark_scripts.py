@@ -23,5 +23,6 @@ def test_real_anchors_benchmark_times_the_three_feeds_side_by_side(tmp_path, mon
     import json
 
     result = json.loads(out.read_text())
-    assert set(result["pairs_per_s"]) == {"pipe", "real", "mixed"} and all(v > 0 for v in result["pairs_per_s"].values())
+    assert set(result["pairs_per_s"]) == {"pipe", "real", "mixed"}
+    assert all(v > 0 for v in result["pairs_per_s"].values())
     assert result["command"].endswith("--json " + str(out))

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import write_split
+
+from mlvgm_data.apps.classifiers import fashion as fq
 from mlvgm_data.apps.cli import main
 from mlvgm_data.data import fashion_mnist as fm
-from mlvgm_data.apps.classifiers import fashion as fq
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--channels", "8,8,8", "--blocks", "1,0,0", "--enc-channels", "4,4,8,8", "--groups", "z1:4:1,z2:2:4",

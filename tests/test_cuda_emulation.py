@@ -18,8 +18,8 @@ import random
 
 import pytest
 import torch
-
 from helpers import LAUNCHER_GRID, MAX_GROUPS_PER_LAUNCH, SMALL_GRID, assert_bits, guarded
+
 from mlvgm_data import Keep, LatentGroup, LatentSpec, Perturb, Resample, ViewPolicy, ops
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import TinyGenerator
 from torch.utils.data import DataLoader, DistributedSampler
 
-from helpers import TinyGenerator
 from mlvgm_data import Perturb, Resample, ViewPolicy
 from mlvgm_data.augment import simclr
 from mlvgm_data.datasets import AugmentedViews, GeneratedViews

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import tiny_generator, write_split
+
 from mlvgm_data import ViewPolicy
 from mlvgm_data.apps.demo import DEFAULT_RUNS, RUNS, DemoConfig, FixedSetViews, RealViews, epoch_order, run_demo
 from mlvgm_data.apps.demo.config import CURVES
@@ -102,7 +102,8 @@ def test_final_evaluations_run_on_eval_threads_with_no_producer_alive(tmp_path: 
 
 
 def test_demo_runs_only_the_chosen_runs(tmp_path: Path) -> None:
-    cfg = quick(tmp_path, data="shapes", generator=tiny_generator(tmp_path, 3), seeds=1, runs=("generated", "fixed_set"))
+    cfg = quick(tmp_path, data="shapes", generator=tiny_generator(tmp_path, 3), seeds=1,
+                runs=("generated", "fixed_set"))
     lines: list[str] = []
     doc = run_demo(cfg, log=lines.append)
     assert set(doc["runs"]) == {"generated", "fixed_set"} and tuple(doc["config"]["runs"]) == ("generated", "fixed_set")
@@ -129,6 +130,7 @@ def test_epoch_order_is_a_counter_based_permutation() -> None:
 
 def test_real_views_cover_an_epoch_and_fixed_sets_repeat_their_latents() -> None:
     from helpers import PointwiseGenerator
+
     from mlvgm_data.augment import crop_flip
 
     # Constant images stay constant under crop and flip: a view's mean tells which image it is.

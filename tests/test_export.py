@@ -21,8 +21,8 @@ from PIL import Image
 
 import mlvgm_data.export as export_module
 from mlvgm_data import ViewPairPipe, load_generator
-from mlvgm_data.augment import preset
 from mlvgm_data.apps.cli import main
+from mlvgm_data.augment import preset
 from mlvgm_data.export import MANIFEST, encode_png, export_shards, read_sample, resolve_rank, shard_urls
 from mlvgm_data.generators import recommended_policy
 from mlvgm_data.generators.fingerprint import fingerprint

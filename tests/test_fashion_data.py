@@ -4,16 +4,15 @@ write; the checks on the real files run where they are installed."""
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from helpers import idx_bytes, write_split
+
+from mlvgm_data.apps.train import data as train_data
 from mlvgm_data.data import FashionMNIST, fashion_mnist_tensors, find_fashion_mnist, read_idx
 from mlvgm_data.data import fashion_mnist as fm
-from mlvgm_data.apps.train import data as train_data
 
 REAL = all((fm.DEBIAN_PATH / f"{s}.gz").exists() for pair in fm.FILES.values() for s in pair)
 real_data = pytest.mark.skipif(not REAL, reason=f"Fashion-MNIST not installed in {fm.DEBIAN_PATH} "
@@ -177,7 +176,8 @@ def test_training_source_pads_is_unconditional_by_default_and_can_give_rgb(tmp_p
     rgb = train_data.image_source("fashion-mnist", 32, seed=0)  # what an RGB-only trainer asks for
     x3, y3 = rgb.labelled_batch(torch.tensor([4, 1]))
     assert x3.shape == (2, 3, 32, 32) and torch.equal(x3[:, 1:2], x) and y3.tolist() == labels[[4, 1]].tolist()
-    assert train_data.image_source("fashion-mnist", 28, 0, channels=None).batch(torch.tensor([0])).shape == (1, 1, 28, 28)
+    grey = train_data.image_source("fashion-mnist", 28, 0, channels=None)
+    assert grey.batch(torch.tensor([0])).shape == (1, 1, 28, 28)
     with pytest.raises(ValueError, match="use --resolution 32"):
         train_data.image_source("fashion-mnist", 64, 0)
     with pytest.raises(ValueError, match="channels must be 3 or None"):

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from mlvgm_data.apps.classifiers import fashion as fq
+from mlvgm_data.apps.train import hvae as hvae_train
+from mlvgm_data.apps.train.outputs import save_width_model
+from mlvgm_data.apps.train.registry import train
 from mlvgm_data.data import fashion_mnist as fm
 from mlvgm_data.generators import MLVGM, load_generator
 from mlvgm_data.latents import LatentGroup, LatentSpec
-from mlvgm_data.apps.classifiers import fashion as fq
-from mlvgm_data.apps.train.registry import train
-from mlvgm_data.apps.train import hvae as hvae_train
 from mlvgm_data.models import fashion_classifier as fc
-from mlvgm_data.apps.train.outputs import save_width_model
 from mlvgm_data.models.assets import load_width_model
 from mlvgm_data.models.hvae import HierarchicalVAE, make_config
 

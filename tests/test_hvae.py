@@ -40,8 +40,8 @@ def test_protocol_shapes_range_dtype_and_determinism():
 
 
 def test_64_pixel_variant():
-    m = HierarchicalVAE({**TINY, "resolution": 64, "channels": [8, 8, 8, 4], "blocks": [1, 0, 0, 0], "point_blocks": [0, 0, 0, 1],
-                         "enc_channels": [4, 4, 8, 8, 8]}).eval()
+    m = HierarchicalVAE({**TINY, "resolution": 64, "channels": [8, 8, 8, 4], "blocks": [1, 0, 0, 0],
+                         "point_blocks": [0, 0, 0, 1], "enc_channels": [4, 4, 8, 8, 8]}).eval()
     with torch.no_grad():
         assert m.decode(noise(m, 2)).shape == (2, 3, 64, 64)
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import lightning_ddp_run as run  # the DDP script's constants and digests
 import pytest
 import torch
-
 from helpers import PointwiseGenerator
 from lightning.fabric.plugins.precision import DoublePrecision
 from lightning.fabric.utilities.apply_func import move_data_to_device

@@ -16,7 +16,6 @@ from mlvgm_data.generators import MLVGM
 from mlvgm_data.generators.registry import ASSETS
 from mlvgm_data.mi import MIEstimate, MIReport, analyze
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -47,7 +46,9 @@ class LinearGaussian(MLVGM):
         given = cov - w[group] @ w[group].T
         cross = given - self.noise**2 * eye
         joint = torch.cat([torch.cat([cov, cross], 1), torch.cat([cross, cov], 1)], 0)
-        return float(0.5 * (torch.logdet(cov) - torch.logdet(given))), float(torch.logdet(cov) - 0.5 * torch.logdet(joint))
+        latent_mi = float(0.5 * (torch.logdet(cov) - torch.logdet(given)))
+        image_mi = float(torch.logdet(cov) - 0.5 * torch.logdet(joint))
+        return latent_mi, image_mi
 
 
 class Blobs(MLVGM):
@@ -242,7 +243,8 @@ def test_analysis_is_deterministic_and_leaves_the_global_rng_alone() -> None:
     runs = [analyze(LinearGaussian({"a": 1.0, "b": 0.5}, seed=3), samples=256, steps=20, progress=False)
             for _ in range(2)]
     for a, b in zip(*(r.groups.values() for r in runs)):
-        assert (a.latent_mi.value, a.image_mi.value, a.image_mi.low) == (b.latent_mi.value, b.image_mi.value, b.image_mi.low)
+        assert ((a.latent_mi.value, a.image_mi.value, a.image_mi.low)
+                == (b.latent_mi.value, b.image_mi.value, b.image_mi.low))
     assert [c.mi.value for c in runs[0].candidates] == [c.mi.value for c in runs[1].candidates]
     assert torch.equal(torch.get_rng_state(), state)
 

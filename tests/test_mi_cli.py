@@ -13,7 +13,6 @@ from mlvgm_data.apps.cli import build_parser, main
 from mlvgm_data.generators import MLVGM, recommended_policy
 from mlvgm_data.generators.registry import register_family, save_generator
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -22,7 +21,9 @@ class Stripes(MLVGM):
 
     def __init__(self, config: dict | None = None) -> None:
         super().__init__()
-        self.latent_spec = LatentSpec([LatentGroup("freq", (2,)), LatentGroup("tint", (3,)), LatentGroup("unused", (2,))])
+        self.latent_spec = LatentSpec(
+            [LatentGroup("freq", (2,)), LatentGroup("tint", (3,)), LatentGroup("unused", (2,))]
+        )
         self.image_shape = (3, 8, 8)
         self.scale = torch.nn.Parameter(torch.ones(1))
 

@@ -23,7 +23,8 @@ class PriorEncoder:
 
     def encode(self, x):
         n = x.shape[0]
-        return {"top": (torch.zeros(n, 4), torch.zeros(n, 4)), "map": (torch.zeros(n, 2, 2, 2), torch.zeros(n, 2, 2, 2))}
+        return {"top": (torch.zeros(n, 4), torch.zeros(n, 4)),
+                "map": (torch.zeros(n, 2, 2, 2), torch.zeros(n, 2, 2, 2))}
 
 
 class SharpEncoder:

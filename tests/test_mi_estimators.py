@@ -13,7 +13,6 @@ from scipy import integrate, stats
 from mlvgm_data.mi import MIEstimate, estimate
 from mlvgm_data.mi.estimators import reference_of, truncnormal_entropy
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -130,7 +129,8 @@ def test_ba_and_ksg_on_truncated_latents() -> None:
     # y ~ N(0, 1) truncated to ±1, x = y + 0.3 ε: I = h(x) − ½ log(2πe·0.09), h(x) on a grid.
     s = 0.3
     u, v = np.linspace(-1, 1, 2001), np.linspace(-3, 3, 3001)
-    px = integrate.trapezoid(stats.truncnorm.pdf(u, -1, 1)[None, :] * stats.norm.pdf(v[:, None], u[None, :], s), u, axis=1)
+    px = integrate.trapezoid(stats.truncnorm.pdf(u, -1, 1)[None, :] * stats.norm.pdf(v[:, None], u[None, :], s), u,
+                             axis=1)
     truth = integrate.trapezoid(-px * np.log(px), v) - 0.5 * math.log(2 * math.pi * math.e * s * s)
     g = torch.Generator().manual_seed(3)
     y = torch.randn(8000, 1, generator=g)
@@ -191,7 +191,8 @@ def test_estimate_round_trips_through_a_dict() -> None:
         (torch.randn(40, 2), torch.randn(40, 2), "infonce", {}, "at least 64"),
         (torch.randn(7, 2), torch.randn(7, 2), "ksg", {}, "at least 8 paired samples"),
         (torch.randn(100, 40), torch.randn(100, 40), "ksg", {}, "low-dimensional"),
-        (torch.tensor([[1.0], [float("nan")]] * 50), torch.randn(100, 1), "ba", {}, "x has non-finite values in 50 samples"),
+        (torch.tensor([[1.0], [float("nan")]] * 50), torch.randn(100, 1), "ba", {},
+         "x has non-finite values in 50 samples"),
         (torch.randn(100, 1), torch.tensor([[float("inf")]] * 100), "ksg", {}, "y has non-finite"),
         (torch.randn(100, 1), torch.randn(100, 1), "mine", {}, "method must be one of"),
         (torch.randn(100, 1), torch.randn(100, 1), "ba", {"y_dist": "cauchy"}, "y_dist must be"),

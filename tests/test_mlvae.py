@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from mlvgm_data import Resample, ViewPolicy, ops
+from mlvgm_data.apps.train.mlvae import FolderGroups, ShapesGroups
+from mlvgm_data.apps.train.registry import train
 from mlvgm_data.data import FACTOR_NAMES
 from mlvgm_data.generators import MLVGMProtocol, load_generator, save_generator
-from mlvgm_data.apps.train.registry import train
-from mlvgm_data.apps.train.mlvae import FolderGroups, ShapesGroups
 from mlvgm_data.models.mlvae import MLVAE, check_config, kl_standard_normal, product_of_gaussians
 
 TINY = {"resolution": 16, "content_dim": 4, "style_dim": 3, "width": 8}
@@ -80,7 +80,8 @@ def test_protocol_shapes_range_dtype_and_determinism():
         a, b = m.decode(lat), m.decode({k: v.clone() for k, v in lat.items()})
     assert a.shape == (5, 3, 16, 16) and a.dtype == torch.float32
     assert float(a.min()) >= 0 and float(a.max()) <= 1 and torch.equal(a, b)
-    assert tiny(resolution=32).decode({"content": torch.randn(1, 4), "style": torch.randn(1, 3)}).shape == (1, 3, 32, 32)
+    latents = {"content": torch.randn(1, 4), "style": torch.randn(1, 3)}
+    assert tiny(resolution=32).decode(latents).shape == (1, 3, 32, 32)
 
 
 def test_temperature_scales_the_latents():

@@ -295,7 +295,8 @@ def test_missing_extension_warns_once_and_works() -> None:
     ],
 )
 def test_resample_bad_input(kwargs: dict, match: str) -> None:
-    args = dict(spec=LatentSpec([LatentGroup("a", (3,))]), policy=ViewPolicy(), batch_size=2, num_views=2, seed=0, step=0)
+    args = dict(spec=LatentSpec([LatentGroup("a", (3,))]), policy=ViewPolicy(), batch_size=2, num_views=2, seed=0,
+                step=0)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         ops.resample(**args)
@@ -325,7 +326,8 @@ def test_native_op_checks_its_own_arguments() -> None:
         torch.ops.mlvgm_data.resample_(torch.empty(20), None, [3, 0, 0, 0, 0, 2, 0, 1, 0, 12], [0.0, 0.0, 1.0, 1.0] * 2,
                                        2, 2, True, 0, 0, 0, 0)
     with pytest.raises(RuntimeError, match="rule kind"):
-        torch.ops.mlvgm_data.resample_(torch.empty(12), None, [3, 0, 0, 7, 0], [0.0, 0.0, 1.0, 1.0], 2, 2, True, 0, 0, 0, 0)
+        torch.ops.mlvgm_data.resample_(torch.empty(12), None, [3, 0, 0, 7, 0], [0.0, 0.0, 1.0, 1.0],
+                                       2, 2, True, 0, 0, 0, 0)
 
 
 def test_erf_truncation_constant() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import LAUNCHER_GRID, MAX_GROUPS_PER_LAUNCH, SMALL_GRID, assert_bits, guarded
+
 from mlvgm_data import Keep, LatentGroup, LatentSpec, Perturb, Resample, ViewPolicy, ops
 from mlvgm_data._op_anchors import given_anchors
 

@@ -3,7 +3,6 @@ disjoint streams across ranks and workers, producer errors and shutdown."""
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import signal
 import threading
@@ -11,9 +10,9 @@ import time
 
 import pytest
 import torch
+from helpers import BrokenGenerator, TinyGenerator, producer_threads, producer_threads_after_gc
 from torch.utils.data import DataLoader
 
-from helpers import BrokenGenerator, TinyGenerator, producer_threads, producer_threads_after_gc
 from mlvgm_data import Perturb, Resample, ViewPolicy
 from mlvgm_data.augment import simclr
 from mlvgm_data.pipe import ViewPairPipe

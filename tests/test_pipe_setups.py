@@ -8,8 +8,6 @@ import logging
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
-
 from helpers import (
     BatchNormGenerator,
     CountingGenerator,
@@ -19,6 +17,8 @@ from helpers import (
     producer_threads,
     producer_threads_after_gc,
 )
+from torch.utils.data import DataLoader
+
 from mlvgm_data import GeneratedViews, Perturb, Resample, ViewPolicy
 from mlvgm_data.augment import simclr
 from mlvgm_data.pipe import ViewPairPipe
@@ -150,8 +150,8 @@ def test_solo_learn_format_natively() -> None:
 
 def test_one_argument_decode_generators_work_everywhere(tmp_path) -> None:
     from mlvgm_data.apps.bench import bare_loop
-    from mlvgm_data.mi import analyze
     from mlvgm_data.apps.viz import save_view_grid
+    from mlvgm_data.mi import analyze
 
     gen, policy = OneArgGenerator(), ViewPolicy({"a": Resample()})
     (x0, x1), y = next(iter(ViewPairPipe(gen, policy, batch_size=4, augment="crop_flip")))

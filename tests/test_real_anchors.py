@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import InvertibleGenerator, TinyGenerator, labelled_images
 from torch.utils.data import DataLoader, TensorDataset
 
-from helpers import InvertibleGenerator, TinyGenerator, labelled_images
 from mlvgm_data import GeneratedViews, Keep, Perturb, Resample, ViewPairPipe, ViewPolicy
 from mlvgm_data.anchors import permute, stream_indices
 
@@ -15,8 +15,8 @@ POLICY = ViewPolicy({"coarse": Keep(), "fine": Perturb(0.5)})
 
 
 def pipe(data=None, **kw) -> ViewPairPipe:
-    args = dict(generator=InvertibleGenerator(), policy=POLICY, batch_size=4, seed=3, anchors=data or labelled_images(40),
-                prefetch=0)
+    args = dict(generator=InvertibleGenerator(), policy=POLICY, batch_size=4, seed=3,
+                anchors=data or labelled_images(40), prefetch=0)
     args.update(kw)
     return ViewPairPipe(**args)
 
@@ -87,7 +87,8 @@ def test_an_epoch_of_the_pipe_continues_the_anchor_stream() -> None:
     data = labelled_images(12)
     p = pipe(data, steps=2)  # pipe epochs of 2 steps (8 anchors), data epochs of 12
     seen = [t for _ in range(3) for b in p for t in b.target.tolist()]
-    assert sorted(seen[:12]) == list(range(12)) and sorted(seen[12:]) == sorted(stream_indices(12, 12, 12, 3, 0).tolist())
+    assert sorted(seen[:12]) == list(range(12))
+    assert sorted(seen[12:]) == sorted(stream_indices(12, 12, 12, 3, 0).tolist())
 
 
 def _same(a, b) -> bool:
@@ -265,17 +266,17 @@ def test_adapters_invert_through_the_users_encoder() -> None:
     assert torch.allclose(hier.decode(hier.invert(y)), y, atol=1e-5)  # ε over the temperature
 
     spec = LatentSpec([LatentGroup("a", (3,))])
-    plain = CallableGenerator(lambda l: torch.sigmoid(l["a"])[:, :, None, None], spec, image_shape=(3, 1, 1))
+    plain = CallableGenerator(lambda lat: torch.sigmoid(lat["a"])[:, :, None, None], spec, image_shape=(3, 1, 1))
     assert not plain.invertible
     with pytest.raises(ValueError, match="without encoder="):
         plain.invert(torch.rand(2, 3, 1, 1))
     with pytest.raises(ValueError, match="CallableGenerator has no invert"):
         ViewPairPipe(plain, ViewPolicy({}), 2, anchors=labelled_images(4, shape=(3, 1, 1)))
-    bad = CallableGenerator(lambda l: l["a"][:, :, None, None], spec, encoder=lambda v: v.flatten(1))
+    bad = CallableGenerator(lambda lat: lat["a"][:, :, None, None], spec, encoder=lambda v: v.flatten(1))
     with pytest.raises(ValueError, match="encoder must return a dict"):
         bad.invert(torch.rand(2, 3, 1, 1))
     with pytest.raises(ValueError, match="encoder must be callable"):
-        CallableGenerator(lambda l: l["a"], spec, encoder=3)
+        CallableGenerator(lambda lat: lat["a"], spec, encoder=3)
 
 
 def test_the_mlvae_inverts_to_the_decoding_of_its_posterior_means() -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mlvgm_data.apps.classifiers import shapes as recognize
+from mlvgm_data.apps.train.outputs import save_width_model
 from mlvgm_data.data import SHAPE_NAMES, Shapes
 from mlvgm_data.data.shapes import render_factors
 from mlvgm_data.generators import MLVGM
 from mlvgm_data.latents import LatentGroup, LatentSpec
-from mlvgm_data.apps.classifiers import shapes as recognize
 from mlvgm_data.models import shapes_classifier
-from mlvgm_data.apps.train.outputs import save_width_model
 
 needs_classifier = pytest.mark.skipif(not shapes_classifier.classifier_available(), reason="classifier asset not built")
 

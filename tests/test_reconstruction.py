@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import torch
-
 from helpers import write_split
+
 from mlvgm_data.apps.classifiers import fashion as fq
 from mlvgm_data.generators.base import MLVGM
 from mlvgm_data.latents import LatentGroup, LatentSpec

@@ -131,9 +131,8 @@ def test_builtin_shapes_prior_samples_are_recognisable():
 
 
 def test_builtin_shapes_stylegan_draws_every_class():
-    from mlvgm_data.apps.classifiers import shapes as recognize
-
     from mlvgm_data import recommended_policy
+    from mlvgm_data.apps.classifiers import shapes as recognize
 
     gen = load_generator("builtin:shapes-stylegan")
     assert gen.num_classes == 6 and gen.latent_spec.names == ("w0", "w1", "w2", "w3")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 
 from mlvgm_data.data import FACTOR_NAMES, SHAPE_NAMES, FolderImages, Shapes, export_jpeg, factors_to_dict, num_classes
 from mlvgm_data.data.shapes import render_factors

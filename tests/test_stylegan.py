@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from mlvgm_data.generators import MLVGMProtocol, StyleGANAdapter, load_generator, save_generator
 from mlvgm_data.apps.train.registry import train
 from mlvgm_data.apps.train.stylegan import Discriminator, classwise_std, discriminator_step, generator_step, update_ema
+from mlvgm_data.generators import MLVGMProtocol, StyleGANAdapter, load_generator, save_generator
 from mlvgm_data.models.stylegan import StyleGANGenerator, check_config
 
 TINY = {"resolution": 16, "z_dim": 8, "w_dim": 8, "mapping_layers": 2, "channel_base": 64, "channel_max": 16}

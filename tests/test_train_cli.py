@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from mlvgm_data.apps.commands import train as train_cmd
-from mlvgm_data.generators import load_generator
 from mlvgm_data.apps.train import checkpoint, data, loop
 from mlvgm_data.apps.train.outputs import grid_classes
 from mlvgm_data.apps.train.registry import train
+from mlvgm_data.generators import load_generator
 
 TINY = ["--channels", "8,8,8", "--blocks", "1,0,0", "--enc-channels", "4,4,8,8",
         "--groups", "z1:4:1,z2:2:4", "--kl-weights", "1,1", "--batch-size", "4", "--eval-images", "8",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import TinyGenerator
 from PIL import Image
 
-from helpers import TinyGenerator
 from mlvgm_data import Keep, ViewPolicy
-from mlvgm_data.generators import draw_classes
 from mlvgm_data.apps.viz import save_image_grid, save_view_grid, view_sets
+from mlvgm_data.generators import draw_classes
 
 
 def test_grid_places_every_image(tmp_path):
