@@ -45,7 +45,9 @@ def random_case(rng: random.Random) -> tuple[LatentSpec, ViewPolicy]:
     """1-D groups up to 600, spatial up to 8x9x9, every rule kind, a third of the groups tied to one
     anchor (one shared shape per case), and > 64 groups in some cases (the split launch)."""
     def shape() -> tuple[int, ...]:
-        return (rng.randint(1, 600),) if rng.random() < 0.5 else (rng.randint(1, 8), rng.randint(1, 9), rng.randint(1, 9))
+        if rng.random() < 0.5:
+            return (rng.randint(1, 600),)
+        return (rng.randint(1, 8), rng.randint(1, 9), rng.randint(1, 9))
 
     groups, rules = [], {}
     tie_shape = shape()
@@ -54,7 +56,8 @@ def random_case(rng: random.Random) -> tuple[LatentSpec, ViewPolicy]:
         groups.append(LatentGroup(f"g{i}", tie_shape, tie="t") if tied else LatentGroup(f"g{i}", shape()))
         rules[f"g{i}"] = rng.choice([Keep(), Perturb(rng.uniform(0, 2), rng.uniform(-1, 1), rng.choice([None, 1.0])),
                                      Resample(rng.choice([None, 2.0]))])
-    return LatentSpec(groups), ViewPolicy(rules, anchor_trunc=rng.choice([None, 2.0]), include_anchor=rng.random() < 0.5)
+    policy = ViewPolicy(rules, anchor_trunc=rng.choice([None, 2.0]), include_anchor=rng.random() < 0.5)
+    return LatentSpec(groups), policy
 
 
 def counters(rng: random.Random, batch: int) -> dict:

@@ -24,8 +24,15 @@ import torch
 
 from mlvgm_data import ViewPairPipe
 from mlvgm_data._io import write_text
-from mlvgm_data.apps.bench import (Opener, bench_augment, bench_generator, machine_info, measure_interleaved, rate_dict,
-                              round_ratios)
+from mlvgm_data.apps.bench import (
+    Opener,
+    bench_augment,
+    bench_generator,
+    machine_info,
+    measure_interleaved,
+    rate_dict,
+    round_ratios,
+)
 from mlvgm_data.export import export_shards
 
 

@@ -17,8 +17,15 @@ import itertools
 
 import torch
 
-from mlvgm_data.apps.bench import (machine_info, rate_dict, round_ratios, training_bench_setup, training_markdown,
-                              training_rates, write_training_bench_json)
+from mlvgm_data.apps.bench import (
+    machine_info,
+    rate_dict,
+    round_ratios,
+    training_bench_setup,
+    training_markdown,
+    training_rates,
+    write_training_bench_json,
+)
 
 
 def main() -> None:
@@ -27,7 +34,8 @@ def main() -> None:
 
     args, gen, policy, note = training_bench_setup(__doc__.splitlines()[0], "steps", research_option)
     feeds = ("pipe", "sync", "materialised") + (("research",) if args.research else ())
-    print(f"{args.generator} {args.resolution}², batch {args.batch_size}, {machine_info()}" + (f" ({note})" if note else ""))
+    print(f"{args.generator} {args.resolution}², batch {args.batch_size}, {machine_info()}"
+          + (f" ({note})" if note else ""))
     results = []
     for threads, width in itertools.product((int(t) for t in args.threads.split(",")),
                                             [int(w) for w in args.widths.split(",")]):

@@ -19,9 +19,17 @@ from __future__ import annotations
 
 import torch
 
-from mlvgm_data.apps.bench import (compiled_vs_eager, machine_info, pipe_vs_bare, rate_dict, round_ratios, training_bench_setup,
-                              training_markdown,
-                              training_rates, write_training_bench_json)
+from mlvgm_data.apps.bench import (
+    compiled_vs_eager,
+    machine_info,
+    pipe_vs_bare,
+    rate_dict,
+    round_ratios,
+    training_bench_setup,
+    training_markdown,
+    training_rates,
+    write_training_bench_json,
+)
 
 
 def main() -> None:
@@ -30,7 +38,8 @@ def main() -> None:
 
     args, gen, policy, note = training_bench_setup(__doc__.splitlines()[0], "batches", compile_option)
     timing = dict(warmup=args.warmup, repeats=args.repeats, per_repeat=args.batches)
-    print(f"{args.generator} {args.resolution}², batch {args.batch_size}, {machine_info()}" + (f" ({note})" if note else ""))
+    print(f"{args.generator} {args.resolution}², batch {args.batch_size}, {machine_info()}"
+          + (f" ({note})" if note else ""))
     results = []
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
@@ -38,8 +47,8 @@ def main() -> None:
         overhead, low, high = round_ratios(data["pipe"], data["bare"])
         print(f"\n{threads} thread(s): pipe {data['pipe'].median:,.0f} pairs/s vs bare loop {data['bare'].median:,.0f} "
               f"→ {overhead:.2f}× (rounds {low:.2f}–{high:.2f}; target ≥ 0.95)")
-        row = {"threads": threads, "pairs_per_s": {k: rate_dict(r) for k, r in data.items()}, "pipe_over_bare": overhead,
-               "training": []}
+        row = {"threads": threads, "pairs_per_s": {k: rate_dict(r) for k, r in data.items()},
+               "pipe_over_bare": overhead, "training": []}
         for width in (int(w) for w in args.widths.split(",")):
             train = training_rates(gen, policy, args.batch_size, ("pipe", "research"), width=width, **timing)
             gain, low, high = round_ratios(train["pipe"], train["research"])

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> dict:
     with torch_threads(args.threads):
         rates = measure_interleaved(feeds, args.batch_size, warmup=1, repeats=args.rounds, per_repeat=args.batches)
         machine = machine_info()
-    result = {"machine": machine, "command": " ".join(["python benchmarks/real_anchors.py", *(sys.argv[1:] if argv is None else argv)]),
+    command = " ".join(["python benchmarks/real_anchors.py", *(sys.argv[1:] if argv is None else argv)])
+    result = {"machine": machine, "command": command,
               "pairs_per_s": {k: r.median for k, r in rates.items()},
               "ratios": {k: round_ratios(rates[k], rates["pipe"]) for k in ("real", "mixed")}}
     for name, rate in rates.items():

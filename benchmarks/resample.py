@@ -49,13 +49,17 @@ def _specs() -> dict[str, tuple[LatentSpec, ViewPolicy]]:
         # BigBiGAN "chunks" views (REFERENCE.md): keep chunk 0, σ = 1 on chunks 1–5, anchors at ±2.
         "bigbigan 6x20": (big, ViewPolicy({f"c{i}": Perturb(1.0, trunc=1.0) for i in range(1, 6)}, anchor_trunc=2.0)),
         # StyleGAN2 style mixing: one tied z, σ per group 0.2/0.1/0.8/0.8, anchors at ±0.9.
-        "stylegan 4x512 tied": (style, ViewPolicy({f"w{i}": Perturb(s, trunc=1.0) for i, s in enumerate([0.2, 0.1, 0.8, 0.8])},
-                                                  anchor_trunc=0.9)),
+        "stylegan 4x512 tied": (
+            style,
+            ViewPolicy({f"w{i}": Perturb(s, trunc=1.0) for i, s in enumerate([0.2, 0.1, 0.8, 0.8])}, anchor_trunc=0.9),
+        ),
         "nvae 20x{4,8,16}^2": (nvae, ViewPolicy({"s4": Perturb(0.2, trunc=2.0), "s8": Resample(), "s16": Resample()})),
     }
 
 
-def eager(spec: LatentSpec, policy: ViewPolicy, batch: int, views: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def eager(
+    spec: LatentSpec, policy: ViewPolicy, batch: int, views: int, gen: torch.Generator
+) -> dict[str, torch.Tensor]:
     """The same math composed from stock torch ops, one op chain per group and view."""
 
     def tnormal(shape: tuple[int, ...], trunc: float | None) -> torch.Tensor:
@@ -79,7 +83,9 @@ def eager(spec: LatentSpec, policy: ViewPolicy, batch: int, views: int, gen: tor
     return out
 
 
-def research(spec: LatentSpec, policy: ViewPolicy, batch: int, views: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+def research(
+    spec: LatentSpec, policy: ViewPolicy, batch: int, views: int, rng: np.random.Generator
+) -> dict[str, torch.Tensor]:
     """mi_ml_gen's way: scipy truncnorm.rvs per group on the CPU, then torch.from_numpy."""
     t = policy.anchor_trunc or 10.0
     out = {}
@@ -90,7 +96,8 @@ def research(spec: LatentSpec, policy: ViewPolicy, batch: int, views: int, rng: 
         for _ in range(1, views):
             if isinstance(rule, Perturb):
                 tr = rule.trunc or 10.0
-                eps = truncnorm.rvs(-tr, tr, loc=rule.mu, scale=max(rule.sigma, 1e-12), size=anchor.shape, random_state=rng)
+                eps = truncnorm.rvs(-tr, tr, loc=rule.mu, scale=max(rule.sigma, 1e-12), size=anchor.shape,
+                                    random_state=rng)
                 vs.append(anchor + eps.astype(np.float32))
             elif isinstance(rule, Resample):
                 tr = rule.trunc or 10.0
@@ -115,7 +122,9 @@ def with_path(path: str, fn: Callable[[], object]) -> Callable[[], object]:
     return call
 
 
-def time_rounds(cases: dict[str, Callable[[], object]], rounds: int, min_time: float) -> dict[str, list[tuple[float, float]]]:
+def time_rounds(
+    cases: dict[str, Callable[[], object]], rounds: int, min_time: float
+) -> dict[str, list[tuple[float, float]]]:
     """(wall, CPU) seconds per call of every case in each round; rounds interleave the cases in a
     rotating order, after one warm-up call each."""
     for fn in cases.values():
@@ -183,7 +192,8 @@ def run(batches: list[int], rounds: int, min_time: float, methods: set[str] | No
                 speed = [w / b[0] for (w, _), b in zip(samples, base)]  # op's speed-up, per round
                 speed_cpu = [c / b[1] for (_, c), b in zip(samples, base)]
                 rows.append({
-                    "spec": name, "batch": batch, "views": views, "method": k, "baseline": k == base_name, "floats": total,
+                    "spec": name, "batch": batch, "views": views, "method": k, "baseline": k == base_name,
+                    "floats": total,
                     "threads": torch.get_num_threads(), "rounds": rounds,
                     "ms": statistics.median(wall) * 1e3, "min_ms": min(wall) * 1e3, "max_ms": max(wall) * 1e3,
                     "cpu_ms": statistics.median(cpu) * 1e3,
@@ -208,10 +218,14 @@ def cpu_features() -> str:
                     model = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    isa = " ".join(f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "amx_tile") if f in flags)
-    native = ops.has_native("cpu")
-    path = (f"op's CPU path {torch.ops.mlvgm_data._cpu_path()} (this CPU has: {', '.join(torch.ops.mlvgm_data._cpu_paths())}"
-            f"{'; forced by MLVGM_CPU_PATH' if os.environ.get('MLVGM_CPU_PATH') else ''})" if native else "op not built")
+    known = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "amx_tile")
+    isa = " ".join(f for f in known if f in flags)
+    if ops.has_native("cpu"):
+        forced = "; forced by MLVGM_CPU_PATH" if os.environ.get("MLVGM_CPU_PATH") else ""
+        path = (f"op's CPU path {torch.ops.mlvgm_data._cpu_path()} "
+                f"(this CPU has: {', '.join(torch.ops.mlvgm_data._cpu_paths())}{forced})")
+    else:
+        path = "op not built"
     return (f"CPU: {model}, {os.cpu_count()} logical cores; ISA flags: {isa or 'unknown'}; "
             f"torch's ATen capability {torch.backends.cpu.get_cpu_capability()}; {path}")
 
@@ -226,7 +240,8 @@ def markdown(rows: list[dict]) -> str:
         else:
             ratio = (f"{r['op_speedup']:.2f}× ({r['op_speedup_min']:.2f}–{r['op_speedup_max']:.2f}) | "
                      f"{r['op_speedup_cpu']:.2f}× ({r['op_speedup_cpu_min']:.2f}–{r['op_speedup_cpu_max']:.2f})")
-        lines.append(f"| {r['spec']} | {r['batch']} | {r['method']} | {r['ms']:.3f} ({r['min_ms']:.3f}–{r['max_ms']:.3f}) "
+        lines.append(f"| {r['spec']} | {r['batch']} | {r['method']} "
+                     f"| {r['ms']:.3f} ({r['min_ms']:.3f}–{r['max_ms']:.3f}) "
                      f"| {r['cpu_ms']:.3f} | {r['ns_per_number']:.2f}, {r['cpu_ns_per_number']:.2f} | {ratio} |")
     return "\n".join(lines)
 

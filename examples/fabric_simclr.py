@@ -19,8 +19,8 @@ import lightning as L
 import torch
 
 from mlvgm_data import ViewPairPipe, load_generator, recommended_policy
-from mlvgm_data.lightning import ViewPairLoader
 from mlvgm_data.apps.ssl import ConvEncoder, SimCLR, nt_xent
+from mlvgm_data.lightning import ViewPairLoader
 
 
 def main() -> None:

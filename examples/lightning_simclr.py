@@ -18,8 +18,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mlvgm_data import ViewBatch, load_generator, recommended_policy
-from mlvgm_data.lightning import ViewPairDataModule
 from mlvgm_data.apps.ssl import ConvEncoder, SimCLR, nt_xent
+from mlvgm_data.lightning import ViewPairDataModule
 
 
 class LitSimCLR(L.LightningModule):

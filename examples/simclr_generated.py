@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mlvgm_data import GeneratedViews, load_generator, recommended_policy
-from mlvgm_data.augment import simclr
 from mlvgm_data.apps.ssl import ConvEncoder, SimCLR
+from mlvgm_data.augment import simclr
 
 
 def main() -> None:

@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from mlvgm_data import AugmentedViews
+from mlvgm_data.apps.ssl import ConvEncoder, SimCLR
 from mlvgm_data.augment import simclr
 from mlvgm_data.data import Shapes
-from mlvgm_data.apps.ssl import ConvEncoder, SimCLR
 
 
 def main() -> None:

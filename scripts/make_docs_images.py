@@ -18,8 +18,8 @@ import argparse
 import torch
 
 from mlvgm_data import Resample, ViewPolicy, load_generator
-from mlvgm_data.generators.base import decode_views
 from mlvgm_data.apps.viz import save_image_grid
+from mlvgm_data.generators.base import decode_views
 
 
 def real_images(gen: torch.nn.Module, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -52,7 +52,8 @@ def main() -> None:
             rows.append(gen.reconstruct(real) if classes is None else gen.reconstruct(real, classes))
         rows.append(decode_views(gen, ViewPolicy({}), k * args.sample_rows, 1, seed=0, step=0).images[0])
         for g in gen.latent_spec.names:
-            rows.append(decode_views(gen, ViewPolicy({g: Resample()}), 1, k, seed=args.anchor_seed, step=1).images[:, 0])
+            views = decode_views(gen, ViewPolicy({g: Resample()}), 1, k, seed=args.anchor_seed, step=1)
+            rows.append(views.images[:, 0])
     save_image_grid(torch.cat(rows), args.out, nrow=k)
     print(f"wrote {args.out}")
 
