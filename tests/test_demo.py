@@ -167,3 +167,34 @@ def test_the_few_label_probe_takes_the_same_images_of_every_class_each_time() ->
     assert torch.equal(picked, few_label_subset(labels, 10)) and len(set(picked.tolist())) == 40
     assert all(int((labels[picked] == c).sum()) == 10 for c in range(4))
     assert len(few_label_subset(labels, 30)) == 100  # a class with fewer gives all it has
+
+
+def test_extra_policies_and_the_crop_flip_recipe_train_as_runs_of_their_own(tmp_path: Path) -> None:
+    policies = {"z1 resampled": {"rules": {"z1": {"kind": "resample"}}}}
+    cfg = quick(tmp_path, data="shapes", generator=tiny_generator(tmp_path, 3), seeds=1, eval_every=0,
+                runs=("generated", "crop_flip_recipe"), policies=policies,
+                policy_notes={"z1 resampled": "chosen with a labelled judge"})
+    doc = run_demo(cfg, log=lambda _: None)
+    assert set(doc["runs"]) == {"generated", "crop_flip_recipe", "policy:z1 resampled"}
+    assert doc["policies"]["policy:z1 resampled"]["rules"]["z1"]["kind"] == "resample"
+    table = (tmp_path / "out" / "demo_report.md").read_text()
+    assert "(p) z1 resampled — chosen with a labelled judge" in table and "(l) generated, recommended policy" in table
+    with pytest.raises(ValueError, match="ViewPolicy"):
+        quick(tmp_path, policies={"bad": {"rules": 3}}).check()
+
+
+def test_the_policies_option_reads_a_view_quality_report_and_marks_the_judge(tmp_path: Path) -> None:
+    from mlvgm_data.apps.commands.demo import _policies
+
+    report = {"front": ["a", "b"], "recommended": {"name": "b"}, "settings": {"judge": "builtin:fashion-classifier"},
+              "policies": {n: {"policy": {"rules": {}}} for n in ("a", "b", "c")}}
+    path = tmp_path / "vq.json"
+    path.write_text(json.dumps(report))
+    chosen, notes = _policies(str(path))
+    assert list(chosen) == ["a", "b"] and "labelled judge" in notes["a"] and "recommendation" in notes["b"]
+    chosen, _ = _policies(f"{path}:c")
+    assert list(chosen) == ["c"]
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="not in"):
+        _policies(f"{path}:d")

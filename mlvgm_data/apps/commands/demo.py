@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from ..demo import DATA, DEFAULT_RUNS, RUNS, DemoConfig, run_demo
 
@@ -30,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the MI analysis afresh for this many seconds (default: the generator's stored policy)")
     p.add_argument("--runs", type=_runs, default=None,
                    help=f"comma-separated runs (default {','.join(DEFAULT_RUNS)}; all: {','.join(RUNS)})")
+    p.add_argument("--policies", type=_policies, default=None, metavar="PATH[:NAME,...]",
+                   help="extra generated runs, one per policy: a JSON file of name -> ViewPolicy dict, or a view-"
+                        "quality report (mlvgm-data mi --judge --json) whose candidates NAME,... to train (default: "
+                        "its Pareto front); runs chosen with a labelled judge say so in the report")
     p.add_argument("--threads", type=int, default=d.threads,
                    help=f"torch threads while training (default {d.threads}; results repeat at fixed counts)")
     p.add_argument("--eval-threads", type=int, default=d.eval_threads,
@@ -46,6 +52,29 @@ def _runs(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(f"unknown run(s) {', '.join(unknown) or repr(text)}; "
                                          f"choose from {', '.join(RUNS)}")
     return names
+
+
+def _policies(text: str) -> tuple[dict[str, dict], dict[str, str]]:
+    """``--policies``: (name -> policy dict, name -> how it was chosen)."""
+    path, _, names = text.partition(":") if not Path(text).is_file() else (text, "", "")
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise argparse.ArgumentTypeError(f"--policies {path!r}: {e}") from None
+    if not isinstance(doc, dict):
+        raise argparse.ArgumentTypeError(f"--policies {path!r} holds no JSON object")
+    report = isinstance(doc.get("policies"), dict) and "front" in doc
+    candidates = {k: v["policy"] for k, v in doc["policies"].items()} if report else doc
+    chosen = [n.strip() for n in names.split(",") if n.strip()] or (doc["front"] if report else list(candidates))
+    unknown = [n for n in chosen if n not in candidates]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"--policies: {unknown} not in {path}; it has {sorted(candidates)}")
+    judge = (doc.get("settings") or {}).get("judge") if report else None
+    note = f"from the view-quality report of {judge} (a labelled judge)" if judge else ""
+    notes = {n: note for n in chosen if note}
+    if report and doc.get("recommended", {}).get("name") in chosen:
+        notes[doc["recommended"]["name"]] = f"chosen with the labelled judge {judge} (the report's recommendation)"
+    return {n: candidates[n] for n in chosen}, notes
 
 
 def resolve_data(requested: str | None) -> str:
@@ -68,6 +97,8 @@ def run(args: argparse.Namespace) -> dict:
         steps=args.steps, batch_size=args.batch_size, fixed_set=args.fixed_set, eval_every=args.eval_every,
         mi_budget=args.mi_budget, threads=args.threads, eval_threads=args.eval_threads, runs=args.runs,
         device=args.device, progress=not args.no_progress)
+    if args.policies is not None:
+        options["policies"], options["policy_notes"] = args.policies
     overrides = {k: v for k, v in options.items() if v is not None}
     cfg = DemoConfig.quick_config(**overrides) if args.quick else DemoConfig(**overrides)
     return run_demo(cfg)

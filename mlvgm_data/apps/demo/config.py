@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RUNS = ("generated", "real", "baseline_policy", "augment_only", "fixed_set", "real_anchored", "real_view", "mixed",
-        "recon_only", "random", "pixels")
-TRAINED = RUNS[:9]
+        "recon_only", "crop_flip_recipe", "random", "pixels")
+TRAINED = RUNS[:10]
 UNTRAINED = ("random", "pixels")
 REAL_ANCHORED = ("real_anchored", "real_view", "mixed", "recon_only")
 DEFAULT_RUNS = ("generated", "real", "baseline_policy", "real_anchored", "real_view", "random", "pixels")
@@ -29,7 +29,15 @@ LABELS = {
     "real_view": "(i) the real image paired with its generated variant (recommended policy)",
     "mixed": "(j) half prior, half real anchors, recommended policy",
     "recon_only": "(k) reconstructions of real images, augmentation only (no latent change)",
+    "crop_flip_recipe": "(l) generated, recommended policy, crop + flip only (mi_ml_gen's latent-view recipe)",
 }
+POLICY_RUN = "policy:"
+"""Runs of the extra policies (``DemoConfig.policies``) are named ``policy:NAME``."""
+
+
+def label(run: str) -> str:
+    """A run's label in the report (an extra policy's is its name)."""
+    return f"(p) {run[len(POLICY_RUN):]}" if run.startswith(POLICY_RUN) else LABELS[run]
 # Published and measured reference points on the Fashion-MNIST test set (REFERENCE.md).
 FASHION_REFERENCES = (("human", "83.5"), ("logistic regression on the raw pixels (the dataset's benchmark)", "84.2"),
                       ("2-conv nets trained with labels", "87.6–93.4"))
@@ -68,8 +76,20 @@ class DemoConfig:
     # does: both cores of a 2-core machine (the evaluations are half of a run's time).
     eval_threads: int = 2
     runs: tuple[str, ...] = DEFAULT_RUNS  # any subset of RUNS, e.g. ("generated", "fixed_set")
+    # extra generated runs, name -> ViewPolicy dict (e.g. candidates of a view-quality report), each
+    # trained as run "policy:NAME"; ``policy_notes`` says how each was chosen (e.g. with a labelled judge)
+    policies: dict[str, dict] = field(default_factory=dict)
+    policy_notes: dict[str, str] = field(default_factory=dict)
     device: str = "cpu"
     progress: bool = True
+
+    def trained(self) -> list[str]:
+        """The runs that train an encoder, in order: the chosen ones, then the extra policies'."""
+        return [k for k in TRAINED if k in self.runs] + [POLICY_RUN + name for name in self.policies]
+
+    def reported(self) -> list[str]:
+        """Every run of the report, in the table's order."""
+        return [k for k in RUNS if k in self.runs] + [POLICY_RUN + name for name in self.policies]
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> "DemoConfig":
@@ -87,6 +107,12 @@ class DemoConfig:
             raise ValueError(f"data must be one of {DATA}, got {self.data!r}")
         if isinstance(self.runs, str) or not self.runs or not set(self.runs) <= set(RUNS):
             raise ValueError(f"runs must be a non-empty subset of {RUNS}, got {self.runs!r}")
+        from ...policy import ViewPolicy
+
+        for name, policy in self.policies.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"policies must map names to ViewPolicy dicts, got the name {name!r}")
+            ViewPolicy.from_dict(policy)
         for name, low in (("seeds", 1), ("steps", 1), ("batch_size", 2), ("width", 1), ("knn_k", 1), ("probe_iters", 1),
                           ("eval_every", 0), ("curve_probe", 10), ("prefetch", 0), ("threads", 1), ("eval_threads", 1),
                           ("few_labels", 0)):

@@ -10,10 +10,11 @@ from typing import Any, Callable, Iterable
 import torch
 from torch.utils.data import TensorDataset
 
+from ...augment import crop_flip
 from ...pipe import ViewPairPipe
 from ...policy import ViewPolicy
 from ...step import ViewBatch
-from .config import MIXED_PRIOR_FRACTION, REAL_ANCHORED, DemoConfig
+from .config import MIXED_PRIOR_FRACTION, POLICY_RUN, REAL_ANCHORED, DemoConfig
 from .sources import DemoData, FixedSetViews, RealViews
 
 
@@ -52,7 +53,9 @@ class DemoContext:
 
 def _pipe(ctx: DemoContext, key: str, seed: int) -> Iterable[ViewBatch]:
     cfg = ctx.cfg
-    return ViewPairPipe(ctx.generator, ctx.policies[key], cfg.batch_size, seed=seed, augment=ctx.data.augment,
+    # mi_ml_gen's latent-chunk views use crop + flip only (its baselines the full augmentation)
+    augment = crop_flip(ctx.data.train_images.shape[-1]) if key == "crop_flip_recipe" else ctx.data.augment
+    return ViewPairPipe(ctx.generator, ctx.policies[key], cfg.batch_size, seed=seed, augment=augment,
                         steps=cfg.steps, prefetch=cfg.prefetch)
 
 
@@ -81,5 +84,8 @@ SOURCES: dict[str, Callable[[DemoContext, str, int], Iterable[ViewBatch]]] = {
     "augment_only": _pipe,
     "fixed_set": _fixed_set,
     **{key: _real_pipe for key in REAL_ANCHORED},
+    "crop_flip_recipe": _pipe,
+    POLICY_RUN: _pipe,
 }
-"""``run -> source(ctx, run, seed)``: the batches a trained run sees with a seed."""
+"""``run -> source(ctx, run, seed)``: the batches a trained run sees with a seed (every extra policy's
+run, ``policy:NAME``, under the key ``policy:``)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._io import atomic_writer
-from .config import CURVES, FASHION_REFERENCES, LABELS, RUNS, DemoConfig, RunResult
+from .config import CURVES, FASHION_REFERENCES, LABELS, POLICY_RUN, DemoConfig, RunResult, label
 from .sources import DemoData
 
 
@@ -43,10 +43,12 @@ def markdown_table(runs: dict[str, RunResult], cfg: DemoConfig) -> str:
     few = f"{cfg.few_labels}-per-class probe %"
     lines = [f"| run ({cfg.method}, {cfg.steps} steps of {cfg.batch_size}, {seeds}) | linear probe % | {few} | "
              f"{cfg.knn_k}-NN % | training pairs/s |", "|---|---:|---:|---:|---:|"]
-    for key in [k for k in RUNS if k in runs]:
+    for key in [k for k in cfg.reported() if k in runs]:
         r = runs[key]
         pps = "—" if r.pairs_per_s is None else f"{r.pairs_per_s:,.0f}"
-        lines.append(f"| {LABELS[key]} | {pct(r.probe_accuracy, r.probe_sd)} | "
+        name = key[len(POLICY_RUN):] if key.startswith(POLICY_RUN) else None
+        note = f" — {cfg.policy_notes[name]}" if name in cfg.policy_notes else ""
+        lines.append(f"| {label(key)}{note} | {pct(r.probe_accuracy, r.probe_sd)} | "
                      f"{pct(r.few_label_accuracy, sd(r.seeds['few_label_accuracy']))} | "
                      f"{pct(r.knn_accuracy, sd(r.seeds['knn_accuracy']))} | {pps} |")
     if cfg.data == "fashion-mnist":

@@ -17,7 +17,7 @@ from ..._threads import torch_threads
 from ...generators import load_generator, recommended_policy
 from ...policy import Perturb, ViewPolicy
 from ..viz import save_real_view_grid, save_view_grid
-from .config import BASELINE_SIGMA, CURVES, DEFAULT_GENERATOR, REAL_ANCHORED, RUNS, TRAINED, DemoConfig
+from .config import BASELINE_SIGMA, CURVES, DEFAULT_GENERATOR, POLICY_RUN, REAL_ANCHORED, DemoConfig
 from .context import SOURCES, DemoContext
 from .report import markdown_report, markdown_table, plot_curves, summarise
 from .sources import load_data
@@ -54,10 +54,11 @@ def prepare(cfg: DemoConfig, log: Log) -> DemoContext:
     policy, report = _policy(cfg, name, generator)
     policies = {"generated": policy, "baseline_policy": ViewPolicy.uniform(spec, Perturb(BASELINE_SIGMA)),
                 "augment_only": ViewPolicy({}), "real_anchored": policy, "real_view": policy, "mixed": policy,
-                "recon_only": ViewPolicy({})}
+                "recon_only": ViewPolicy({}), "crop_flip_recipe": policy,
+                **{POLICY_RUN + name: ViewPolicy.from_dict(d) for name, d in cfg.policies.items()}}
     log(f"recommended policy: {json.dumps(policy.to_dict())}")
     ctx = DemoContext(cfg, name, generator, data, policies, report, out,
-                      per_seed={k: [] for k in RUNS if k in cfg.runs},
+                      per_seed={k: [] for k in cfg.reported()},
                       curves={k: [] for k in CURVES if k in cfg.runs})
     if report is not None:
         write_text(out / "mi_report.json", json.dumps(report.to_dict(), indent=2) + "\n")
@@ -82,7 +83,8 @@ def run_one(ctx: DemoContext, key: str, seed: int, log: Log) -> None:
         features = encoder_features(encoder, device)
         curve.append((step, evaluate(features, ctx.data, cfg, cfg.threads, ctx.curve_probe)["probe_accuracy"]))
 
-    encoder, stats = train_encoder(SOURCES[key](ctx, key, seed), cfg, seed, ctx.data.channels, f"{key} seed {seed}",
+    source = SOURCES[POLICY_RUN if key.startswith(POLICY_RUN) else key]
+    encoder, stats = train_encoder(source(ctx, key, seed), cfg, seed, ctx.data.channels, f"{key} seed {seed}",
                                    at if key in CURVES else None)
     result = evaluate(encoder_features(encoder, device), ctx.data, cfg, cfg.eval_threads) | stats
     ctx.per_seed[key].append(result)
@@ -149,7 +151,7 @@ def run_demo(cfg: DemoConfig, log: Log = print) -> dict[str, Any]:
         ctx = prepare(cfg, log)
         log(f"[2/4] SSL runs: {cfg.steps} steps of {cfg.batch_size} pairs, {cfg.seeds} seed(s)")
         for seed in range(cfg.seeds):
-            for key in [k for k in TRAINED if k in cfg.runs]:
+            for key in cfg.trained():
                 run_one(ctx, key, seed, log)
             if "random" in cfg.runs:
                 run_untrained(ctx, seed)
