@@ -97,7 +97,8 @@ def _ranked(spec: LatentSpec, report: MIReport | None) -> tuple[list[str], list[
 def _candidates(spec: LatentSpec, report: MIReport | None, mi_policy: ViewPolicy | None
                 ) -> list[tuple[str, ViewPolicy, str]]:
     informative, underused = _ranked(spec, report)
-    out = [(desc, policy, "MI ranking") for policy, _, desc in candidate_policies(informative, underused, None,
+    trunc = None if report is None else report.settings.get("anchor_trunc")  # the report's candidates used it
+    out = [(desc, policy, "MI ranking") for policy, _, desc in candidate_policies(informative, underused, trunc,
                                                                                     MI_SIGMAS)]
     out += [(f"resample {g} only", ViewPolicy({g: Resample()}), "per group") for g in informative + underused]
     out += [(f"uniform σ={s:g}", ViewPolicy.uniform(spec, Perturb(s)), "uniform baseline") for s in BASELINE_SIGMAS]

@@ -32,9 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the MI analysis afresh for this many seconds (default: the generator's stored policy)")
     p.add_argument("--runs", type=_runs, default=None,
                    help=f"comma-separated runs (default {','.join(DEFAULT_RUNS)}; all: {','.join(RUNS)})")
-    p.add_argument("--policies", type=_policies, default=None, metavar="PATH[:NAME,...]",
+    p.add_argument("--policies", type=_policies, default=None, metavar="PATH[:NAME|NAME...]",
                    help="extra generated runs, one per policy: a JSON file of name -> ViewPolicy dict, or a view-"
-                        "quality report (mlvgm-data mi --judge --json) whose candidates NAME,... to train (default: "
+                        "quality report (mlvgm-data mi --judge --json) whose candidates NAME|NAME... to train (default: "
                         "its Pareto front); runs chosen with a labelled judge say so in the report")
     p.add_argument("--threads", type=int, default=d.threads,
                    help=f"torch threads while training (default {d.threads}; results repeat at fixed counts)")
@@ -65,7 +65,7 @@ def _policies(text: str) -> tuple[dict[str, dict], dict[str, str]]:
         raise argparse.ArgumentTypeError(f"--policies {path!r} holds no JSON object")
     report = isinstance(doc.get("policies"), dict) and "front" in doc
     candidates = {k: v["policy"] for k, v in doc["policies"].items()} if report else doc
-    chosen = [n.strip() for n in names.split(",") if n.strip()] or (doc["front"] if report else list(candidates))
+    chosen = [n.strip() for n in names.split("|") if n.strip()] or (doc["front"] if report else list(candidates))
     unknown = [n for n in chosen if n not in candidates]
     if unknown:
         raise argparse.ArgumentTypeError(f"--policies: {unknown} not in {path}; it has {sorted(candidates)}")
