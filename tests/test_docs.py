@@ -209,7 +209,8 @@ CLI_SMALL = {  # options appended to each command (later options win in argparse
     "export": ["--samples", "8", "--batch-size", "4", "--shard-size", "4"],
 }
 SCRIPT_SMALL = {"fashion train": ["--epochs", "1"], "fashion score": ["--n", "40"],
-                "compare_runs": ["--pixel-samples", "8"]}
+                "compare_runs": ["--pixel-samples", "8"],
+                "benchmarks/augment.py": ["--loop-repeats", "1", "--batch", "32", "--no-dali"]}
 OUTPUT_PREFIXES = ("mlvgm_data/assets/", "docs/", "runs/", "~/")
 
 
