@@ -50,7 +50,8 @@ def _report(root: Path, name: str) -> dict[str, Any] | None:
 
 
 def _missing(name: str, command: str) -> str:
-    return f"*Not measured yet: `{command}` writes `docs/{name}`; `python scripts/docs_tables.py` then fills this table.*"
+    return (f"*Not measured yet: `{command}` writes `docs/{name}`; `python scripts/docs_tables.py` then fills "
+            "this table.*")
 
 
 def _num(value: float, digits: int = 2) -> str:
@@ -234,7 +235,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "fashion-reconstruction": _reconstruction,
     "compare-runs": _compare,
     "bench-loaders": _bench("bench.json", "mlvgm-data bench --json docs/bench.json"),
-    "bench-fashion": _bench("bench_fashion.json", "mlvgm-data bench --data fashion-mnist --json docs/bench_fashion.json"),
+    "bench-fashion": _bench("bench_fashion.json",
+                            "mlvgm-data bench --data fashion-mnist --json docs/bench_fashion.json"),
     "view-quality-fashion": _view_quality("view_quality_fashion.json", "builtin:fashion", "builtin:fashion-classifier"),
     "view-quality-shapes": _view_quality("view_quality_shapes.json", "builtin:shapes", "builtin:shapes-classifier"),
 }

@@ -26,20 +26,19 @@ import types
 from pathlib import Path
 
 import pytest
-
 from helpers import tiny_generator, write_split
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load_tables():
-    spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "scripts" / "docs_tables.py")
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-TABLES = _load_tables()
+TABLES = _load_script("docs_tables")
 PAGES = TABLES.pages(ROOT)
 BLOCK = re.compile(r"(?:<!-- docs-test: (?P<directive>.*?) -->\n)?```(?P<lang>[\w-]*)\n(?P<code>.*?)```", re.S)
 
@@ -129,7 +128,8 @@ def test_no_hidden_setup_and_every_skip_gives_its_reason() -> None:
         text = page.read_text()
         assert "readme-test:" not in text, f"{rel(page)}: the old readme-test directive"
         for directive in re.findall(r"^<!-- docs-test: (.*?) -->$", text, re.M):
-            ok = (directive.startswith("skip: ") and len(directive) > 20) or re.fullmatch(r"file: [\w.]+\.py", directive)
+            reason = directive.startswith("skip: ") and len(directive) > 20
+            ok = reason or re.fullmatch(r"file: [\w.]+\.py", directive)
             assert ok, f"{rel(page)}: directive {directive!r}"
         python = blocks(page, "python")
         if any(skipped(d) for d, _ in python):  # a skipped block has a running one beside it
@@ -156,6 +156,25 @@ def test_a_changed_figure_makes_its_table_stale(tmp_path: Path) -> None:
     assert "Not measured yet" in rendered and "83.5 ± 0.4" in rendered  # a missing report says which command
     (tmp_path / "README.md").write_text(rendered.replace("83.5 ± 0.4", "93.5 ± 0.4"))
     assert TABLES.stale(tmp_path) == [tmp_path / "README.md"]
+
+
+def test_the_build_hook_drops_only_the_known_griffe_warning(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    hooks = _load_script("mkdocs_hooks")
+    logger = logging.getLogger(hooks.GRIFFE_LOGGER)
+    saved = list(logger.filters)
+    try:
+        hooks.on_startup(command="build", dirty=False)
+        hooks.on_startup(command="build", dirty=False)  # idempotent: one filter
+        assert sum(isinstance(f, hooks._DropKnown) for f in logger.filters) == 1
+        with caplog.at_level(logging.WARNING, logger=hooks.GRIFFE_LOGGER):
+            logger.warning("griffe: %s (use strings only)", hooks.KNOWN)
+            logger.warning("griffe: Unsupported item in another.module.__all__: X (use strings only)")
+        assert [r.getMessage() for r in caplog.records] == [
+            "griffe: Unsupported item in another.module.__all__: X (use strings only)"]
+    finally:
+        logger.filters[:] = saved
 
 
 PYTHON_PAGES = [p for p in PAGES if any(not skipped(d) for d, _ in blocks(p, "python"))]
