@@ -162,6 +162,32 @@ def test_front_and_recommendation_on_known_points() -> None:
         rep.recommendation(1.5)
 
 
+def test_a_change_larger_by_noise_alone_does_not_cost_consistency() -> None:
+    def cand(keep: float, change: float, half: float) -> PolicyQuality:
+        return PolicyQuality(ViewPolicy({}), "given", Interval(change, change - half, change + half),
+                             Interval(keep, keep, keep))
+
+    rep = ViewQualityReport({"noisy top": cand(0.73, 0.2207, 0.002), "as good": cand(0.75, 0.2205, 0.002),
+                             "less change": cand(0.80, 0.2150, 0.002), "low": cand(0.50, 0.30, 0.002)}, {})
+    assert rep.recommendation().name == "as good" and "as good" in rep.front()
+    # With a tighter interval the larger change is real and wins.
+    rep.policies["noisy top"] = cand(0.73, 0.2207, 0.0001)
+    assert rep.recommendation().name == "noisy top"
+
+
+def test_the_recommendation_is_always_on_the_front() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        n = int(torch.randint(1, 12, (), generator=gen))
+        keep, change, half = (torch.rand(3, n, generator=gen) * torch.tensor([[1.0], [0.4], [0.05]])).tolist()
+        keep = [round(k, 2) for k in keep]  # ties in consistency happen with counted pairs
+        rep = ViewQualityReport({f"c{i}": PolicyQuality(ViewPolicy({}), "given",
+                                                        Interval(change[i], change[i] - half[i], change[i] + half[i]),
+                                                        Interval(keep[i], keep[i], keep[i])) for i in range(n)}, {})
+        for floor in (0.0, 0.3, 0.7, 0.95):
+            assert rep.recommendation(floor).name in rep.front()
+
+
 def test_wilson_interval() -> None:
     w = wilson(50, 100)
     assert w.value == 0.5 and w.low == pytest.approx(0.4038, abs=1e-4) and w.high == pytest.approx(0.5962, abs=1e-4)

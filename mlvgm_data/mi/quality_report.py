@@ -174,9 +174,9 @@ class ViewQualityReport:
     def recommendation(self, min_consistency: float | None = None, change: str | None = None) -> Recommendation:
         """With a judge: the candidate that changes the views most (``change``) among those whose
         consistency is at least ``min_consistency`` (default: the report's setting, else
-        :data:`DEFAULT_MIN_CONSISTENCY`; ties:
-        the more consistent), which lies on the front by construction; if none reaches it, the most
-        consistent one. Without a judge: the label-free MI recommendation (the MI report's policy
+        :data:`DEFAULT_MIN_CONSISTENCY`), changes within the largest one's 95 % half-width counting
+        as equal and the most consistent of those winning; it lies on the front by construction. If
+        none reaches the floor, the most consistent one. Without a judge: the label-free MI recommendation (the MI report's policy
         when it is a candidate, else the candidate whose I(x0; x1) is nearest the middle of the
         measured range, the rule of ``MIReport.recommend_policy``)."""
         change = self._change(change)
@@ -192,9 +192,15 @@ class ViewQualityReport:
         pts = self.points(change)
         kept = [n for n, (k, _) in pts.items() if k >= floor]
         if kept:
-            name = max(kept, key=lambda n: (pts[n][1], pts[n][0]))
-            rule = (f"the most {change} change among the candidates whose views keep the judged class in "
-                    f"≥ {100 * floor:g} % of pairs")
+            top = max(kept, key=lambda n: (pts[n][1], pts[n][0]))
+            interval = self.policies[top].pixel_change if change == "pixel" else self.policies[top].feature_change
+            # Changes within the top one's 95 % half-width count as equal: among those the most
+            # consistent wins (a change larger by sampling noise alone must not cost consistency).
+            # Still on the front: whatever beats the choice is as near the top, so it was a contender.
+            near = [n for n in kept if pts[n][1] >= pts[top][1] - (interval.high - interval.value)]
+            name = max(near, key=lambda n: (pts[n][0], pts[n][1]))
+            rule = (f"the most {change} change (within the 95 % interval of the largest) among the candidates whose "
+                    f"views keep the judged class in ≥ {100 * floor:g} % of pairs, then the most consistent")
         else:
             name = max(pts, key=lambda n: (pts[n][0], pts[n][1]))
             rule = f"no candidate keeps the judged class in ≥ {100 * floor:g} % of pairs: the most consistent one"
