@@ -352,14 +352,17 @@ def test_cli_judge_report(tmp_path, capsys) -> None:
     assert code == 0
     text = capsys.readouterr().out
     # Without an MI report the groups rank in latent_spec order: keep label, change style.
-    assert "| keep label; resample: style | MI ranking | 1.000 [" in text and "Recommended policy (labelled judge" in text
+    assert "| keep label; resample: style | MI ranking | 1.000 [" in text
+    assert "Recommended policy (labelled judge" in text
     doc = json.loads(out_json.read_text())
     rep = ViewQualityReport.from_dict(doc)
     assert doc["recommended"]["name"] == "keep label; resample: style"
     assert doc["recommended"] == rep.recommendation().to_dict()
-    assert doc["settings"]["min_consistency"] == 0.9 and doc["settings"]["judge"] == "test_view_quality:feature_judge"
-    assert doc["command"] == (f"mlvgm-data mi test_view_quality:split_generator --judge test_view_quality:feature_judge "
-                              f"--samples 128 --steps 3 --seed 0 --min-consistency 0.9 --plot {out_png} --json {out_json}")
+    assert doc["settings"]["min_consistency"] == 0.9
+    assert doc["settings"]["judge"] == "test_view_quality:feature_judge"
+    assert doc["command"] == ("mlvgm-data mi test_view_quality:split_generator --judge test_view_quality:feature_judge "
+                              f"--samples 128 --steps 3 --seed 0 --min-consistency 0.9 --plot {out_png} "
+                              f"--json {out_json}")
     assert doc["plot"] == str(out_png) and out_png.read_bytes()[:4] == b"\x89PNG"
     assert all(p["image_mi"]["steps"] <= 3 for p in doc["policies"].values())
 

@@ -114,7 +114,8 @@ class Judge:
             raise ValueError(f"judge must be an nn.Module, a callable images -> logits [N, classes] or a judge name, "
                              f"got {type(judge).__name__}")
         if feature_fn is not None and not callable(feature_fn):
-            raise ValueError(f"feature_fn must be a callable images -> features [N, D], got {type(feature_fn).__name__}")
+            raise ValueError(f"feature_fn must be a callable images -> features [N, D], "
+                             f"got {type(feature_fn).__name__}")
         where = _module_device(judge)
         if where is not None and where != device:
             raise ValueError(f"judge's weights are on {where}, the generator's images on {device}: move the judge "

@@ -176,9 +176,11 @@ class ViewQualityReport:
         consistency is at least ``min_consistency`` (default: the report's setting, else
         :data:`DEFAULT_MIN_CONSISTENCY`), changes within the largest one's 95 % half-width counting
         as equal and the most consistent of those winning; it lies on the front by construction. If
-        none reaches the floor, the most consistent one. Without a judge: the label-free MI recommendation (the MI report's policy
-        when it is a candidate, else the candidate whose I(x0; x1) is nearest the middle of the
-        measured range, the rule of ``MIReport.recommend_policy``)."""
+        none reaches the floor, the most consistent one. Without a judge: the label-free MI
+        recommendation (the MI report's policy when it is a candidate, else the candidate whose
+        I(x0; x1) is nearest the middle of the measured range, the rule of
+        ``MIReport.recommend_policy``).
+        """
         change = self._change(change)
         if not self.judged:
             if min_consistency is not None:

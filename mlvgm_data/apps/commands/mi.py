@@ -14,8 +14,14 @@ import torch
 
 from ..._checks import check_int, check_number
 from ..._io import check_output_path, write_text
-from ...generators.registry import (POLICY_FORMAT, is_factory_name, measured_budget, policy_source, read_policy_file,
-                                    user_policy_path)
+from ...generators.registry import (
+    POLICY_FORMAT,
+    is_factory_name,
+    measured_budget,
+    policy_source,
+    read_policy_file,
+    user_policy_path,
+)
 from .common import GENERATOR_HELP, open_generator
 
 HELP = "Measure each latent group's information (I(z_g; x), I(x; x') with g resampled) and recommend a view policy."
