@@ -329,3 +329,33 @@ def read_sample(sample: Mapping[str, Any]) -> tuple[tuple[torch.Tensor, ...], in
         t = torch.from_numpy(array.copy())
         views.append((t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)).float().div_(255))
     return tuple(views), int(sample["cls"])
+
+
+def read_manifest(out: str | Path) -> dict[str, Any]:
+    """The manifest of the export in ``out`` (seed, stream, policy, generator fingerprint, sizes)."""
+    manifest = _read_manifest(Path(out), "out")
+    if manifest is None:
+        raise ValueError(f"out {str(out)!r} holds no export ({MANIFEST} not found)")
+    return manifest
+
+
+def load_export(out: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole export in memory, read with the standard library (no webdataset): its views as
+    uint8 ``[N, V, C, H, W]`` (sample g at row g) and its targets ``[N]``; for a fixed generated
+    dataset small enough to hold (60,000 grey 32² pairs are 123 MB)."""
+    import tarfile
+
+    views: list[torch.Tensor] = []
+    targets: list[int] = []
+    for url in shard_urls(out):
+        samples: dict[str, dict[str, Any]] = {}
+        with tarfile.open(url) as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                data = tar.extractfile(member)
+                samples.setdefault(key, {"__key__": key})[ext] = data.read() if data is not None else b""
+        for key in sorted(samples):
+            sample_views, target = read_sample(samples[key])
+            views.append(torch.stack(sample_views).mul_(255).round_().to(torch.uint8))
+            targets.append(target)
+    return torch.stack(views), torch.tensor(targets, dtype=torch.int64)

@@ -198,3 +198,23 @@ def test_the_policies_option_reads_a_view_quality_report_and_marks_the_judge(tmp
 
     with pytest.raises(argparse.ArgumentTypeError, match="not in"):
         _policies(f"{path}:d")
+
+
+def test_the_fixed_set_run_can_train_on_an_export(tmp_path: Path) -> None:
+    from mlvgm_data import load_generator, recommended_policy
+    from mlvgm_data.export import export_shards, load_export
+
+    name = tiny_generator(tmp_path, 3)
+    gen = load_generator(name)
+    export_shards(gen, recommended_policy(name), 48, tmp_path / "shards", seed=5, batch_size=16, shard_size=20,
+                  progress=False)
+    views, targets = load_export(tmp_path / "shards")
+    assert views.shape == (48, 2, 3, 32, 32) and views.dtype == torch.uint8 and targets.tolist() == [-1] * 48
+    cfg = quick(tmp_path, data="shapes", generator=name, seeds=1, eval_every=0, runs=("fixed_set",),
+                fixed_set_shards=str(tmp_path / "shards"), batch_size=16)
+    doc = run_demo(cfg, log=lambda _: None)
+    assert doc["fixed_set_size"] == 48 and 0 <= doc["runs"]["fixed_set"]["probe_accuracy"] <= 1
+    export_shards(gen, ViewPolicy({}), 16, tmp_path / "other", batch_size=16, progress=False)  # another policy
+    with pytest.raises(ValueError, match="another generator or policy"):
+        run_demo(quick(tmp_path, data="shapes", generator=name, seeds=1, runs=("fixed_set",),
+                       fixed_set_shards=str(tmp_path / "other")), log=lambda _: None)

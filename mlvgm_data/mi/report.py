@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from ..policy import ViewPolicy
 from .._io import write_text
+from ..policy import ViewPolicy
 from .estimators import MIEstimate
 
 FORMAT = "mlvgm-data/mi-report/1"
@@ -192,7 +192,8 @@ class MIReport:
     def to_markdown(self) -> str:
         s = self.settings
         lines = [
-            "| group | dims | I(z_g; x) nats [95% CI] | share | I(x; x′), g resampled [95% CI] | pixel change | under-used |",
+            "| group | dims | I(z_g; x) nats [95% CI] | share | I(x; x′), g resampled [95% CI] | pixel change "
+            "| under-used |",
             "|---|---:|---|---:|---|---:|:---:|",
         ]
         for name in self.ranking:

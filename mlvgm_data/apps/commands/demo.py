@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help=f"pairs per step (default {d.batch_size})")
     p.add_argument("--fixed-set", type=int, default=None,
                    help="anchors of the fixed generated set (e) (default: as many as real training images)")
+    p.add_argument("--fixed-set-shards", default=None, metavar="DIR",
+                   help="the fixed set (e) is an export's view pairs (mlvgm-data export GENERATOR --out DIR with "
+                        "the demo's generator and recommended policy), read instead of decoded")
     p.add_argument("--eval-every", type=int, default=None,
                    help=f"steps between the curve evaluations (default {d.eval_every}; 0: none)")
     p.add_argument("--mi-budget", type=float, default=None,
@@ -34,8 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"comma-separated runs (default {','.join(DEFAULT_RUNS)}; all: {','.join(RUNS)})")
     p.add_argument("--policies", type=_policies, default=None, metavar="PATH[:NAME|NAME...]",
                    help="extra generated runs, one per policy: a JSON file of name -> ViewPolicy dict, or a view-"
-                        "quality report (mlvgm-data mi --judge --json) whose candidates NAME|NAME... to train (default: "
-                        "its Pareto front); runs chosen with a labelled judge say so in the report")
+                        "quality report (mlvgm-data mi --judge --json) whose candidates NAME|NAME... to train "
+                        "(default: its Pareto front); runs chosen with a labelled judge say so in the report")
     p.add_argument("--threads", type=int, default=d.threads,
                    help=f"torch threads while training (default {d.threads}; results repeat at fixed counts)")
     p.add_argument("--eval-threads", type=int, default=d.eval_threads,
@@ -95,6 +98,7 @@ def run(args: argparse.Namespace) -> dict:
     options = dict(
         data=resolve_data(args.data), generator=args.generator, out=args.out, method=args.method, seeds=args.seeds,
         steps=args.steps, batch_size=args.batch_size, fixed_set=args.fixed_set, eval_every=args.eval_every,
+        fixed_set_shards=args.fixed_set_shards,
         mi_budget=args.mi_budget, threads=args.threads, eval_threads=args.eval_threads, runs=args.runs,
         device=args.device, progress=not args.no_progress)
     if args.policies is not None:

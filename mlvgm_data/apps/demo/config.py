@@ -59,6 +59,7 @@ class DemoConfig:
     temperature: float = 0.2
     real_train: int | None = None  # real images for SSL (b) and the fixed set (e); None: the whole split
     fixed_set: int | None = None  # anchors of (e); None: as many as real_train
+    fixed_set_shards: str | None = None  # (e) trains on an export's view pairs (mlvgm-data export OUT) instead
     probe_train: int | None = None  # real train images for the probes; None: the whole split
     probe_test: int | None = None  # real test images for the probes; None: the whole split
     eval_every: int = 100  # steps between the curve evaluations of (a), (b), (e); 0: none

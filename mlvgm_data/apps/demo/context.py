@@ -30,6 +30,7 @@ class DemoContext:
     policies: dict[str, ViewPolicy]
     report: Any
     out: Path
+    exported: torch.Tensor | None = None  # the fixed set's view pairs from an export (uint8), if given
     pictures: dict[str, str] = field(default_factory=dict)
     per_seed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     curves: dict[str, list[list[tuple[int, float]]]] = field(default_factory=dict)
@@ -42,6 +43,8 @@ class DemoContext:
 
     @property
     def fixed_size(self) -> int:
+        if self.exported is not None:
+            return len(self.exported) if self.cfg.fixed_set is None else min(self.cfg.fixed_set, len(self.exported))
         return self.cfg.fixed_set or len(self.data.train_images)
 
     @property
@@ -67,7 +70,7 @@ def _real(ctx: DemoContext, key: str, seed: int) -> Iterable[ViewBatch]:
 def _fixed_set(ctx: DemoContext, key: str, seed: int) -> Iterable[ViewBatch]:
     cfg = ctx.cfg
     return FixedSetViews(ctx.generator, ctx.policies["generated"], ctx.fixed_size, ctx.data.augment, cfg.batch_size,
-                         seed, cfg.steps, cfg.prefetch)
+                         seed, cfg.steps, cfg.prefetch, exported=ctx.exported)
 
 
 def _real_pipe(ctx: DemoContext, key: str, seed: int) -> Iterable[ViewBatch]:

@@ -14,7 +14,9 @@ import torch
 
 from ..._io import write_text
 from ..._threads import torch_threads
+from ...export import load_export, read_manifest
 from ...generators import load_generator, recommended_policy
+from ...generators.fingerprint import fingerprint
 from ...policy import Perturb, ViewPolicy
 from ..viz import save_real_view_grid, save_view_grid
 from .config import BASELINE_SIGMA, CURVES, DEFAULT_GENERATOR, POLICY_RUN, REAL_ANCHORED, DemoConfig
@@ -40,6 +42,22 @@ def _policy(cfg: DemoConfig, name: str, generator: torch.nn.Module) -> tuple[Vie
     return recommended_policy(name), (mi.MIReport.from_dict(stored) if stored is not None else None)
 
 
+def _exported_fixed_set(cfg: DemoConfig, generator: torch.nn.Module, policy: ViewPolicy) -> torch.Tensor | None:
+    """The fixed set's view pairs from ``cfg.fixed_set_shards`` (uint8), checked to be an export of
+    this generator under the recommended policy with two views."""
+    if cfg.fixed_set_shards is None:
+        return None
+    manifest = read_manifest(cfg.fixed_set_shards)
+    if manifest["generator"] != fingerprint(generator) or manifest["policy"] != policy.to_dict():
+        raise ValueError(f"fixed_set_shards {cfg.fixed_set_shards!r} is an export of another generator or policy "
+                         "(the fixed set (e) is the demo generator's views under its recommended policy)")
+    if manifest["num_views"] != 2:
+        raise ValueError(f"fixed_set_shards {cfg.fixed_set_shards!r} holds {manifest['num_views']} views per sample; "
+                         "the demo trains on pairs (export with --num-views 2)")
+    views, _ = load_export(cfg.fixed_set_shards)
+    return views
+
+
 def prepare(cfg: DemoConfig, log: Log) -> DemoContext:
     """Step 1: the generator, its data, the view policies of the runs, the MI chart and view grids."""
     out = Path(cfg.out)
@@ -59,7 +77,8 @@ def prepare(cfg: DemoConfig, log: Log) -> DemoContext:
     log(f"recommended policy: {json.dumps(policy.to_dict())}")
     ctx = DemoContext(cfg, name, generator, data, policies, report, out,
                       per_seed={k: [] for k in cfg.reported()},
-                      curves={k: [] for k in CURVES if k in cfg.runs})
+                      curves={k: [] for k in CURVES if k in cfg.runs},
+                      exported=_exported_fixed_set(cfg, generator, policy) if "fixed_set" in cfg.runs else None)
     if report is not None:
         write_text(out / "mi_report.json", json.dumps(report.to_dict(), indent=2) + "\n")
         try:

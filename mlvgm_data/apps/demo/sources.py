@@ -106,22 +106,26 @@ class RealViews(ProducedBatches):
 
 class FixedSetViews(ProducedBatches):
     """An offline generated dataset: ``size`` fixed anchors with fixed views (the latents of item
-    i are the same every time), reshuffled every epoch; only the pixel augmentation is fresh."""
+    i are the same every time), reshuffled every epoch; only the pixel augmentation is fresh. With
+    ``exported`` the view pairs are an export's (``mlvgm-data export``), read, not decoded."""
 
     STREAM = 2
 
     def __init__(self, generator: torch.nn.Module, policy: ViewPolicy, size: int, augment: ViewAugment,
-                 batch_size: int, seed: int, steps: int, prefetch: int) -> None:
+                 batch_size: int, seed: int, steps: int, prefetch: int, exported: torch.Tensor | None = None) -> None:
         super().__init__(steps, prefetch)
         self.generator, self.policy, self.size, self.augment = generator, policy, size, augment
         self.batch_size, self.seed = batch_size, seed
+        self.exported = exported  # uint8 [N, 2, C, H, W]: the view pairs of an export, read instead of decoded
         self.per_epoch = size // batch_size
 
     def work(self, step: int) -> ViewBatch:
         epoch, k = divmod(step, self.per_epoch)
         idx = epoch_order(self.size, self.seed, epoch, self.STREAM)[k * self.batch_size:(k + 1) * self.batch_size]
-        # Counter step 0 for every draw: item i is one fixed anchor and its fixed views.
-        images = decode_views(self.generator, self.policy, len(idx), 2, seed=self.seed, step=0, stream=self.STREAM,
-                              sample_ids=idx).images
+        if self.exported is not None:
+            images = self.exported[idx].transpose(0, 1).float().div_(255.0)
+        else:  # counter step 0 for every draw: item i is one fixed anchor and its fixed views
+            images = decode_views(self.generator, self.policy, len(idx), 2, seed=self.seed, step=0,
+                                  stream=self.STREAM, sample_ids=idx).images
         views = self.augment(images, self.seed, step, stream=self.STREAM, sample_ids=idx)
         return ViewBatch(tuple(views.unbind(0)), torch.full((len(idx),), -1))
