@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -44,10 +46,11 @@ def atomic_writer(path: str | Path, what: str = "output", root: str | Path | Non
                   mode: str = "wb") -> Iterator[IO]:
     """A file object whose contents replace ``path`` when the block ends without an error."""
     p = check_output_path(path, what, root)
-    for stale in p.parent.glob(f".{glob.escape(p.name)}.*.tmp"):  # left by a writer that was killed
-        with contextlib.suppress(OSError):
-            stale.unlink()
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    for stale in p.parent.glob(f".{glob.escape(p.name)}.{_HOST}-*.tmp"):
+        if not _writer_alive(stale.name[len(p.name) + len(_HOST) + 3:]):  # left by a writer that was killed
+            with contextlib.suppress(OSError):
+                stale.unlink()
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.{_HOST}-{os.getpid()}-", suffix=".tmp", dir=p.parent)
     try:
         os.chmod(tmp, p.stat().st_mode & 0o7777 if p.exists() else 0o666 & ~_umask())  # mkstemp makes it 0600
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
@@ -66,6 +69,25 @@ def atomic_writer(path: str | Path, what: str = "output", root: str | Path | Non
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+# The temporary name carries the writer's host and pid: ranks of one job (or two jobs) writing the same
+# file concurrently must not remove each other's live temporary file, only a dead writer's.
+_HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32] or "host"
+
+
+def _writer_alive(tag: str) -> bool:
+    """Whether the process named by a temporary file's ``<pid>-<random>.tmp`` tail still runs here."""
+    pid = tag.split("-", 1)[0]
+    if not pid.isdigit():
+        return True  # not a name this module makes: leave it alone
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
 
 
 def _umask() -> int:

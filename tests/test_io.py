@@ -38,6 +38,26 @@ def test_a_kill_during_the_write_keeps_the_old_file(tmp_path: Path) -> None:
             f"    os.kill(os.getpid(), 9)\n")
     assert subprocess.run([sys.executable, "-c", code]).returncode == -9
     assert target.read_bytes() == b"old"
+    [left] = [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # the dead writer's temporary file
+    write_bytes(target, b"next")  # the next write removes it
+    assert target.read_bytes() == b"next" and os.listdir(tmp_path) == ["model.pt"], left
+
+
+def test_concurrent_writers_keep_each_others_temporary_file(tmp_path: Path) -> None:
+    # Two ranks writing the same manifest at once (torchrun): the second must not take the first's
+    # live temporary file for a dead writer's and remove it under it.
+    target = tmp_path / "manifest.json"
+    code = (f"import sys\nfrom mlvgm_data._io import atomic_writer\n"
+            f"with atomic_writer({str(target)!r}, mode='w') as f:\n    f.write('first')\n"
+            f"    print('open', flush=True)\n    sys.stdin.readline()\n")
+    first = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline() == "open\n"
+        write_text(target, "second")
+        assert len([p for p in os.listdir(tmp_path) if p.endswith(".tmp")]) == 1
+    finally:
+        first.communicate("\n", timeout=60)
+    assert first.returncode == 0 and target.read_text() == "first" and os.listdir(tmp_path) == ["manifest.json"]
 
 
 def test_symlinks_and_escapes_are_refused(tmp_path: Path) -> None:
