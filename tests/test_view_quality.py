@@ -207,6 +207,17 @@ def test_json_round_trip_markdown_and_plot(report, tmp_path) -> None:
         ViewQualityReport.from_dict({"format": "other"})
 
 
+def test_the_candidates_order_survives_a_json_writer_that_sorts_keys(report) -> None:
+    # The CLI's --json sorts keys: the table's numbers must still be the chart's (the candidates' order).
+    names = list(report.policies)
+    assert names != sorted(names)
+    back = ViewQualityReport.from_dict(json.loads(json.dumps(report.to_dict(), sort_keys=True)))
+    assert list(back.policies) == names and back.to_markdown() == report.to_markdown()
+    doc = report.to_dict()
+    with pytest.raises(ValueError, match="'order' does not list its policies"):
+        ViewQualityReport.from_dict({**doc, "order": names[:-1]})
+
+
 def test_plot_without_matplotlib(report, tmp_path, monkeypatch) -> None:
     import builtins
 

@@ -231,6 +231,7 @@ class ViewQualityReport:
         """JSON-safe: the settings, every policy's figures, the front and the recommendation."""
         return {"format": FORMAT, "command": self.command, "settings": self.settings,
                 "policies": {n: q.to_dict() for n, q in self.policies.items()},
+                "order": list(self.policies),  # the candidates' order (a JSON writer may sort the keys)
                 "mi_recommended": self.mi_recommended, "front": self.front(),
                 "recommended": self.recommendation().to_dict()}
 
@@ -239,8 +240,13 @@ class ViewQualityReport:
         if not isinstance(d, Mapping) or d.get("format") != FORMAT:
             raise ValueError(f"not a view-quality report (needs format {FORMAT!r})")
         try:
-            return cls({n: PolicyQuality.from_dict(q) for n, q in d["policies"].items()}, d["settings"],
-                       d.get("mi_recommended"), d.get("command"))
+            policies = {n: PolicyQuality.from_dict(q) for n, q in d["policies"].items()}
+            order = d.get("order")
+            if order is not None:  # the chart's and the table's numbering: the candidates' order
+                if sorted(order) != sorted(policies):
+                    raise ValueError("malformed view-quality report: 'order' does not list its policies")
+                policies = {n: policies[n] for n in order}
+            return cls(policies, d["settings"], d.get("mi_recommended"), d.get("command"))
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"malformed view-quality report: {e!r}") from None
 
