@@ -55,7 +55,13 @@ def one_thread():
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``@pytest.mark.needs_cuda`` tests are skipped, saying why, on a machine without a GPU."""
+    """``@pytest.mark.needs_cuda`` tests are skipped, saying why, on a machine without a GPU; an
+    exactness test must sit in a module that says ``mark.exactness`` (``make test`` reruns only those
+    modules under every CPU path)."""
+    for item in items:
+        if item.get_closest_marker("exactness") is not None and "mark.exactness" not in item.path.read_text():
+            raise pytest.UsageError(f"{item.nodeid} is marked exactness but its module never says 'mark.exactness': "
+                                    "make test's CPU-path reruns (Makefile EXACT_FILES) would miss it")
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA: torch.cuda.is_available() is False on this machine")
