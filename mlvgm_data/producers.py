@@ -12,6 +12,7 @@ finalization aborts the process).
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import warnings
 import weakref
@@ -101,6 +102,55 @@ class SyncProducer:
         pass
 
 
+class ForkGate:
+    """Holds ``os.fork()`` until no producer thread is inside a step.
+
+    A DataLoader forks its workers from the main thread while a pipe's producer thread may be inside
+    torch (an MKL matrix product holding its allocator's lock); the child inherits the held lock and
+    its first matrix product spins forever. So each step runs inside the gate, and a fork waits (at
+    most :attr:`WAIT_S`, then warns) for the steps in flight to end and starts no new one until done.
+    """
+
+    WAIT_S = 5.0
+
+    def __init__(self) -> None:
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork,
+                                after_in_child=self._reset)
+
+    def _reset(self) -> None:  # in a child: the parent's producer threads do not exist there
+        self._cond = threading.Condition()
+        self._inside: set[int] = set()
+        self._forking = False
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._forking)
+            self._inside.add(threading.get_ident())
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._inside.discard(threading.get_ident())
+            self._cond.notify_all()
+
+    def _before_fork(self) -> None:
+        me = threading.get_ident()  # a step that forks (a decode starting a process) must not wait for itself
+        with self._cond:
+            self._forking = True
+            if not self._cond.wait_for(lambda: self._inside <= {me}, timeout=self.WAIT_S):
+                warnings.warn(f"mlvgm-data: forking while a producer thread has been inside a step for over "
+                              f"{self.WAIT_S:.0f} s (a stuck decode?); the child may hang in torch",
+                              RuntimeWarning, stacklevel=2)
+
+    def _after_fork(self) -> None:
+        with self._cond:
+            self._forking = False
+            self._cond.notify_all()
+
+
+FORK_GATE = ForkGate()
+
 _LIVE: "weakref.WeakSet[ThreadProducer]" = weakref.WeakSet()
 
 
@@ -145,7 +195,8 @@ class ThreadProducer:
                     i = self.ring.begin_fill()
                 if self._stop.is_set():
                     return
-                batch = work(step)
+                with FORK_GATE:
+                    batch = work(step)
                 with self._cond:
                     self._items[i] = batch
                     self.ring.end_fill(i)

@@ -4,9 +4,11 @@ disjoint streams across ranks and workers, producer errors and shutdown."""
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import threading
 import time
+import warnings
 
 import pytest
 import torch
@@ -16,7 +18,7 @@ from torch.utils.data import DataLoader
 from mlvgm_data import Perturb, Resample, ViewPolicy
 from mlvgm_data.augment import simclr
 from mlvgm_data.pipe import ViewPairPipe
-from mlvgm_data.producers import FREE, HELD, READY, SlotRing, ThreadProducer
+from mlvgm_data.producers import FORK_GATE, FREE, HELD, READY, SlotRing, ThreadProducer
 from mlvgm_data.step import ViewBatch
 
 POLICY = ViewPolicy({"top": Perturb(0.3), "map": Resample()})
@@ -217,6 +219,49 @@ def test_close_while_producer_is_blocked_is_prompt() -> None:
     assert len(calls) == 3  # prefetch + 1 slots filled, then blocked waiting for a free slot
     producer.close()  # must wake the blocked thread, not wait for a slot that never frees
     assert not producer._thread.is_alive()
+
+
+def test_a_fork_waits_for_the_step_in_flight() -> None:
+    # A DataLoader forking its workers while a producer thread is inside an MKL product left the child
+    # spinning on the allocator's lock forever (seen in the suite); a fork now waits for the step.
+    entered, finished = threading.Event(), threading.Event()
+
+    def work(step: int) -> ViewBatch:
+        if step == 0:
+            entered.set()
+            time.sleep(0.3)  # inside torch, as far as a fork can tell
+            finished.set()
+        return ViewBatch((torch.zeros(1),), torch.zeros(1))
+
+    producer = ThreadProducer(work, iter(range(3)), prefetch=1)
+    try:
+        assert entered.wait(30)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        assert finished.is_set()  # the fork returned only once the step had ended
+        assert os.waitpid(pid, 0)[1] == 0
+    finally:
+        producer.close()
+
+
+def test_a_step_that_forks_does_not_wait_for_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FORK_GATE, "WAIT_S", 0.2)
+
+    def work(step: int) -> list:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        return [str(w.message) for w in caught]
+
+    producer = ThreadProducer(work, iter(range(1)), prefetch=0)
+    try:
+        assert producer.get() == []  # no "forking while a producer thread has been inside a step"
+    finally:
+        producer.close()
 
 
 def test_slot_ring_state_machine() -> None:
