@@ -98,7 +98,7 @@ def main() -> None:
     for level in levels:
         for base in ("pipe", "pipe_simclr"):
             ratio, low, high = round_ratios(rates[f"export_png{level}"], rates[base])
-            ratios[f"export_png{level}/{base}"] = ratio
+            ratios[f"export_png{level}/{base}"] = [ratio, low, high]
             goal = "; goal ≥ 0.8" if base == "pipe" else ""
             print(f"export (png level {level}) / {base}: {ratio:.2f}× (rounds {low:.2f}–{high:.2f}{goal})")
     if args.json:

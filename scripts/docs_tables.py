@@ -208,6 +208,45 @@ def _bench(name: str, command: str) -> Callable[[Path], str]:
     return render
 
 
+def _machine(doc: dict[str, Any]) -> str:
+    m = doc.get("machine", {})
+    load = m.get("loadavg")
+    return (f"torch {m.get('torch')}, {m.get('cpu_count')} CPUs, {m.get('torch_threads')} torch thread(s)"
+            + (f", load average {load[0]:.1f} when it started" if load else ""))
+
+
+def _ratio(cell: list[float]) -> str:
+    return f"{cell[0]:.2f}× (rounds {cell[1]:.2f}–{cell[2]:.2f})"
+
+
+def _real_anchors(root: Path) -> str:
+    """``benchmarks/real_anchors.py --json``: the three feeds' pairs/s and their ratios to the pipe."""
+    name = "bench_real_anchors.json"
+    doc = _report(root, name)
+    if doc is None:
+        return _missing(name, f"python benchmarks/real_anchors.py --json docs/{name}")
+    rates, ratios = doc["pairs_per_s"], doc["ratios"]
+    what = {"pipe": "prior anchors (the plain pipe)", "real": "real anchors (every image inverted)",
+            "mixed": "half prior, half real (prior_fraction=0.5)"}
+    lines = ["| feed | pairs/s | ÷ prior-anchored pipe |", "|---|---:|---:|"]
+    lines += [f"| {what[k]} | {rates[k]:,.0f} | {_ratio(ratios[k]) if k in ratios else '1'} |" for k in what]
+    return "\n".join(lines + ["", f"`{doc['command']}`; {_machine(doc)}."])
+
+
+def _export(root: Path) -> str:
+    """``benchmarks/export.py --json``: pairs/s of the export beside the pipe's, and the ratios."""
+    name = "bench_export.json"
+    doc = _report(root, name)
+    if doc is None:
+        return _missing(name, f"python benchmarks/export.py --json docs/{name}")
+    lines = ["| feed | pairs/s (median, rounds) |", "|---|---:|"]
+    for k, r in doc["pairs_per_s"].items():
+        lines.append(f"| {k} | {r['median']:,.0f} ({r['min']:,.0f}–{r['max']:,.0f}) |")
+    lines += ["", *(f"- {k}: {_ratio(v)}" for k, v in doc["ratios"].items())]
+    return "\n".join(lines + ["", f"{doc['generator']}, batch {doc['batch_size']}, {doc['batches']} batches per call; "
+                               f"{_machine(doc)}."])
+
+
 def _view_quality(name: str, generator: str, judge: str) -> Callable[[Path], str]:
     def render(root: Path) -> str:
         from mlvgm_data.mi import ViewQualityReport  # the report's own table, as the command prints it
@@ -237,6 +276,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "bench-loaders": _bench("bench.json", "mlvgm-data bench --json docs/bench.json"),
     "bench-fashion": _bench("bench_fashion.json",
                             "mlvgm-data bench --data fashion-mnist --json docs/bench_fashion.json"),
+    "bench-real-anchors": _real_anchors,
+    "bench-export": _export,
     "view-quality-fashion": _view_quality("view_quality_fashion.json", "builtin:fashion", "builtin:fashion-classifier"),
     "view-quality-shapes": _view_quality("view_quality_shapes.json", "builtin:shapes", "builtin:shapes-classifier"),
 }
