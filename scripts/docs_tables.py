@@ -247,6 +247,30 @@ def _export(root: Path) -> str:
                                f"{_machine(doc)}."])
 
 
+def _front_vs_ssl(root: Path) -> str:
+    """``scripts/front_vs_ssl.py``: each policy's view-quality figures beside its SSL accuracy."""
+    name = "front_vs_ssl.json"
+    doc = _report(root, name)
+    if doc is None:
+        return _missing(name, "python scripts/front_vs_ssl.py --demo … --view-quality … --out docs/front_vs_ssl")
+    lines = ["| policy | consistency | pixel change | linear probe % | 60-per-class probe % | seeds | front |",
+             "|---|---:|---:|---:|---:|---:|:---:|"]
+    for pt in doc["points"]:
+        lines.append(f"| {pt['candidate']} | {pt['consistency']:.3f} | {pt['pixel_change']:.3f} | "
+                     f"{_pct(pt['probe_accuracy'], pt.get('probe_sd'))} | {_pct(pt.get('few_label_accuracy'))} | "
+                     f"{pt['seeds']} | {'yes' if pt['on_front'] else ''} |")
+
+    def rho(v: float | None) -> str:
+        return "—" if v is None else _num(v)
+
+    lines.append("")
+    for key, value in doc["spearman"].items():
+        above = doc["spearman_above_floor"][key]
+        lines.append(f"- Spearman, {key.replace('_', ' ')}: {rho(value)} over every policy, {rho(above)} over "
+                     f"those with consistency ≥ {doc['floor']}")
+    return "\n".join(lines)
+
+
 def _view_quality(name: str, generator: str, judge: str) -> Callable[[Path], str]:
     def render(root: Path) -> str:
         from mlvgm_data.mi import ViewQualityReport  # the report's own table, as the command prints it
@@ -276,6 +300,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "bench-loaders": _bench("bench.json", "mlvgm-data bench --json docs/bench.json"),
     "bench-fashion": _bench("bench_fashion.json",
                             "mlvgm-data bench --data fashion-mnist --json docs/bench_fashion.json"),
+    "front-vs-ssl": _front_vs_ssl,
     "bench-real-anchors": _real_anchors,
     "bench-export": _export,
     "view-quality-fashion": _view_quality("view_quality_fashion.json", "builtin:fashion", "builtin:fashion-classifier"),

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from mlvgm_data._io import atomic_writer, write_text
+from mlvgm_data.mi.quality_report import DEFAULT_MIN_CONSISTENCY
 
 
 def _value(x: object) -> float:
@@ -63,16 +64,24 @@ def matched_points(demos: list[dict], report: dict) -> list[dict]:
             name, c = found
             r = demo["runs"][run]
             points.append({"run": run, "candidate": name, "probe_accuracy": r["probe_accuracy"],
-                           "few_label_accuracy": r.get("few_label_accuracy"), "seeds": len(r["probe_accuracy_seeds"]),
+                           "probe_sd": r.get("probe_sd"), "few_label_accuracy": r.get("few_label_accuracy"),
+                           "seeds": len(r["probe_accuracy_seeds"]),
                            "consistency": _value(c["consistency"]), "pixel_change": _value(c["pixel_change"]),
                            "on_front": name in report["front"]})
-    return points
+    best: dict[str, dict] = {}  # a candidate trained by several demos counts once: its run with the most seeds
+    for point in points:
+        if point["candidate"] not in best or point["seeds"] > best[point["candidate"]]["seeds"]:
+            best[point["candidate"]] = point
+    return sorted(best.values(), key=lambda pt: -pt["consistency"])
 
 
-def correlations(points: list[dict]) -> dict[str, float | None]:
+def correlations(points: list[dict], floor: float | None = None) -> dict[str, float | None]:
+    """Spearman's correlation of each accuracy with each axis, over the points whose consistency is
+    at least ``floor`` (all of them by default)."""
     out = {}
+    kept = [p for p in points if floor is None or p["consistency"] >= floor]
     for acc in ("probe_accuracy", "few_label_accuracy"):
-        usable = [p for p in points if p[acc] is not None]
+        usable = [p for p in kept if p[acc] is not None]
         for axis in ("consistency", "pixel_change"):
             out[f"{acc} vs {axis}"] = spearman([p[axis] for p in usable], [p[acc] for p in usable])
     return out
@@ -113,7 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
     demos = [json.loads(Path(d).read_text()) for d in args.demo]
     report = json.loads(Path(args.view_quality).read_text())
     points = matched_points(demos, report)
-    result = {"points": points, "spearman": correlations(points), "view_quality": args.view_quality,
+    floor = report.get("settings", {}).get("min_consistency") or DEFAULT_MIN_CONSISTENCY
+    result = {"points": points, "spearman": correlations(points), "floor": floor,
+              "spearman_above_floor": correlations(points, floor), "view_quality": args.view_quality,
               "demos": args.demo}
     write_text(Path(args.out + ".json"), json.dumps(result, indent=2) + "\n", "--out")
     if points:
@@ -122,7 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{pt['candidate'][:50]:50s} consistency {pt['consistency']:.3f} change {pt['pixel_change']:.3f} "
               f"probe {pt['probe_accuracy'] * 100:.1f} ({pt['seeds']} seeds)")
     for k, v in result["spearman"].items():
-        print(f"Spearman {k}: {'—' if v is None else f'{v:+.2f}'}")
+        above = result["spearman_above_floor"][k]
+        print(f"Spearman {k}: {'—' if v is None else f'{v:+.2f}'} (consistency ≥ {floor}: "
+              f"{'—' if above is None else f'{above:+.2f}'})")
     return result
 
 

@@ -39,6 +39,17 @@ def test_runs_are_matched_by_policy_and_correlated(script, tmp_path: Path) -> No
     assert result["spearman"]["probe_accuracy vs consistency"] == pytest.approx(-1.0)
     assert result["spearman"]["few_label_accuracy vs consistency"] is None
     assert (tmp_path / "out.png").stat().st_size > 0 and json.loads((tmp_path / "out.json").read_text())["points"]
+    # s4 below the floor (consistency 0.6 < 0.7) and at the worst accuracy: the correlation above the
+    # floor leaves it out; a candidate trained by two demos counts once, with its run of more seeds
+    runs = {"policy:s4": {"probe_accuracy": 0.5, "probe_accuracy_seeds": [0]},
+            "policy:s1": {"probe_accuracy": 0.9, "probe_sd": 0.01, "probe_accuracy_seeds": [0, 1, 2]}}
+    (tmp_path / "more.json").write_text(json.dumps({"policies": {"policy:s4": _policy(0.4), "policy:s1": _policy(0.1)},
+                                                     "runs": runs}))
+    result = script["main"](["--demo", str(tmp_path / "demo.json"), "--demo", str(tmp_path / "more.json"),
+                             "--view-quality", str(tmp_path / "vq.json"), "--out", str(tmp_path / "out")])
+    assert [(p["candidate"], p["seeds"]) for p in result["points"]] == [("s1", 3), ("s2", 1), ("s3", 1), ("s4", 1)]
+    assert result["floor"] == 0.7 and result["spearman"]["probe_accuracy vs consistency"] == pytest.approx(0.8)
+    assert result["spearman_above_floor"]["probe_accuracy vs consistency"] == pytest.approx(0.5)
 
 
 def test_spearman_handles_ties_and_too_few_points(script) -> None:
