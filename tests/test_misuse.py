@@ -222,21 +222,26 @@ import gc, signal, sys, threading, time
 sys.path.insert(0, {tests!r})
 from helpers import TinyGenerator
 import mlvgm_data as m
+from mlvgm_data.producers import ThreadProducer
+
+# close() waits longer than the timer below can be late on a loaded machine: the Ctrl-C comes while
+# close() waits, whatever the load (with the default 1 s, close() could give up first).
+ThreadProducer.JOIN_S = 100
 
 class Slow(TinyGenerator):
     def _decode(self, latents, classes):
-        time.sleep(30)
+        time.sleep(100)
         return super()._decode(latents, classes)
 
 pipe = m.ViewPairPipe(Slow(), m.ViewPolicy({{}}), 2, prefetch=2)
 it = iter(pipe)
-it._producer._thread.join(0.2)  # the producer is now inside its first (30 s) step
+it._producer._thread.join(0.2)  # the producer is now inside its first (100 s) step
 # One Ctrl-C, delivered to the main thread as the terminal's would be handled there.
 threading.Timer(0.3, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
 try:
     {how}
     print("closed")
-    time.sleep(30)
+    time.sleep(100)
     print("not interrupted")
 except KeyboardInterrupt:
     print("interrupted")
