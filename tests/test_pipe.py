@@ -245,6 +245,27 @@ def test_a_fork_waits_for_the_step_in_flight() -> None:
         producer.close()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="a thread's end is seen in /proc/self/task (Linux)")
+def test_a_fork_waits_until_an_ending_producer_thread_is_gone() -> None:
+    # MKL frees an ending thread's buffers under its allocator lock after the thread's Python code has
+    # returned; a fork then hung its child 14 times in 200. The sleep stands in for that teardown.
+    told = threading.Event()
+
+    def ending() -> None:
+        FORK_GATE.ending()
+        told.set()
+        time.sleep(0.3)
+
+    thread = threading.Thread(target=ending)
+    thread.start()
+    assert told.wait(30)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    assert not thread.is_alive()  # the fork waited for it
+    assert os.waitpid(pid, 0)[1] == 0
+
+
 def test_a_step_that_forks_does_not_wait_for_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(FORK_GATE, "WAIT_S", 0.2)
 
