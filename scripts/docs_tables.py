@@ -289,7 +289,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "demo-cs480": _demo("demo_fashion_cs480_report.json", "mlvgm-data demo --runs generated,fixed_set --steps 480"),
     "demo-1000": _demo("demo_fashion_1000_report.json",
                        "mlvgm-data demo --runs generated,real,baseline_policy,augment_only --steps 1000"),
-    "demo-real": _demo("demo_real_report.json", "mlvgm-data demo --seeds 3 --json docs/demo_real_report.json",
+    "demo-real": _demo("demo_real_report.json", "mlvgm-data demo --seeds 3 --runs generated,real,real_anchored,"
+                       "real_view,mixed,recon_only,random,pixels --json docs/demo_real_report.json",
                        seeds_column=True, speed_column=True, references=True),
     "mi-shapes": _mi("mi_shapes.json", "builtin:shapes"),
     "mi-fashion": _mi("mi_fashion.json", "builtin:fashion"),
