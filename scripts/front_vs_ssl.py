@@ -53,6 +53,7 @@ def matched_points(demos: list[dict], report: dict) -> list[dict]:
     real-anchored runs' views and the crop + flip recipe's augmentation are not what the report
     measured)."""
     candidates = {json.dumps(c["policy"], sort_keys=True): (name, c) for name, c in report["policies"].items()}
+    number = {name: i for i, name in enumerate(report.get("order") or report["policies"], 1)}  # the report's #
     points = []
     for demo in demos:
         for run, policy in demo["policies"].items():
@@ -63,7 +64,7 @@ def matched_points(demos: list[dict], report: dict) -> list[dict]:
                 continue
             name, c = found
             r = demo["runs"][run]
-            points.append({"run": run, "candidate": name, "probe_accuracy": r["probe_accuracy"],
+            points.append({"run": run, "candidate": name, "number": number[name], "probe_accuracy": r["probe_accuracy"],
                            "probe_sd": r.get("probe_sd"), "few_label_accuracy": r.get("few_label_accuracy"),
                            "seeds": len(r["probe_accuracy_seeds"]),
                            "consistency": _value(c["consistency"]), "pixel_change": _value(c["pixel_change"]),
@@ -93,20 +94,24 @@ def plot(points: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"right": 0.7})
     for ax, axis in zip(axes, ("consistency", "pixel_change")):
         for acc, marker in (("probe_accuracy", "o"), ("few_label_accuracy", "s")):
-            xs = [p[axis] for p in points if p[acc] is not None]
-            ys = [p[acc] * 100 for p in points if p[acc] is not None]
-            ax.scatter(xs, ys, marker=marker, label="all labels" if acc == "probe_accuracy" else "60 per class")
-        for p in points:
-            ax.annotate(p["candidate"][:28], (p[axis], p["probe_accuracy"] * 100), fontsize=6)
+            pts = [p for p in points if p[acc] is not None]
+            sds = [(p.get("probe_sd") or 0.0) * 100 if acc == "probe_accuracy" else 0.0 for p in pts]
+            ax.errorbar([p[axis] for p in pts], [p[acc] * 100 for p in pts], yerr=sds, fmt=marker, capsize=2,
+                        label="all labels (± sd over seeds)" if acc == "probe_accuracy" else "60 per class")
+            for p in pts:  # the report's numbers: the legend on the right names them
+                ax.annotate(str(p["number"]), (p[axis], p[acc] * 100), textcoords="offset points", xytext=(3, 3),
+                            fontsize=7)
         ax.set_xlabel("label consistency (judge)" if axis == "consistency" else "RMS pixel change")
         ax.set_ylabel("linear probe accuracy %")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left" if axis == "consistency" else "center right")
+    legend = "\n".join(f"{p['number']:>2}  {p['candidate'][:44]}  ({p['seeds']} seed{'s' * (p['seeds'] > 1)})"
+                       for p in sorted(points, key=lambda q: q["number"]))
+    fig.text(0.715, 0.88, legend, va="top", ha="left", fontsize=7, family="monospace")
     fig.suptitle("SSL accuracy of the demo's runs against the view-quality report of their policy")
-    fig.tight_layout()
     with atomic_writer(path, "chart") as f:
         fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
