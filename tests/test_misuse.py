@@ -219,6 +219,7 @@ def test_a_state_of_one_parameter_free_generator_is_refused_by_another() -> None
 
 CTRL_C = """
 import gc, signal, sys, threading, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if our parent ignores it
 sys.path.insert(0, {tests!r})
 from helpers import TinyGenerator
 import mlvgm_data as m
