@@ -59,6 +59,7 @@ nvcc-check: setup
 
 # The exactness subset again under each CPU path a machine may take (MKL's and ATen's kernel
 # dispatch), so that bit-exactness claims cannot hold on this CPU and fail on the next.
+TEST_WORKERS ?= auto
 # Only the modules that hold exactness tests: collecting all of tests/ costs ~12 s per CPU path.
 EXACT_FILES = $(shell grep -l "mark.exactness" tests/test_*.py)
 CPU_PATHS := ATEN_CPU_CAPABILITY=default ATEN_CPU_CAPABILITY=avx2 ATEN_CPU_CAPABILITY=avx512 \
@@ -67,14 +68,15 @@ CPU_PATHS := ATEN_CPU_CAPABILITY=default ATEN_CPU_CAPABILITY=avx2 ATEN_CPU_CAPAB
 # The tiers make test runs (the markers are in pyproject.toml; plain pytest is the default tier):
 #   1. nvcc-check (the prerequisite above);
 #   2. the default tier and the slow tier, in one run: -m "not sdist" is everything but the sdist
-#      install (one import, each module's fixtures built once). The default tier holds the sdist's
-#      file list against git's tracked files (tests/test_sdist.py, seconds);
+#      install, spread over one pytest-xdist worker per core (at most 4; TEST_WORKERS=0 runs them in
+#      one process): 2 workers took 280 s where one took ~440 s on the 2-core machine. The default
+#      tier holds the sdist's file list against git's tracked files (tests/test_sdist.py, seconds);
 #   3. the exactness tier again under each CPU path;
 #   and, as a prerequisite, the manual built strictly (make docs).
 # The sdist installed into a fresh venv (minutes) is make sdist-check's, not make test's.
 test: setup-test nvcc-check docs
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -p no:cacheprovider -m "not sdist"
+	$(PY) -m pytest -q -p no:cacheprovider -m "not sdist" -n $(TEST_WORKERS) --maxprocesses 4
 	@for path in $(CPU_PATHS); do \
 	  echo "exactness tests with $$path"; \
 	  env $$path $(PY) -m pytest -q -m exactness -p no:cacheprovider $(EXACT_FILES) || exit 1; \
