@@ -285,3 +285,37 @@ def test_a_generator_without_materialised_weights_is_refused_at_the_call(where: 
         m.ViewPairPipe(gen, m.ViewPolicy({}), 2)
     with pytest.raises(ValueError, match="not materialised"):
         m.GeneratedViews(gen, m.ViewPolicy({}), 4)
+
+
+# --- module:factory, for generators (the CLI) and judges ---------------------------------------------
+
+FACTORIES = "def make():\n    return 3\nNOT_CALLABLE = 4\n"
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("no_such_module_here:make", "cannot import module 'no_such_module_here'"),
+    ("user_factories:missing", "module 'user_factories' has no attribute 'missing'"),
+    ("user_factories:NOT_CALLABLE", "NOT_CALLABLE is not callable .*returns the thing"),
+])
+def test_a_bad_module_factory_is_named_with_what_it_was_for(spec, match, tmp_path, monkeypatch) -> None:
+    from mlvgm_data.generators.registry import call_factory
+
+    (tmp_path / "user_factories.py").write_text(FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert call_factory("user_factories:make", "thing", "the thing") == 3
+    with pytest.raises(ValueError, match=f"^thing {spec!r}: {match}"):
+        call_factory(spec, "thing", "the thing")
+
+
+def test_the_cli_and_the_judges_use_the_one_factory_loader(tmp_path, monkeypatch) -> None:
+    from mlvgm_data.apps.commands.common import open_generator
+    from mlvgm_data.mi.judges import load_judge
+
+    (tmp_path / "user_factories.py").write_text(FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="^generator 'user_factories:missing': module 'user_factories' has no"):
+        open_generator("user_factories:missing")
+    with pytest.raises(ValueError, match="^judge 'user_factories:NOT_CALLABLE': NOT_CALLABLE is not callable"):
+        load_judge("user_factories:NOT_CALLABLE")
+    with pytest.raises(ValueError, match="returned int"):  # a factory that returns no generator
+        open_generator("user_factories:make")

@@ -194,6 +194,25 @@ def is_factory_name(name: str | Path) -> bool:
     return not (weights.exists() or config.exists() or Path(s).exists())
 
 
+def call_factory(spec: str, what: str, returns: str) -> object:
+    """Imports ``module`` of a ``module:factory`` spec and calls its zero-argument ``factory``;
+    ``what`` names the argument in the errors (``"generator"``, ``"judge"``) and ``returns`` what
+    the factory should return."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise ValueError(f"{what} {spec!r}: cannot import module {module_name!r} ({e})") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{what} {spec!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"{what} {spec!r}: {attr} is not callable (module:factory names a zero-argument "
+                         f"function that returns {returns})")
+    return obj()
+
+
 def _config_home() -> Path:
     xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     return Path(os.environ.get("MLVGM_CONFIG") or xdg / "mlvgm-data")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..generators.base import eval_mode
-from ..generators.registry import is_factory_name
+from ..generators.registry import call_factory, is_factory_name
 
 BUILTIN_JUDGES: dict[str, str] = {
     "fashion-classifier": "mlvgm_data.models.fashion_classifier:load_classifier",
@@ -37,21 +37,6 @@ def judge_names() -> list[str]:
 def _loader(target: str) -> Callable[..., nn.Module]:
     module, attr = target.split(":")
     return getattr(importlib.import_module(module), attr)
-
-
-def _from_factory(name: str) -> object:
-    module_name, _, attr = name.partition(":")
-    try:
-        obj: object = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise ValueError(f"judge {name!r}: cannot import module {module_name!r} ({e})") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"judge {name!r}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ValueError(f"judge {name!r}: {attr} is not callable (module:factory names a zero-argument function)")
-    return obj()
 
 
 def _from_stem(name: str) -> nn.Module:
@@ -83,7 +68,7 @@ def load_judge(name: str | Path, device: torch.device | str | None = None) -> ob
             raise ValueError(f"judge {s!r} is not a built-in judge; available: {judge_names()}")
         judge = _loader(BUILTIN_JUDGES[key])()
     elif is_factory_name(s):
-        judge = _from_factory(s)
+        judge = call_factory(s, "judge", "the judge")
     else:
         judge = _from_stem(s)
     if not callable(judge):

@@ -3,7 +3,6 @@ or ``module:factory``, a user's own model) and the ``--policy`` forms."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from torch import nn
 
 from ...generators import load_generator, recommended_policy
 from ...generators.base import check_generator
-from ...generators.registry import is_factory_name
+from ...generators.registry import call_factory, is_factory_name
 from ...policy import Perturb, ViewPolicy
 
 GENERATOR_HELP = ("builtin:NAME, a saved generator's PATH, or module:factory (a zero-argument callable returning "
@@ -21,21 +20,9 @@ GENERATOR_HELP = ("builtin:NAME, a saved generator's PATH, or module:factory (a 
 
 
 def _call_factory(arg: str) -> object:
-    module_name, _, attr = arg.partition(":")
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, "")  # as `python -m` and uvicorn do: the user's module lives in the current folder
-    try:
-        obj: object = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise ValueError(f"generator {arg!r}: cannot import module {module_name!r} ({e})") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"generator {arg!r}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ValueError(f"generator {arg!r}: {attr} is not callable (module:factory names a zero-argument "
-                         "function that returns the generator)")
-    return obj()
+    return call_factory(arg, "generator", "the generator")
 
 
 def open_generator(arg: str, device: torch.device | str | None = None) -> nn.Module:
