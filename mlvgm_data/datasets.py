@@ -136,11 +136,11 @@ class GeneratedViews(Dataset):
         with torch.no_grad():
             latents = (self.generator.invert(real, labels.to(device)) if getattr(self.generator, "num_classes", None)
                        else self.generator.invert(real))
+        # real_view: the real image itself is view 0 of every item, so view 0 is not decoded at all
+        views = range(1, self.num_views) if self.real_view else None
         made = decode_views(self.generator, self.policy, len(ids), self.num_views, anchors=dict(latents),
-                            anchor_classes=labels, **counters)
-        images = made.images
-        if self.real_view:
-            images[0] = real  # the real image itself is view 0 of every item
+                            anchor_classes=labels, views=views, **counters)
+        images = torch.cat([real.to(made.images.dtype)[None], made.images]) if self.real_view else made.images
         return images, labels.tolist()
 
 

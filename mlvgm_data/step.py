@@ -122,12 +122,15 @@ class StepWork:
         else:
             real, labels, latents = self.real.invert(step, self.device)
             n = real.shape[0]
+            # real_view: the real image itself is view 0 of its sample; with every sample real, view 0
+            # is not decoded at all (a third of a real_view step's work at two views)
+            skip = self.real.real_view and n == self.batch_size
             made = decode_views(self.generator, self.policy, self.batch_size, self.num_views, anchors=latents,
-                                anchor_classes=labels, **counters)
-            images = made.images
+                                anchor_classes=labels, views=range(1, self.num_views) if skip else None, **counters)
+            images = torch.cat([real.to(made.images.dtype)[None], made.images]) if skip else made.images
             target[:n] = labels
-            if self.real.real_view:
-                images[0, :n] = real  # the real image itself is view 0 of its sample
+            if self.real.real_view and not skip:
+                images[0, :n] = real
         if made.classes is not None:
             target = made.classes if self.real is None else torch.cat([target[:n], made.classes[n:]])
         with torch.no_grad():

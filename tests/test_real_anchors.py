@@ -57,6 +57,36 @@ def test_real_view_makes_view_zero_the_real_image_itself() -> None:
     assert torch.equal(batch.views[0], torch.stack([data[int(t)][0] for t in batch.target]))
 
 
+class CountingGenerator(InvertibleGenerator):
+    """Records how many images each decode call makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoded: list[int] = []
+
+    def _decode(self, latents, classes):
+        self.decoded.append(next(iter(latents.values())).shape[0])
+        return super()._decode(latents, classes)
+
+
+def test_real_view_decodes_only_the_views_it_keeps() -> None:
+    # The real image is view 0: decoding it too was a third of a real_view step at two views.
+    data = labelled_images(40)
+    counted = CountingGenerator()
+    batch = next(iter(pipe(data, generator=counted, augment=None, real_view=True, num_views=3)))
+    plain = next(iter(pipe(data, augment=None, num_views=3)))
+    assert counted.decoded == [2 * 4]  # views 1 and 2 of the 4 samples, one forward
+    assert torch.equal(batch.views[0], torch.stack([data[int(t)][0] for t in batch.target]))
+    for v in (1, 2):  # the same views as without real_view (the same counters)
+        torch.testing.assert_close(batch.views[v], plain.views[v], rtol=0, atol=1e-6)
+    mixed = CountingGenerator()  # half prior anchors: their view 0 is decoded, so every view is
+    next(iter(pipe(data, generator=mixed, augment=None, real_view=True, prior_fraction=0.5)))
+    assert mixed.decoded == [2 * 4]
+    dataset = CountingGenerator()
+    (v0, v1), target = GeneratedViews(dataset, POLICY, None, anchors=data, real_view=True)[3]
+    assert dataset.decoded == [1] and torch.equal(v0, data[3][0]) and target == data[3][1]
+
+
 def test_a_prior_fraction_mixes_prior_anchors_with_the_plain_pipes_numbers() -> None:
     mixed = next(iter(pipe(batch_size=8, prior_fraction=0.5, return_latents=True, augment=None)))
     plain = next(iter(ViewPairPipe(InvertibleGenerator(), POLICY, 8, seed=3, prefetch=0, return_latents=True)))
