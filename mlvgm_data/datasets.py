@@ -137,10 +137,13 @@ class GeneratedViews(Dataset):
             latents = (self.generator.invert(real, labels.to(device)) if getattr(self.generator, "num_classes", None)
                        else self.generator.invert(real))
         # real_view: the real image itself is view 0 of every item, so view 0 is not decoded at all
-        views = range(1, self.num_views) if self.real_view else None
+        # (unless it is the only view)
+        skip = self.real_view and self.num_views > 1
         made = decode_views(self.generator, self.policy, len(ids), self.num_views, anchors=dict(latents),
-                            anchor_classes=labels, views=views, **counters)
-        images = torch.cat([real.to(made.images.dtype)[None], made.images]) if self.real_view else made.images
+                            anchor_classes=labels, views=range(1, self.num_views) if skip else None, **counters)
+        images = torch.cat([real.to(made.images.dtype)[None], made.images]) if skip else made.images
+        if self.real_view and not skip:
+            images[0] = real
         return images, labels.tolist()
 
 

@@ -122,9 +122,9 @@ class StepWork:
         else:
             real, labels, latents = self.real.invert(step, self.device)
             n = real.shape[0]
-            # real_view: the real image itself is view 0 of its sample; with every sample real, view 0
-            # is not decoded at all (a third of a real_view step's work at two views)
-            skip = self.real.real_view and n == self.batch_size
+            # real_view: the real image itself is view 0 of its sample; with every sample real (and a
+            # view besides it to decode), view 0 is not decoded at all (a third of the step at two views)
+            skip = self.real.real_view and n == self.batch_size and self.num_views > 1
             made = decode_views(self.generator, self.policy, self.batch_size, self.num_views, anchors=latents,
                                 anchor_classes=labels, views=range(1, self.num_views) if skip else None, **counters)
             images = torch.cat([real.to(made.images.dtype)[None], made.images]) if skip else made.images

@@ -85,6 +85,12 @@ def test_real_view_decodes_only_the_views_it_keeps() -> None:
     dataset = CountingGenerator()
     (v0, v1), target = GeneratedViews(dataset, POLICY, None, anchors=data, real_view=True)[3]
     assert dataset.decoded == [1] and torch.equal(v0, data[3][0]) and target == data[3][1]
+    # one view: the real image alone, as before the decode was skipped
+    single = next(iter(pipe(data, augment=None, real_view=True, num_views=1)))
+    assert len(single.views) == 1
+    assert torch.equal(single.views[0], torch.stack([data[int(t)][0] for t in single.target]))
+    (only,), _ = GeneratedViews(InvertibleGenerator(), POLICY, None, num_views=1, anchors=data, real_view=True)[3]
+    assert torch.equal(only, data[3][0])
 
 
 def test_a_prior_fraction_mixes_prior_anchors_with_the_plain_pipes_numbers() -> None:
