@@ -46,11 +46,12 @@ def atomic_writer(path: str | Path, what: str = "output", root: str | Path | Non
                   mode: str = "wb") -> Iterator[IO]:
     """A file object whose contents replace ``path`` when the block ends without an error."""
     p = check_output_path(path, what, root)
-    for stale in p.parent.glob(f".{glob.escape(p.name)}.{_HOST}-*.tmp"):
-        if not _writer_alive(stale.name[len(p.name) + len(_HOST) + 3:]):  # left by a writer that was killed
+    mine = f".{p.name}.{_HOST}-"  # this host's temporary names for p: MINE<pid>-<random>.tmp
+    for stale in p.parent.glob(f"{glob.escape(mine)}*.tmp"):
+        if not _writer_alive(stale.name.removeprefix(mine)):  # left by a writer that was killed
             with contextlib.suppress(OSError):
                 stale.unlink()
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.{_HOST}-{os.getpid()}-", suffix=".tmp", dir=p.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{mine}{os.getpid()}-", suffix=".tmp", dir=p.parent)
     try:
         os.chmod(tmp, p.stat().st_mode & 0o7777 if p.exists() else 0o666 & ~_umask())  # mkstemp makes it 0600
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
